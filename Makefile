@@ -1,0 +1,65 @@
+# megahub developer workflow. `make run` and `make test` install whatever is missing.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PY := .venv/bin/python
+PG_URL ?= postgres://postgres@localhost:5432/megahub
+AMQP_URL ?= amqp://guest:guest@localhost:5672//
+# Test runs need no secrets of their own; real deployments set SECRET_KEY (README).
+TEST_ENV = SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-not-for-any-deployment} \
+  DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(AMQP_URL)}
+
+.PHONY: help install run migrate test test-fast test-integration lint fmt bench worker beat web check-services clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(UV):
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+install: .venv/.synced ## create the virtualenv from uv.lock
+
+migrate: install ## apply database migrations
+	$(PY) manage.py migrate --noinput
+
+run: export DEBUG ?= 1
+run: install migrate ## the whole stack (web, worker, beat) on embedded defaults, demo credentials printed
+	$(PY) manage.py seed_demo
+	bin/run-stack
+
+web: install ## the web process alone
+	$(PY) manage.py runserver 127.0.0.1:$${PORT:-8000}
+
+worker: install ## one Celery worker
+	.venv/bin/celery -A megahub worker --loglevel INFO -Q $${CELERY_QUEUE_PREFIX}default,$${CELERY_QUEUE_PREFIX}long
+
+beat: install ## Celery beat (platform periodic work)
+	.venv/bin/celery -A megahub beat --loglevel INFO --pidfile=
+
+check-services: install
+	@$(TEST_ENV) $(PY) manage.py check_services --require-postgres --require-rabbitmq
+
+test: install check-services ## the whole suite against real PostgreSQL and RabbitMQ
+	$(TEST_ENV) $(PY) -m pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup $(PYTEST_ARGS)
+
+test-fast: install ## unit and API tests on SQLite, no broker (no integration tests)
+	$(TEST_ENV) DATABASE_URL=sqlite:///:memory: CELERY_BROKER_URL=memory:// \
+	  $(PY) -m pytest -m "not integration and not chaos" $(PYTEST_ARGS)
+
+lint: install ## ruff lint + format check, migrations up to date
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	DEBUG=1 $(PY) manage.py makemigrations --check --dry-run
+
+fmt: install ## format and autofix
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+bench: install ## benchmarks (see docs/benchmarks.md); needs PostgreSQL and RabbitMQ
+	$(TEST_ENV) $(PY) bench/run.py
+
+clean:
+	rm -rf .run staticfiles .pytest_cache

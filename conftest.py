@@ -1,0 +1,71 @@
+"""Root fixtures: two brands and the people around them (owner, member of both, outsider)."""
+
+import pytest
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
+
+from tests.factories import BrandFactory, MembershipFactory, UserFactory
+
+
+@pytest.fixture
+def brand(db):
+    return BrandFactory(name="Humari", slug="humari")
+
+
+@pytest.fixture
+def other_brand(db):
+    return BrandFactory(name="Acme", slug="acme")
+
+
+@pytest.fixture
+def owner(brand):
+    """Admin of `brand` only."""
+    user = UserFactory(username="owner")
+    MembershipFactory(user=user, brand=brand, role="admin")
+    return user
+
+
+@pytest.fixture
+def member(brand, other_brand):
+    """Operator in both brands."""
+    user = UserFactory(username="member")
+    MembershipFactory(user=user, brand=brand, role="operator")
+    MembershipFactory(user=user, brand=other_brand, role="operator")
+    return user
+
+
+@pytest.fixture
+def outsider(other_brand):
+    """Admin of `other_brand`, nothing in `brand`."""
+    user = UserFactory(username="outsider")
+    MembershipFactory(user=user, brand=other_brand, role="admin")
+    return user
+
+
+@pytest.fixture
+def user_with_role(brand):
+    def make(role):
+        user = UserFactory(username=f"{role}-user")
+        MembershipFactory(user=user, brand=brand, role=role)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def api():
+    """api(user, brand) -> APIClient with a real JWT and the X-Brand-ID header."""
+
+    def make(user=None, brand=None, *, brand_header=None):
+        client = APIClient()
+        headers = {}
+        if user is not None:
+            headers["HTTP_AUTHORIZATION"] = f"Bearer {AccessToken.for_user(user)}"
+        if brand_header is not None:
+            headers["HTTP_X_BRAND_ID"] = brand_header
+        elif brand is not None:
+            headers["HTTP_X_BRAND_ID"] = str(brand.pk)
+        client.credentials(**headers)
+        return client
+
+    return make

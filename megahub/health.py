@@ -1,0 +1,91 @@
+"""Liveness and readiness probes (no auth, no brand)."""
+
+from datetime import timedelta
+
+from celery import current_app
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+BEAT_STALE_AFTER = timedelta(seconds=60)
+
+
+@require_GET
+def liveness(request):
+    return JsonResponse({"status": "ok"})
+
+
+def _check_database() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"status": "ok"}
+
+
+def _check_migrations() -> dict:
+    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if plan:
+        return {"status": "fail", "detail": f"{len(plan)} migration(s) not applied"}
+    return {"status": "ok"}
+
+
+def _check_broker() -> dict:
+    with current_app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+    return {"status": "ok"}
+
+
+def _check_beat() -> dict:
+    """Beat is alive if it sent one of the platform's periodic tasks recently."""
+    from django_celery_beat.models import PeriodicTask
+
+    last = (
+        PeriodicTask.objects.filter(name__startswith="megahub.", last_run_at__isnull=False)
+        .order_by("-last_run_at")
+        .values_list("last_run_at", flat=True)
+        .first()
+    )
+    if last is None:
+        return {"status": "warn", "detail": "beat has not run yet"}
+    age = timezone.now() - last
+    if age > BEAT_STALE_AFTER:
+        return {"status": "warn", "detail": f"beat last ran {int(age.total_seconds())}s ago"}
+    return {"status": "ok", "last_run_at": last.isoformat()}
+
+
+def _check_workers() -> dict:
+    try:
+        replies = current_app.control.ping(timeout=1.0) or []
+    except Exception as exc:  # transports without broadcast (filesystem) land here
+        return {"status": "warn", "detail": f"cannot ping workers: {type(exc).__name__}"}
+    if not replies:
+        return {"status": "warn", "detail": "no worker answered within 1s"}
+    return {"status": "ok", "online": len(replies)}
+
+
+# Failing a critical check makes the instance not ready (503); warnings are reported only,
+# because the web process can accept tasks while beat or the workers restart.
+CHECKS = {
+    "database": (_check_database, True),
+    "migrations": (_check_migrations, True),
+    "broker": (_check_broker, True),
+    "beat": (_check_beat, False),
+    "workers": (_check_workers, False),
+}
+
+
+@require_GET
+def readiness(request):
+    results, ready = {}, True
+    for name, (check, critical) in CHECKS.items():
+        try:
+            results[name] = check()
+        except Exception as exc:
+            results[name] = {"status": "fail", "detail": type(exc).__name__}
+        if critical and results[name]["status"] == "fail":
+            ready = False
+    return JsonResponse(
+        {"status": "ok" if ready else "fail", "checks": results}, status=200 if ready else 503
+    )

@@ -1,0 +1,114 @@
+"""Admin for brands, memberships and tasks. Staff see only their brands; superusers see all."""
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from megahub.errors import DomainError
+from task_core import services
+from task_core.models import Brand, BrandMembership, Task, TaskEvent
+
+
+class BrandScopedAdmin(admin.ModelAdmin):
+    """Limits staff users to the brands they are members of."""
+
+    brand_field = "brand"
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        return qs.filter(**{f"{self.brand_field}__memberships__user": request.user})
+
+
+class MembershipInline(admin.TabularInline):
+    model = BrandMembership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Brand)
+class BrandAdmin(BrandScopedAdmin):
+    brand_field = "id"
+    list_display = ["id", "name", "slug", "is_active", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+    def get_queryset(self, request):
+        qs = admin.ModelAdmin.get_queryset(self, request)
+        return qs if request.user.is_superuser else qs.filter(memberships__user=request.user)
+
+
+@admin.register(BrandMembership)
+class BrandMembershipAdmin(BrandScopedAdmin):
+    list_display = ["user", "brand", "role", "created_at"]
+    list_filter = ["role", "brand"]
+    search_fields = ["user__username", "brand__name"]
+    autocomplete_fields = ["user", "brand"]
+
+
+class TaskEventInline(admin.TabularInline):
+    model = TaskEvent
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "kind", "from_status", "to_status", "attempt", "actor", "message"]
+    readonly_fields = fields
+    ordering = ["id"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Task)
+class TaskAdmin(BrandScopedAdmin):
+    list_display = [
+        "task_id", "brand", "task_type", "status", "priority", "progress_bar", "attempts",
+        "created_at", "completed_at",
+    ]  # fmt: skip
+    list_filter = ["status", "priority", "task_type", "queue", "brand"]
+    search_fields = ["task_id", "task_type", "description"]
+    date_hierarchy = "created_at"
+    list_select_related = ["brand"]
+    show_full_result_count = False  # no COUNT(*) over millions of rows
+    inlines = [TaskEventInline]
+    actions = ["retry_tasks", "cancel_tasks"]
+    readonly_fields = [
+        "task_id", "brand", "created_by", "task_type", "queue", "status", "priority",
+        "description", "context_data", "result_data", "error_message", "progress_percentage",
+        "attempts", "max_retries", "idempotency_key", "scheduled_for", "available_at",
+        "cancel_requested", "worker", "created_at", "updated_at", "queued_at", "started_at",
+        "completed_at", "heartbeat_at",
+    ]  # fmt: skip
+
+    def has_add_permission(self, request):
+        return False  # tasks are created through the API, commands or schedules
+
+    @admin.display(description="progress")
+    def progress_bar(self, task):
+        return format_html(
+            '<progress value="{}" max="100" title="{}%"></progress>',
+            task.progress_percentage,
+            task.progress_percentage,
+        )
+
+    def _apply(self, request, queryset, service, verb):
+        done, refused = 0, []
+        for task in queryset:
+            try:
+                service(task=task, user=request.user)
+                done += 1
+            except DomainError as exc:
+                refused.append(f"{task.task_id}: {exc.detail}")
+        if done:
+            self.message_user(request, f"{verb} {done} task(s).", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "Refused: " + "; ".join(refused[:20]), messages.WARNING)
+
+    @admin.action(description="Retry selected failed/cancelled tasks")
+    def retry_tasks(self, request, queryset):
+        self._apply(request, queryset, services.task_retry, "Retried")
+
+    @admin.action(description="Cancel selected tasks")
+    def cancel_tasks(self, request, queryset):
+        self._apply(request, queryset, services.task_cancel, "Cancelled")

@@ -1,0 +1,130 @@
+"""Shapes of the /tasks/ API. Input and output serializers are separate: nothing a client sends
+can reach a server-owned field."""
+
+from collections.abc import Callable
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from task_core.models import Task, TaskEvent
+
+# Extra blocks of the task detail that other apps provide (e.g. "metrics" from
+# task_monitoring). Each callable gets the task and returns JSON-able data or None.
+detail_sections: dict[str, Callable[[Task], Any]] = {}
+
+
+def register_detail_section(name: str, provider: Callable[[Task], Any]) -> None:
+    detail_sections[name] = provider
+
+
+class StrictInputSerializer(serializers.Serializer):
+    """Rejects fields it does not know (typos, server-owned fields) instead of ignoring them."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: ["Unknown or read-only field."] for name in unknown}
+                )
+        return super().to_internal_value(data)
+
+
+class BrandRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class UserRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+
+
+class TaskCreateSerializer(StrictInputSerializer):
+    task_type = serializers.CharField(max_length=100)
+    priority = serializers.ChoiceField(choices=Task.Priority.choices, default=Task.Priority.NORMAL)
+    description = serializers.CharField(max_length=5000, allow_blank=True, default="")
+    context_data = serializers.JSONField(default=dict)
+    scheduled_for = serializers.DateTimeField(required=False, allow_null=True)
+
+    def validate_context_data(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return value
+
+
+class TaskListSerializer(serializers.ModelSerializer):
+    brand = BrandRefSerializer(read_only=True)
+    created_by = UserRefSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Task
+        fields = [
+            "id", "task_id", "task_type", "status", "priority", "progress_percentage",
+            "description", "brand", "created_by", "created_at", "started_at", "completed_at",
+            "attempts", "max_retries", "error_message", "queue", "scheduled_for",
+            "cancel_requested",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class TaskDetailSerializer(TaskListSerializer):
+    metrics = serializers.SerializerMethodField()
+
+    class Meta(TaskListSerializer.Meta):
+        fields = [
+            *TaskListSerializer.Meta.fields,
+            "context_data", "result_data", "metrics", "worker", "queued_at", "heartbeat_at",
+            "updated_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_metrics(self, task):
+        provider = detail_sections.get("metrics")
+        return provider(task) if provider else None
+
+    def to_representation(self, task):
+        data = super().to_representation(task)
+        for name, provider in detail_sections.items():
+            if name != "metrics":
+                data[name] = provider(task)
+        return data
+
+
+class TaskEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TaskEvent
+        fields = [
+            "id",
+            "kind",
+            "from_status",
+            "to_status",
+            "attempt",
+            "actor",
+            "message",
+            "data",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class TaskTypeSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    queue = serializers.CharField()
+    soft_time_limit_s = serializers.IntegerField()
+    time_limit_s = serializers.IntegerField()
+    retry_policy = serializers.DictField()
+    resumable = serializers.BooleanField()
+    context_schema = serializers.JSONField(allow_null=True)
+    cost_per_cpu_second_usd = serializers.FloatField()
+
+
+class QueueStatsSerializer(serializers.Serializer):
+    generated_at = serializers.DateTimeField()
+    queues = serializers.DictField()
+    throughput = serializers.DictField()
+    broker = serializers.DictField()

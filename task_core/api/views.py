@@ -1,0 +1,140 @@
+"""The /tasks/ API: thin views over task_core's services and selectors."""
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from megahub.pagination import KeysetPagination
+from megahub.tenancy import BrandScopedViewSet
+from task_core import selectors, services
+from task_core.api.filters import task_filterset
+from task_core.api.serializers import (
+    QueueStatsSerializer,
+    TaskCreateSerializer,
+    TaskDetailSerializer,
+    TaskEventSerializer,
+    TaskListSerializer,
+    TaskTypeSerializer,
+)
+from task_core.models import Task
+from task_core.registry import all_task_types
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="Same key + same brand returns the first task (200) instead of creating another.",
+)
+
+
+class TimelinePagination(KeysetPagination):
+    ordering = "id"  # oldest first: a timeline reads top to bottom
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List the brand's tasks (keyset-paginated)"),
+    retrieve=extend_schema(summary="Task detail"),
+)
+class TaskViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, BrandScopedViewSet
+):
+    queryset = Task.objects.all()
+    lookup_value_regex = r"\d+"
+    not_found_code = "TASK_NOT_FOUND"
+    not_found_detail = "Task not found or access denied"
+    search_fields = ["task_type", "description", "=task_id"]
+    ordering_fields = ["id", "created_at"]
+    ordering = ["-id"]
+    action_roles = {
+        "list": "viewer",
+        "retrieve": "viewer",
+        "events": "viewer",
+        "queue_stats": "viewer",
+        "types": "viewer",
+        "create": "operator",
+        "retry": "operator",
+        "cancel": "operator",
+    }
+
+    @property
+    def filterset_class(self):
+        return task_filterset() if self.action == "list" else None
+
+    def scope_queryset(self, queryset):
+        queryset = queryset.select_related("brand", "created_by")
+        if self.action == "list":
+            queryset = queryset.defer("context_data", "result_data")
+        return queryset
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return TaskCreateSerializer
+        if self.action == "list":
+            return TaskListSerializer
+        return TaskDetailSerializer
+
+    @extend_schema(
+        request=TaskCreateSerializer,
+        responses={201: TaskDetailSerializer, 200: TaskDetailSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+        summary="Create a task (201), or return the idempotent twin (200)",
+    )
+    def create(self, request, *args, **kwargs):
+        serializer = TaskCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        task, created = services.task_create(
+            brand=request.brand,
+            user=request.user,
+            idempotency_key=(request.headers.get("Idempotency-Key") or "").strip()[:255] or None,
+            **serializer.validated_data,
+        )
+        task = self.get_queryset().get(pk=task.pk)
+        return Response(
+            TaskDetailSerializer(task).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(
+        request=None, responses=TaskDetailSerializer, summary="Retry a failed/cancelled task"
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        task = services.task_retry(task=self.get_object(), user=request.user)
+        return Response(TaskDetailSerializer(self.get_queryset().get(pk=task.pk)).data)
+
+    @extend_schema(
+        request=None,
+        responses={200: TaskDetailSerializer, 202: TaskDetailSerializer},
+        summary="Cancel a task (202 while a running task is asked to stop)",
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        task = services.task_cancel(task=self.get_object(), user=request.user)
+        code = (
+            status.HTTP_202_ACCEPTED if task.status == Task.Status.RUNNING else status.HTTP_200_OK
+        )
+        return Response(TaskDetailSerializer(self.get_queryset().get(pk=task.pk)).data, status=code)
+
+    @extend_schema(responses=TaskEventSerializer(many=True), summary="The task's timeline")
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=TimelinePagination)
+    def events(self, request, pk=None):
+        events = selectors.task_events(task=self.get_object())
+        page = self.paginate_queryset(events)
+        return self.get_paginated_response(TaskEventSerializer(page, many=True).data)
+
+    @extend_schema(responses=QueueStatsSerializer, summary="Queue statistics (database + broker)")
+    @action(
+        detail=False,
+        methods=["get"],
+        url_path="queue-stats",
+        filter_backends=[],
+        pagination_class=None,
+    )
+    def queue_stats(self, request):
+        return Response(QueueStatsSerializer(selectors.queue_stats(brand=request.brand)).data)
+
+    @extend_schema(responses=TaskTypeSerializer(many=True), summary="Registered task types")
+    @action(detail=False, methods=["get"], filter_backends=[], pagination_class=None)
+    def types(self, request):
+        return Response([t.as_dict() for t in all_task_types()])

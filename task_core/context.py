@@ -1,0 +1,131 @@
+"""What a handler receives: its task's data, and calls to report progress, check cancellation,
+add costs and save checkpoints. Handlers never touch the task row themselves."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from task_core.models import Task, TaskEvent
+
+if TYPE_CHECKING:
+    from task_core.registry import TaskType
+
+MILESTONES = (25, 50, 75)
+
+
+class TaskCancelled(Exception):
+    """Raised inside a handler at its next progress/cancellation check once cancel is requested."""
+
+
+class TaskLost(Exception):
+    """This attempt no longer owns its task (the sweeper gave it to another attempt)."""
+
+
+# task_persistence fills this: (ctx, state, items_processed) -> None. Kept as a hook so that
+# task_core never imports the app that stores checkpoints.
+checkpoint_hooks: dict[str, Callable[..., Any]] = {}
+
+
+class TaskContext:
+    def __init__(self, task: Task, spec: TaskType, worker: str):
+        self.task = task
+        self.spec = spec
+        self.worker = worker
+        self.data: dict = task.context_data or {}
+        self.attempt = task.attempts
+        self.costs: list[dict] = []
+        self.cancel_flag = False  # set by the worker heartbeat when cancel is requested
+        self._last_percent = task.progress_percentage
+        self._last_write = 0.0
+        self._last_cancel_check = time.monotonic()
+
+    # --- progress & cancellation -----------------------------------------------------------
+    def progress(self, done: float, total: float | None = None, *, message: str = "") -> None:
+        """Report progress (a percentage, or done/total); raises TaskCancelled when asked to stop.
+
+        Writes at most when the whole percentage changes or once per second, so calling it for
+        every item is cheap.
+        """
+        percent = int(done * 100 // total) if total else int(done)
+        percent = max(0, min(100, percent))
+        now = time.monotonic()
+        if self.cancel_flag:
+            raise TaskCancelled()
+        if percent == self._last_percent and now - self._last_write < 1.0:
+            return
+        crossed = [m for m in MILESTONES if self._last_percent < m <= percent]
+        with transaction.atomic():
+            updated = (
+                Task.objects.unscoped()
+                .filter(self._owned(), cancel_requested=False)
+                .update(progress_percentage=percent, heartbeat_at=timezone.now())
+            )
+            if updated and crossed:
+                TaskEvent.objects.bulk_create(
+                    TaskEvent(
+                        task_id=self.task.pk,
+                        brand_id=self.task.brand_id,
+                        kind=TaskEvent.Kind.PROGRESS,
+                        from_status=Task.Status.RUNNING,
+                        to_status=Task.Status.RUNNING,
+                        attempt=self.attempt,
+                        actor=f"worker:{self.worker}",
+                        message=message[:500],
+                        data={"milestone": m, "progress_percentage": percent},
+                    )
+                    for m in crossed
+                )
+        if not updated:
+            self._raise_stop()
+        self._last_percent, self._last_write = percent, now
+        self._last_cancel_check = now
+
+    def check_cancelled(self) -> None:
+        """Raise TaskCancelled if cancellation was requested (reads the database at most 1/s)."""
+        if self.cancel_flag:
+            raise TaskCancelled()
+        now = time.monotonic()
+        if now - self._last_cancel_check < 1.0:
+            return
+        self._last_cancel_check = now
+        if not Task.objects.unscoped().filter(self._owned(), cancel_requested=False).exists():
+            self._raise_stop()
+
+    def _owned(self) -> Q:
+        return Q(pk=self.task.pk, status=Task.Status.RUNNING, attempts=self.attempt)
+
+    def _raise_stop(self):
+        owned = Task.objects.unscoped().filter(self._owned()).exists()
+        if owned:  # the only other reason the conditional update missed
+            self.cancel_flag = True
+            raise TaskCancelled()
+        raise TaskLost()
+
+    # --- cost --------------------------------------------------------------------------------
+    def add_cost(self, usd: float | Decimal, reason: str = "") -> None:
+        """Record a cost the handler incurred (a paid API call...), added to the attempt's cost."""
+        self.costs.append({"usd": float(usd), "reason": reason})
+
+    @property
+    def reported_cost_usd(self) -> float:
+        return sum(c["usd"] for c in self.costs)
+
+    # --- checkpoints (filled by task_persistence) --------------------------------------------
+    def checkpoint(self, state: dict, *, items_processed: int | None = None) -> None:
+        hook = checkpoint_hooks.get("save")
+        if hook is None or not self.spec.resumable:
+            raise NotImplementedError(
+                f"task type {self.spec.name} is not resumable or no checkpoint store is installed"
+            )
+        hook(self, state, items_processed)
+
+    def last_checkpoint(self) -> dict | None:
+        hook = checkpoint_hooks.get("load")
+        return hook(self) if hook is not None and self.spec.resumable else None

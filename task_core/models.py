@@ -1,0 +1,190 @@
+"""Tenancy (Brand, BrandMembership) and the task hub (Task, TaskEvent)."""
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from megahub.tenancy import BrandScopedQuerySet
+
+
+class Brand(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BrandMembership(models.Model):
+    class Role(models.TextChoices):
+        VIEWER = "viewer", "Viewer"
+        OPERATOR = "operator", "Operator"
+        ADMIN = "admin", "Admin"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "brand"], name="membership_unique_user_brand")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.brand} ({self.role})"
+
+
+def new_task_id() -> str:
+    return f"task_{secrets.token_hex(6)}"
+
+
+class Task(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"  # committed, not yet confirmed on the broker
+        QUEUED = "queued", "Queued"  # published to the broker
+        RUNNING = "running", "Running"
+        RETRYING = "retrying", "Retrying"  # waiting for its next attempt (backoff)
+        PAUSED = "paused", "Paused"
+        INTERRUPTED = "interrupted", "Interrupted"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    class Priority(models.TextChoices):
+        LOW = "low", "Low"
+        NORMAL = "normal", "Normal"
+        HIGH = "high", "High"
+        CRITICAL = "critical", "Critical"
+
+    # RabbitMQ message priority (queues declare x-max-priority=10; higher runs first).
+    BROKER_PRIORITY = {"low": 1, "normal": 4, "high": 7, "critical": 9}
+
+    task_id = models.CharField(max_length=32, unique=True, default=new_task_id, editable=False)
+    brand = models.ForeignKey(Brand, on_delete=models.PROTECT, related_name="tasks")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    task_type = models.CharField(max_length=100)
+    queue = models.CharField(max_length=64, default="default")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    description = models.TextField(blank=True, default="")
+    context_data = models.JSONField(default=dict, blank=True)
+    result_data = models.JSONField(null=True, blank=True)
+    error_message = models.TextField(null=True, blank=True)  # noqa: DJ001 - the contract says null
+    progress_percentage = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    max_retries = models.PositiveIntegerField(default=0)
+    # NULL, not "", so the partial unique constraint ignores tasks without a key.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    # When the release loop should (re)publish a pending/retrying task: the scheduled time, the
+    # end of a retry backoff, or the end of the grace period of an on-commit publish.
+    available_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    worker = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BrandScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["brand", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="task_unique_brand_idempotency_key",
+            ),
+            models.CheckConstraint(
+                condition=Q(progress_percentage__lte=100), name="task_progress_lte_100"
+            ),
+        ]
+        indexes = [
+            # GET /tasks/ keyset pages: WHERE brand_id = ? ORDER BY id DESC
+            models.Index(fields=["brand", "-id"], name="task_brand_id_idx"),
+            # GET /tasks/?status=... keyset pages, and queue-stats counts by status
+            models.Index(fields=["brand", "status", "-id"], name="task_brand_status_id_idx"),
+            # queue-stats throughput: WHERE brand_id = ? AND completed_at >= now - 1h
+            models.Index(fields=["brand", "completed_at"], name="task_brand_completed_idx"),
+            # release loop: WHERE status IN (pending, retrying) AND available_at <= now
+            models.Index(
+                fields=["available_at"],
+                condition=Q(status__in=["pending", "retrying"]),
+                name="task_release_due_idx",
+            ),
+            # sweeper: WHERE status = running AND heartbeat_at < now - timeout
+            models.Index(
+                fields=["heartbeat_at"], condition=Q(status="running"), name="task_running_hb_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} ({self.task_type}, {self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+
+class TaskEvent(models.Model):
+    """One entry of a task's timeline, written in the same transaction as the change it tells."""
+
+    class Kind(models.TextChoices):
+        CREATED = "created", "Created"
+        QUEUED = "queued", "Queued"
+        PUBLISH_FAILED = "publish_failed", "Publish failed"
+        STARTED = "started", "Started"
+        PROGRESS = "progress", "Progress milestone"
+        RETRY_SCHEDULED = "retry_scheduled", "Retry scheduled"
+        RETRY_REQUESTED = "retry_requested", "Retry requested"
+        CANCEL_REQUESTED = "cancel_requested", "Cancellation requested"
+        WORKER_LOST = "worker_lost", "Worker lost"
+        TIMED_OUT = "timed_out", "Timed out"
+        RESUMED = "resumed", "Resumed"
+        PAUSED = "paused", "Paused"
+        INTERRUPTED = "interrupted", "Interrupted"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    from_status = models.CharField(max_length=16, blank=True, default="")
+    to_status = models.CharField(max_length=16, blank=True, default="")
+    attempt = models.PositiveIntegerField(default=0)
+    actor = models.CharField(max_length=255, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # GET /tasks/{id}/events/: WHERE task_id = ? ORDER BY id
+            models.Index(fields=["task", "id"], name="taskevent_task_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id}: {self.kind}"

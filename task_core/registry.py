@@ -1,0 +1,85 @@
+"""The task-type registry: handlers are registered in code with ``@task_type(...)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+
+class PermanentError(Exception):
+    """Raised by a handler for a failure that no retry can fix (bad input, missing object)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 3
+    backoff_base_s: float = 2.0  # delay before retry n = base * 2**(n-1), capped, with jitter
+    backoff_max_s: float = 300.0
+    jitter: float = 0.25  # +/- fraction of the delay
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+
+    def as_dict(self) -> dict:
+        return {
+            "max_retries": self.max_retries,
+            "backoff_base_s": self.backoff_base_s,
+            "backoff_max_s": self.backoff_max_s,
+            "jitter": self.jitter,
+            "retry_on": [exc.__name__ for exc in self.retry_on],
+        }
+
+
+@dataclass(frozen=True)
+class TaskType:
+    name: str
+    handler: Callable[..., Any]
+    description: str = ""
+    queue: str = "default"
+    soft_time_limit_s: int = 300
+    time_limit_s: int = 330
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    resumable: bool = False
+    context_schema: dict | None = None
+    cost_per_cpu_second_usd: float = 0.0
+    options: dict = field(default_factory=dict)  # free-form settings other apps may read
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "queue": self.queue,
+            "soft_time_limit_s": self.soft_time_limit_s,
+            "time_limit_s": self.time_limit_s,
+            "retry_policy": self.retry.as_dict(),
+            "resumable": self.resumable,
+            "context_schema": self.context_schema,
+            "cost_per_cpu_second_usd": self.cost_per_cpu_second_usd,
+        }
+
+
+_REGISTRY: dict[str, TaskType] = {}
+
+
+def task_type(name: str, **options) -> Callable:
+    """Register ``handler(ctx, **context_data) -> result dict`` as task type ``name``."""
+
+    def decorator(handler: Callable) -> Callable:
+        spec = TaskType(name=name, handler=handler, **options)
+        if spec.queue not in settings.MEGAHUB_QUEUES:
+            raise ValueError(f"task type {name}: unknown queue {spec.queue!r}")
+        if spec.time_limit_s <= spec.soft_time_limit_s:
+            raise ValueError(f"task type {name}: time_limit_s must exceed soft_time_limit_s")
+        _REGISTRY[name] = spec
+        return handler
+
+    return decorator
+
+
+def get_task_type(name: str) -> TaskType | None:
+    return _REGISTRY.get(name)
+
+
+def all_task_types() -> list[TaskType]:
+    return sorted(_REGISTRY.values(), key=lambda t: t.name)

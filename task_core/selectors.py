@@ -1,0 +1,92 @@
+"""Non-trivial reads of the task hub."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import current_app
+from django.conf import settings
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+
+from task_core.models import Brand, Task, TaskEvent
+
+logger = logging.getLogger("megahub.tasks")
+ACTIVE = [s for s in Task.Status.values if s not in Task.TERMINAL]
+
+
+def task_events(*, task: Task):
+    return TaskEvent.objects.filter(task=task).order_by("id")
+
+
+def broker_queue_stats(queue_names: list[str]) -> dict:
+    """Live depth and consumer count per queue, straight from the broker (RabbitMQ)."""
+    if not settings.CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+        return {"available": False, "reason": "live depth needs RabbitMQ", "queues": {}}
+    queues = {}
+    try:
+        with current_app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            channel = conn.default_channel
+            for name in queue_names:
+                full = f"{settings.CELERY_QUEUE_PREFIX}{name}"
+                try:
+                    _, depth, consumers = channel.queue_declare(queue=full, passive=True)
+                except Exception:  # not declared yet: no worker ever consumed it
+                    channel = conn.channel()
+                    depth, consumers = 0, 0
+                queues[name] = {"depth": depth, "consumers": consumers}
+    except Exception as exc:
+        logger.warning("broker stats unavailable", extra={"error": repr(exc)})
+        return {"available": False, "reason": "broker unreachable", "queues": {}}
+    return {"available": True, "queues": queues}
+
+
+def queue_stats(*, brand: Brand) -> dict:
+    """Per queue and priority: active counts by status, oldest queued age, recent throughput,
+    plus the broker's live depth and consumers. Only index-backed, brand-scoped aggregates."""
+    now = timezone.now()
+    tasks = Task.objects.for_brand(brand)
+    queues: dict[str, dict] = {
+        name: {"by_status": {}, "by_priority": {}, "oldest_queued_age_s": None}
+        for name in settings.MEGAHUB_QUEUES
+    }
+    rows = (
+        tasks.filter(status__in=ACTIVE)
+        .values("queue", "priority", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for row in rows:
+        q = queues.setdefault(row["queue"], {"by_status": {}, "by_priority": {}})
+        q["by_status"][row["status"]] = q["by_status"].get(row["status"], 0) + row["n"]
+        per_priority = q["by_priority"].setdefault(row["priority"], {})
+        per_priority[row["status"]] = per_priority.get(row["status"], 0) + row["n"]
+    oldest = (
+        tasks.filter(status=Task.Status.QUEUED)
+        .values("queue")
+        .annotate(oldest=Min("queued_at"))
+        .order_by()
+    )
+    for row in oldest:
+        if row["oldest"]:
+            queues.setdefault(row["queue"], {})["oldest_queued_age_s"] = round(
+                (now - row["oldest"]).total_seconds(), 1
+            )
+    finished = tasks.filter(completed_at__gte=now - timedelta(hours=1)).aggregate(
+        completed_5m=Count(
+            "id", filter=Q(status="completed", completed_at__gte=now - timedelta(minutes=5))
+        ),
+        failed_5m=Count(
+            "id", filter=Q(status="failed", completed_at__gte=now - timedelta(minutes=5))
+        ),
+        completed_1h=Count("id", filter=Q(status="completed")),
+        failed_1h=Count("id", filter=Q(status="failed")),
+    )
+    return {
+        "generated_at": now,
+        "queues": queues,
+        "throughput": finished,
+        "broker": broker_queue_stats(list(queues)),
+    }

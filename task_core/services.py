@@ -1,0 +1,490 @@
+"""Every write of the task hub. REST views, admin actions, commands and Celery tasks call these."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from datetime import datetime, timedelta
+
+import jsonschema
+from celery import current_app
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.text import slugify
+
+from megahub.errors import Conflict, DomainValidationError
+from task_core import state_machine as sm
+from task_core.context import TaskCancelled, TaskContext, TaskLost
+from task_core.heartbeat import heartbeat
+from task_core.models import Brand, BrandMembership, Task, TaskEvent
+from task_core.registry import PermanentError, TaskType, get_task_type
+from task_core.signals import attempt_finished
+
+logger = logging.getLogger("megahub.tasks")
+S = Task.Status
+K = TaskEvent.Kind
+EXECUTE_TASK_NAME = "megahub.task_execute"
+
+
+class TaskNotRetryable(Conflict):
+    error_code = "TASK_NOT_RETRYABLE"
+    default_detail = "Only failed or cancelled tasks can be retried."
+
+
+class TaskNotCancellable(Conflict):
+    error_code = "TASK_NOT_CANCELLABLE"
+    default_detail = "The task has already finished."
+
+
+class IdempotencyKeyReused(Conflict):
+    error_code = "IDEMPOTENCY_KEY_REUSED"
+    default_detail = "This Idempotency-Key was already used for a different task request."
+
+
+def _actor(user) -> str:
+    return f"user:{user.get_username()}" if user is not None else "system"
+
+
+# --- tenancy --------------------------------------------------------------------------------
+def brand_create(*, name: str, slug: str | None = None) -> tuple[Brand, bool]:
+    """Create a brand, or return the existing one with that slug."""
+    slug = slug or slugify(name)
+    if not slug:
+        raise DomainValidationError(field_errors={"name": ["A brand needs a name with letters."]})
+    return Brand.objects.get_or_create(slug=slug, defaults={"name": name})
+
+
+def membership_grant(*, user, brand: Brand, role: str) -> BrandMembership:
+    """Give ``user`` the role ``role`` in ``brand`` (replacing any previous role)."""
+    if role not in BrandMembership.Role.values:
+        raise DomainValidationError(
+            field_errors={"role": [f'"{role}" is not one of {BrandMembership.Role.values}.']}
+        )
+    membership, _ = BrandMembership.objects.update_or_create(
+        user=user, brand=brand, defaults={"role": role}
+    )
+    return membership
+
+
+# --- create & publish ---------------------------------------------------------------------
+def task_validate_request(*, task_type: str, priority: str, context_data) -> TaskType:
+    """The business checks every door (REST, queue consumer, schedules, commands) shares."""
+    spec = get_task_type(task_type)
+    if spec is None:
+        raise DomainValidationError(
+            f"Unknown task type {task_type!r}.",
+            field_errors={"task_type": [f"Unknown task type {task_type!r}; see /tasks/types/."]},
+            error_code="UNKNOWN_TASK_TYPE",
+        )
+    if priority not in Task.Priority.values:
+        raise DomainValidationError(
+            field_errors={"priority": [f'"{priority}" is not a valid choice.']}
+        )
+    if not isinstance(context_data, dict):
+        raise DomainValidationError(
+            field_errors={"context_data": ["Must be a JSON object."]}, error_code="CONTEXT_INVALID"
+        )
+    if spec.context_schema:
+        errors = sorted(
+            jsonschema.Draft202012Validator(spec.context_schema).iter_errors(context_data),
+            key=lambda e: list(e.path),
+        )
+        if errors:
+            raise DomainValidationError(
+                "context_data does not match the task type's schema.",
+                field_errors={
+                    "context_data": [
+                        f"{'/'.join(str(p) for p in e.path) or '(root)'}: {e.message}"
+                        for e in errors[:10]
+                    ]
+                },
+                error_code="CONTEXT_INVALID",
+            )
+    return spec
+
+
+def task_create(
+    *,
+    brand: Brand,
+    user=None,
+    task_type: str,
+    priority: str = Task.Priority.NORMAL,
+    description: str = "",
+    context_data: dict | None = None,
+    scheduled_for: datetime | None = None,
+    idempotency_key: str | None = None,
+    actor: str | None = None,
+) -> tuple[Task, bool]:
+    """Create a task (or return the one created with the same idempotency key).
+
+    Returns (task, created). The task is committed first and published on commit; a task due
+    later waits in the database until the release loop publishes it.
+    """
+    context_data = {} if context_data is None else context_data
+    spec = task_validate_request(task_type=task_type, priority=priority, context_data=context_data)
+    if idempotency_key:
+        existing = Task.objects.for_brand(brand).filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _idempotent_match(existing, task_type, context_data), False
+    now = timezone.now()
+    due_now = scheduled_for is None or scheduled_for <= now
+    task = Task(
+        brand=brand,
+        created_by=user,
+        task_type=task_type,
+        queue=spec.queue,
+        priority=priority,
+        description=description,
+        context_data=context_data,
+        max_retries=spec.retry.max_retries,
+        idempotency_key=idempotency_key or None,
+        scheduled_for=scheduled_for,
+        available_at=now + timedelta(seconds=settings.TASK_PUBLISH_GRACE_SECONDS)
+        if due_now
+        else scheduled_for,
+    )
+    try:
+        with transaction.atomic():
+            task.save(force_insert=True)
+            sm.record_event(
+                task,
+                kind=K.CREATED,
+                actor=actor or _actor(user),
+                data={"scheduled_for": scheduled_for.isoformat()} if scheduled_for else None,
+            )
+            if due_now:
+                transaction.on_commit(lambda: task_publish(task=task))
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        # Two requests with the same key raced; the other one won.
+        existing = Task.objects.for_brand(brand).get(idempotency_key=idempotency_key)
+        return _idempotent_match(existing, task_type, context_data), False
+    sm.log_transition(task, kind=K.CREATED, actor=actor or _actor(user))
+    return task, True
+
+
+def _idempotent_match(existing: Task, task_type: str, context_data: dict) -> Task:
+    if existing.task_type != task_type or existing.context_data != context_data:
+        raise IdempotencyKeyReused()
+    return existing
+
+
+def _send(task: Task) -> None:
+    """Publish the execution message (priority, queue and time limits from the task type)."""
+    spec = get_task_type(task.task_type)
+    limits = (spec.soft_time_limit_s, spec.time_limit_s) if spec else (None, None)
+    current_app.send_task(
+        EXECUTE_TASK_NAME,
+        args=[task.pk],
+        queue=f"{settings.CELERY_QUEUE_PREFIX}{task.queue}",
+        routing_key=task.queue,
+        priority=Task.BROKER_PRIORITY.get(task.priority, 4),
+        soft_time_limit=limits[0],
+        time_limit=limits[1],
+        retry=True,
+        retry_policy={
+            "max_retries": settings.TASK_PUBLISH_RETRIES,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+    )
+
+
+def task_publish(*, task: Task, actor: str = "system:publisher") -> bool:
+    """Publish a committed task and record it as queued; on failure leave it to the release loop."""
+    try:
+        _send(task)
+    except Exception as exc:
+        logger.warning(
+            "publish failed; the release loop will retry",
+            extra={"task_id": task.task_id, "brand_id": task.brand_id, "error": repr(exc)},
+        )
+        try:
+            sm.record_event(task, kind=K.PUBLISH_FAILED, actor=actor, message=repr(exc))
+        except Exception:
+            logger.warning("could not record publish failure", exc_info=True)
+        return False
+    sm.transition(
+        task,
+        to=S.QUEUED,
+        kind=K.QUEUED,
+        actor=actor,
+        frm=[S.PENDING],
+        fields={"queued_at": timezone.now(), "available_at": None},
+    )
+    return True
+
+
+def tasks_release_due(*, limit: int | None = None) -> int:
+    """Publish every pending/retrying task whose time has come (scheduled, backoff over, or an
+    on-commit publish that never confirmed). Safe to run from several processes at once."""
+    limit = limit or settings.TASK_RELEASE_BATCH
+    now = timezone.now()
+    released = 0
+    with transaction.atomic():
+        due = list(
+            Task.objects.unscoped()
+            .select_for_update(skip_locked=True)
+            .filter(status__in=[S.PENDING, S.RETRYING], available_at__lte=now)
+            .order_by("available_at")[:limit]
+        )
+        published: list[Task] = []
+        for task in due:
+            try:
+                _send(task)
+            except Exception as exc:
+                logger.warning("release: broker unavailable", extra={"error": repr(exc)})
+                break
+            published.append(task)
+        released = sm.transition_many(
+            published,
+            to=S.QUEUED,
+            kind=K.QUEUED,
+            actor="system:release",
+            fields={"queued_at": now, "available_at": None},
+        )
+        unpublished = [t.pk for t in due[len(published) :]]
+        if unpublished:
+            Task.objects.unscoped().filter(pk__in=unpublished).update(
+                available_at=now + timedelta(seconds=settings.TASK_PUBLISH_GRACE_SECONDS)
+            )
+    return released
+
+
+# --- operator actions -------------------------------------------------------------------
+def task_retry(*, task: Task, user=None) -> Task:
+    """Give a failed or cancelled task a new attempt (same task, same id)."""
+    now = timezone.now()
+    moved = sm.transition(
+        task,
+        to=S.PENDING,
+        kind=K.RETRY_REQUESTED,
+        actor=_actor(user),
+        frm=[S.FAILED, S.CANCELLED],
+        fields={
+            "available_at": now + timedelta(seconds=settings.TASK_PUBLISH_GRACE_SECONDS),
+            "cancel_requested": False,
+            "completed_at": None,
+            "progress_percentage": 0,
+        },
+    )
+    if moved is None:
+        raise TaskNotRetryable(
+            f"Task is {Task.objects.unscoped().get(pk=task.pk).status}; only failed or "
+            "cancelled tasks can be retried."
+        )
+    transaction.on_commit(lambda: task_publish(task=task))
+    return task
+
+
+def task_cancel(*, task: Task, user=None) -> Task:
+    """Cancel now if not started; a running task is asked to stop at its next check."""
+    actor = _actor(user)
+    done = sm.transition(
+        task,
+        to=S.CANCELLED,
+        kind=K.CANCELLED,
+        actor=actor,
+        frm=[S.PENDING, S.QUEUED, S.RETRYING, S.PAUSED, S.INTERRUPTED],
+        fields={"completed_at": timezone.now(), "available_at": None},
+    )
+    if done is not None:
+        return task
+    with transaction.atomic():
+        asked = (
+            Task.objects.unscoped()
+            .filter(pk=task.pk, status=S.RUNNING, cancel_requested=False)
+            .update(cancel_requested=True, updated_at=timezone.now())
+        )
+        task.refresh_from_db()
+        if asked:
+            sm.record_event(task, kind=K.CANCEL_REQUESTED, actor=actor)
+    if task.status == S.RUNNING:
+        return task  # requested now, or already requested: idempotent
+    raise TaskNotCancellable(f"Task is {task.status}; it cannot be cancelled.")
+
+
+# --- execution (worker side) -----------------------------------------------------------
+def task_claim(*, task_pk: int, worker: str) -> Task | None:
+    """Claim a delivered task with one conditional update; None means someone else owns it."""
+    now = timezone.now()
+    return sm.transition(
+        task_pk,
+        to=S.RUNNING,
+        kind=K.STARTED,
+        actor=f"worker:{worker}",
+        frm=[S.PENDING, S.QUEUED],
+        fields={
+            "attempts": F("attempts") + 1,
+            "started_at": now,
+            "heartbeat_at": now,
+            "worker": worker[:255],
+            "available_at": None,
+            "error_message": None,
+        },
+    )
+
+
+def task_execute(*, task_pk: int, worker: str) -> str:
+    """Run one delivery of a task: claim, call the handler, record the outcome."""
+    task = task_claim(task_pk=task_pk, worker=worker)
+    if task is None:
+        logger.info("duplicate or stale delivery ignored", extra={"task_pk": task_pk})
+        return "ignored"
+    spec = get_task_type(task.task_type)
+    if spec is None:
+        _finish_failed(task, worker, f"Task type {task.task_type!r} is not registered.")
+        return S.FAILED
+    ctx = TaskContext(task, spec, worker)
+    heartbeat.register(ctx)
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    outcome = "lost"
+    try:
+        outcome = _run_handler(task, spec, ctx, worker)
+    finally:
+        heartbeat.unregister(ctx)
+        attempt_finished.send(
+            sender=Task,
+            task=task,
+            ctx=ctx,
+            outcome=outcome,
+            cpu_time_s=time.process_time() - cpu0,
+            wall_time_s=time.monotonic() - wall0,
+        )
+    return outcome
+
+
+def _run_handler(task: Task, spec: TaskType, ctx: TaskContext, worker: str) -> str:
+    try:
+        if task.cancel_requested:
+            raise TaskCancelled()
+        result = spec.handler(ctx)
+    except TaskCancelled:
+        return _finish(task, worker, to=S.CANCELLED, kind=K.CANCELLED)
+    except TaskLost:
+        logger.warning("attempt lost ownership; outcome dropped", extra={"task_id": task.task_id})
+        return "lost"
+    except SoftTimeLimitExceeded:
+        return _attempt_failed(task, spec, worker, "Soft time limit exceeded.", kind=K.TIMED_OUT)
+    except PermanentError as exc:
+        return _finish_failed(task, worker, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, spec.retry.retry_on):
+            return _finish_failed(task, worker, message)
+        return _attempt_failed(task, spec, worker, message)
+    return _finish(
+        task,
+        worker,
+        to=S.COMPLETED,
+        kind=K.COMPLETED,
+        fields={"result_data": result if result is not None else {}, "progress_percentage": 100},
+    )
+
+
+def _worker_actor(worker: str) -> str:
+    return f"worker:{worker}" if worker else "system:sweeper"
+
+
+def _finish(task: Task, worker: str, *, to: str, kind: str, fields=None, message="") -> str:
+    moved = sm.transition(
+        task,
+        to=to,
+        kind=kind,
+        actor=_worker_actor(worker),
+        frm=[S.RUNNING],
+        where={"attempts": task.attempts},  # a rescued task's zombie attempt cannot finish it
+        fields={"completed_at": timezone.now(), **(fields or {})},
+        message=message,
+    )
+    return to if moved is not None else "lost"
+
+
+def _finish_failed(task: Task, worker: str, message: str) -> str:
+    return _finish(
+        task, worker, to=S.FAILED, kind=K.FAILED, fields={"error_message": message}, message=message
+    )
+
+
+def retry_delay_s(spec: TaskType | None, attempt: int) -> float:
+    """Exponential backoff with jitter for the retry after attempt number ``attempt`` (1-based)."""
+    policy = spec.retry if spec else None
+    base, cap, jitter = (
+        (policy.backoff_base_s, policy.backoff_max_s, policy.jitter) if policy else (2.0, 300, 0.25)
+    )
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))
+
+
+def _attempt_failed(
+    task: Task, spec: TaskType | None, worker: str, message: str, *, kind: str = K.FAILED
+) -> str:
+    """An attempt failed in a retryable way: schedule the next one, or fail for good."""
+    actor = _worker_actor(worker)
+    if task.attempts <= task.max_retries:
+        delay = retry_delay_s(spec, task.attempts)
+        if kind != K.FAILED:  # timed out / worker lost: say so before the retry entry
+            sm.record_event(task, kind=kind, actor=actor, message=message)
+        moved = sm.transition(
+            task,
+            to=S.RETRYING,
+            kind=K.RETRY_SCHEDULED,
+            actor=actor,
+            frm=[S.RUNNING],
+            where={"attempts": task.attempts},
+            fields={
+                "error_message": message,
+                "available_at": timezone.now() + timedelta(seconds=delay),
+                "heartbeat_at": None,
+            },
+            message=message,
+            data={"delay_s": round(delay, 3), "next_attempt": task.attempts + 1},
+        )
+        return S.RETRYING if moved is not None else "lost"
+    return _finish(
+        task,
+        worker,
+        to=S.FAILED,
+        kind=K.FAILED,
+        fields={"error_message": message},
+        message=f"{message} (attempt {task.attempts} of {task.max_retries + 1})",
+    )
+
+
+# --- sweeper ------------------------------------------------------------------------------
+def tasks_sweep(*, limit: int = 500) -> int:
+    """Rescue running tasks whose worker stopped heart-beating (dead, killed, or over its hard
+    time limit): each counts as a failed attempt and is retried by the normal policy."""
+    cutoff = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT_SECONDS)
+    stale = list(
+        Task.objects.unscoped()
+        .filter(status=S.RUNNING, heartbeat_at__lt=cutoff)
+        .order_by("heartbeat_at")[:limit]
+    )
+    rescued = 0
+    for task in stale:
+        spec = get_task_type(task.task_type)
+        elapsed = (timezone.now() - task.started_at).total_seconds() if task.started_at else 0
+        if task.cancel_requested:
+            outcome = _finish(task, "", to=S.CANCELLED, kind=K.CANCELLED, message="worker lost")
+        elif spec is not None and elapsed >= spec.time_limit_s:
+            outcome = _attempt_failed(
+                task,
+                spec,
+                "",
+                f"Hard time limit ({spec.time_limit_s}s) exceeded.",
+                kind=K.TIMED_OUT,
+            )
+        else:
+            message = f"Worker {task.worker or '?'} stopped heart-beating."
+            outcome = _attempt_failed(task, spec, "", message, kind=K.WORKER_LOST)
+        rescued += outcome != "lost"
+    if rescued:
+        logger.warning("sweeper rescued stranded tasks", extra={"count": rescued})
+    return rescued

@@ -1,0 +1,8 @@
+"""Extension points other apps subscribe to in their AppConfig.ready(), so that task_core never
+imports them."""
+
+from django.dispatch import Signal
+
+# Sent by the worker after every execution attempt, whatever its outcome:
+# task, ctx (TaskContext), outcome (final status, "retrying", "lost"), cpu_time_s, wall_time_s.
+attempt_finished = Signal()

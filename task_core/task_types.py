@@ -1,0 +1,112 @@
+"""Demo task types shipped with the hub (also used by tests and benchmarks)."""
+
+import hashlib
+import time
+
+from task_core.registry import PermanentError, RetryPolicy, task_type
+
+
+class UpstreamUnavailable(Exception):
+    """A transient upstream error: worth retrying."""
+
+
+@task_type(
+    "seo_keyword_analysis",
+    description="Deterministic fake SEO analysis over keyword ids, reporting progress.",
+    soft_time_limit_s=600,
+    time_limit_s=660,
+    retry=RetryPolicy(max_retries=3, backoff_base_s=2.0),
+    cost_per_cpu_second_usd=0.0004,
+    context_schema={
+        "type": "object",
+        "properties": {
+            "keyword_ids": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1},
+                "minItems": 1,
+                "maxItems": 100000,
+            },
+            "analysis_depth": {"enum": ["quick", "standard", "full"]},
+            "delay_ms": {"type": "integer", "minimum": 0, "maximum": 10000},
+        },
+        "required": ["keyword_ids"],
+    },
+)
+def seo_keyword_analysis(ctx):
+    """Scores every keyword from a hash of its id: same input, same result, on any machine."""
+    keyword_ids = ctx.data["keyword_ids"]
+    depth = ctx.data.get("analysis_depth", "standard")
+    delay = ctx.data.get("delay_ms", 5) / 1000
+    insights = 0
+    top = []
+    for index, keyword_id in enumerate(keyword_ids, start=1):
+        digest = hashlib.sha256(f"{keyword_id}:{depth}".encode()).digest()
+        score = digest[0] * 100 // 255
+        insights += score >= 80
+        top.append((score, keyword_id))
+        if delay:
+            time.sleep(delay)
+        ctx.progress(index, len(keyword_ids))
+    ctx.add_cost(0.0001 * len(keyword_ids), "keyword provider lookups")
+    top.sort(reverse=True)
+    return {
+        "keywords_processed": len(keyword_ids),
+        "insights_generated": insights,
+        "top_keywords": [kid for _, kid in top[:10]],
+        "analysis_depth": depth,
+    }
+
+
+@task_type(
+    "flaky_api_call",
+    description="Fails its first `fail_attempts` attempts (default: always) to try retries.",
+    soft_time_limit_s=30,
+    time_limit_s=40,
+    retry=RetryPolicy(max_retries=3, backoff_base_s=1.0, backoff_max_s=30.0),
+    context_schema={
+        "type": "object",
+        "properties": {
+            "fail_attempts": {"type": "integer", "minimum": 0},
+            "permanent": {"type": "boolean"},
+        },
+    },
+)
+def flaky_api_call(ctx):
+    if ctx.data.get("permanent"):
+        raise PermanentError("the upstream rejected the request (HTTP 422)")
+    fail_attempts = ctx.data.get("fail_attempts", 1_000_000)
+    if ctx.attempt <= fail_attempts:
+        raise UpstreamUnavailable(f"upstream returned 503 on attempt {ctx.attempt}")
+    ctx.add_cost(0.002, "upstream API call")
+    return {"succeeded_on_attempt": ctx.attempt}
+
+
+@task_type(
+    "sleep",
+    description="Sleeps `seconds`, checking for cancellation; for trying cancel and time limits.",
+    soft_time_limit_s=120,
+    time_limit_s=130,
+    retry=RetryPolicy(max_retries=0),
+    context_schema={
+        "type": "object",
+        "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 3600}},
+    },
+)
+def sleep(ctx):
+    seconds = float(ctx.data.get("seconds", 1))
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(0.1, left))
+        ctx.progress(seconds - left, seconds)
+    return {"slept_s": seconds}
+
+
+@task_type(
+    "noop",
+    description="Does nothing; the baseline for throughput benchmarks.",
+    soft_time_limit_s=10,
+    time_limit_s=20,
+    retry=RetryPolicy(max_retries=0),
+)
+def noop(ctx):
+    return {}

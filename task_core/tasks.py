@@ -1,0 +1,20 @@
+"""Celery entry points: receive ids, call a service, nothing else."""
+
+from celery import shared_task
+
+from task_core import services
+
+
+@shared_task(name=services.EXECUTE_TASK_NAME, bind=True, acks_late=True, ignore_result=True)
+def task_execute(self, task_pk: int) -> str:
+    return services.task_execute(task_pk=task_pk, worker=self.request.hostname or "unknown")
+
+
+@shared_task(name="megahub.tasks_release_due", ignore_result=True)
+def tasks_release_due() -> int:
+    return services.tasks_release_due()
+
+
+@shared_task(name="megahub.tasks_sweep", ignore_result=True)
+def tasks_sweep() -> int:
+    return services.tasks_sweep()

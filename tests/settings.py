@@ -1,0 +1,15 @@
+"""Test-only overrides of megahub.settings (kept small)."""
+
+import os
+
+# Each pytest-xdist process gets its own broker queues, so one process's worker never takes
+# another's messages (each process also has its own test database).
+os.environ.setdefault("CELERY_QUEUE_PREFIX", f"test-{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}.")
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-any-deployment")
+
+from megahub.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user fixtures
+LOG_FORMAT = "text"
+LOGGING["handlers"]["console"]["formatter"] = "text"  # noqa: F405
+LOGGING["root"]["level"] = "WARNING"  # noqa: F405

@@ -1,0 +1,98 @@
+"""JWT auth, health probes, OpenAPI docs."""
+
+import base64
+import json
+from datetime import timedelta
+
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_token_obtain_refresh_rotation_and_reuse(owner, brand):
+    client = APIClient()
+    tokens = client.post("/auth/token/", {"username": "owner", "password": "pw-123456"}).json()
+    assert {"access", "refresh"} <= set(tokens)
+    rotated = client.post("/auth/token/refresh/", {"refresh": tokens["refresh"]})
+    assert rotated.status_code == 200 and rotated.json()["refresh"] != tokens["refresh"]
+    reused = client.post("/auth/token/refresh/", {"refresh": tokens["refresh"]})
+    assert reused.status_code == 401 and reused.json()["error_code"] == "TOKEN_INVALID"
+    assert client.post("/auth/token/verify/", {"token": tokens["access"]}).status_code == 200
+    client.credentials(
+        HTTP_AUTHORIZATION=f"Bearer {rotated.json()['access']}", HTTP_X_BRAND_ID=str(brand.pk)
+    )
+    assert client.get("/tasks/").status_code == 200
+
+
+def test_wrong_password_is_401(owner):
+    response = APIClient().post("/auth/token/", {"username": "owner", "password": "nope"})
+    assert response.status_code == 401
+    assert response.json()["error_code"] == "AUTHENTICATION_FAILED"
+
+
+def test_expired_token_is_401(owner, brand):
+    token = AccessToken.for_user(owner)
+    token.set_exp(lifetime=-timedelta(seconds=1))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_X_BRAND_ID=str(brand.pk))
+    response = client.get("/tasks/")
+    assert response.status_code == 401 and response.json()["error_code"] == "TOKEN_INVALID"
+
+
+def test_alg_none_token_is_401(owner, brand):
+    payload = dict(AccessToken.for_user(owner).payload)
+    forged = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(payload)}."
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}", HTTP_X_BRAND_ID=str(brand.pk))
+    response = client.get("/tasks/")
+    assert response.status_code == 401 and response.json()["error_code"] == "TOKEN_INVALID"
+
+
+def test_liveness(client):
+    assert client.get("/health/").json() == {"status": "ok"}
+
+
+def test_readiness_reports_every_check(client, db):
+    response = client.get("/health/ready/")
+    body = response.json()
+    assert set(body["checks"]) == {"database", "migrations", "broker", "beat", "workers"}
+    assert body["checks"]["database"]["status"] == "ok"
+    assert body["checks"]["migrations"]["status"] == "ok"
+    assert response.status_code == (200 if body["checks"]["broker"]["status"] == "ok" else 503)
+
+
+def test_readiness_is_503_when_the_database_is_down(client, db, monkeypatch):
+    from megahub import health
+
+    def down():
+        raise ConnectionError("db down")
+
+    monkeypatch.setitem(health.CHECKS, "database", (down, True))
+    response = client.get("/health/ready/")
+    assert response.status_code == 503 and response.json()["checks"]["database"]["status"] == "fail"
+
+
+def test_openapi_schema_lists_the_task_endpoints(client, db):
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    paths = json.loads(response.content)["paths"]
+    for path in [
+        "/tasks/",
+        "/tasks/{id}/",
+        "/tasks/{id}/retry/",
+        "/tasks/{id}/cancel/",
+        "/tasks/{id}/events/",
+        "/tasks/queue-stats/",
+        "/tasks/types/",
+    ]:
+        assert path in paths, path
+
+
+def test_swagger_and_redoc_are_served_without_a_cdn(client, db):
+    for url in ["/docs/", "/redoc/"]:
+        html = client.get(url).content.decode()
+        assert "cdn.jsdelivr" not in html and "unpkg.com" not in html
+        assert "/static/drf_spectacular_sidecar/" in html

@@ -1,0 +1,216 @@
+"""Execution semantics in-process: the state machine, claims, retries, cancel, sweeper."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from task_core import services
+from task_core import state_machine as sm
+from task_core.models import Task
+from tests.factories import TaskFactory
+
+
+def run(task):
+    return services.task_execute(task_pk=task.pk, worker="test@host")
+
+
+def kinds(task):
+    return list(task.events.order_by("id").values_list("kind", flat=True))
+
+
+# --- state machine ----------------------------------------------------------------------------
+def test_every_status_has_a_row_in_the_transition_table():
+    assert set(sm.TRANSITIONS) == set(Task.Status.values)
+    assert sm.TRANSITIONS[Task.Status.COMPLETED] == frozenset()
+
+
+def test_illegal_transitions_are_refused(brand):
+    task = TaskFactory(brand=brand, status="completed")
+    assert sm.transition(task, to="running", kind="started", actor="t") is None
+    with pytest.raises(sm.IllegalTransition):
+        sm.transition(task, to="running", kind="started", actor="t", frm=["completed"])
+    task.refresh_from_db()
+    assert task.status == "completed" and not task.events.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_claims_exactly_one_wins(brand):
+    task = TaskFactory(brand=brand, status="queued")
+    barrier = threading.Barrier(8)
+    winners = []
+
+    def claim():
+        barrier.wait()
+        try:
+            if services.task_claim(task_pk=task.pk, worker="w") is not None:
+                winners.append(1)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    task.refresh_from_db()
+    assert task.status == "running" and task.attempts == 1
+    assert task.events.filter(kind="started").count() == 1
+
+
+# --- execution --------------------------------------------------------------------------------
+def test_a_task_runs_to_completion_with_progress_milestones(brand):
+    task, _ = services.task_create(
+        brand=brand, task_type="seo_keyword_analysis",
+        context_data={"keyword_ids": list(range(1, 41)), "delay_ms": 0},
+    )  # fmt: skip
+    assert run(task) == "completed"
+    task.refresh_from_db()
+    assert task.status == "completed" and task.progress_percentage == 100
+    assert task.result_data["keywords_processed"] == 40
+    assert kinds(task) == ["created", "started", "progress", "progress", "progress", "completed"]
+    milestones = [e.data["milestone"] for e in task.events.filter(kind="progress")]
+    assert milestones == [25, 50, 75]
+
+
+def test_seo_analysis_is_deterministic(brand):
+    results = []
+    for _ in range(2):
+        task, _ = services.task_create(
+            brand=brand, task_type="seo_keyword_analysis",
+            context_data={"keyword_ids": [3, 1, 4, 1, 5, 9, 2, 6], "delay_ms": 0},
+        )  # fmt: skip
+        run(task)
+        task.refresh_from_db()
+        results.append(task.result_data)
+    assert results[0] == results[1]
+
+
+def test_duplicate_delivery_runs_the_handler_once(brand):
+    task, _ = services.task_create(brand=brand, task_type="noop")
+    assert run(task) == "completed"
+    assert run(task) == "ignored"
+    task.refresh_from_db()
+    assert task.attempts == 1 and kinds(task).count("started") == 1
+
+
+def test_failure_schedules_a_retry_with_backoff(brand):
+    task, _ = services.task_create(brand=brand, task_type="flaky_api_call")
+    before = timezone.now()
+    assert run(task) == "retrying"
+    task.refresh_from_db()
+    assert task.status == "retrying" and "UpstreamUnavailable" in task.error_message
+    delay = (task.available_at - before).total_seconds()
+    assert 0.5 <= delay <= 1.5  # base 1s, +/-25% jitter
+    event = task.events.get(kind="retry_scheduled")
+    assert event.data["next_attempt"] == 2
+
+
+def test_retry_delays_grow_exponentially_and_are_capped():
+    from task_core.registry import get_task_type
+
+    spec = get_task_type("flaky_api_call")
+    delays = [services.retry_delay_s(spec, n) for n in range(1, 10)]
+    assert 0.75 <= delays[0] <= 1.25 and 1.5 <= delays[1] <= 2.5 and 3 <= delays[2] <= 5
+    assert max(delays) <= 30 * 1.25
+
+
+def test_retries_exhausted_then_failed_with_the_error(brand):
+    task, _ = services.task_create(brand=brand, task_type="flaky_api_call")
+    outcomes = []
+    for _ in range(4):
+        outcomes.append(run(task))
+        Task.objects.filter(pk=task.pk, status="retrying").update(status="queued")
+    assert outcomes == ["retrying", "retrying", "retrying", "failed"]
+    task.refresh_from_db()
+    assert task.status == "failed" and task.attempts == 4
+    assert "attempt 4" in task.events.filter(kind="failed").get().message
+
+
+def test_permanent_error_is_not_retried(brand):
+    task, _ = services.task_create(
+        brand=brand, task_type="flaky_api_call", context_data={"permanent": True}
+    )
+    assert run(task) == "failed"
+    task.refresh_from_db()
+    assert task.attempts == 1 and "HTTP 422" in task.error_message
+
+
+def test_cancel_requested_before_the_handler_starts_is_honoured(brand):
+    task, _ = services.task_create(brand=brand, task_type="sleep", context_data={"seconds": 5})
+    Task.objects.filter(pk=task.pk).update(cancel_requested=True)
+    assert run(task) == "cancelled"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_running_task_stops_at_its_next_progress_call(brand):
+    task, _ = services.task_create(brand=brand, task_type="sleep", context_data={"seconds": 30})
+    timer = threading.Timer(
+        0.3, lambda: Task.objects.filter(pk=task.pk).update(cancel_requested=True)
+    )
+    timer.start()
+    started = timezone.now()
+    assert run(task) == "cancelled"
+    assert (timezone.now() - started).total_seconds() < 5
+    task.refresh_from_db()
+    assert task.status == "cancelled" and task.completed_at is not None
+
+
+def test_zombie_attempt_cannot_finish_a_rescued_task(brand):
+    task, _ = services.task_create(brand=brand, task_type="noop")
+    claimed = services.task_claim(task_pk=task.pk, worker="old")
+    Task.objects.filter(pk=task.pk).update(attempts=2)  # the sweeper gave it a new attempt
+    assert services._finish(claimed, "old", to="completed", kind="completed") == "lost"
+
+
+# --- sweeper & release ------------------------------------------------------------------------
+def test_sweeper_rescues_a_task_whose_worker_died(brand, settings):
+    task, _ = services.task_create(
+        brand=brand, task_type="seo_keyword_analysis", context_data={"keyword_ids": [1]}
+    )
+    services.task_claim(task_pk=task.pk, worker="dead@host")
+    stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT_SECONDS + 5)
+    Task.objects.filter(pk=task.pk).update(heartbeat_at=stale)
+    assert services.tasks_sweep() == 1
+    task.refresh_from_db()
+    assert task.status == "retrying" and "dead@host" in task.error_message
+    assert kinds(task)[-2:] == ["worker_lost", "retry_scheduled"]
+    assert services.tasks_sweep() == 0
+
+
+def test_sweeper_leaves_live_tasks_alone(brand):
+    task, _ = services.task_create(brand=brand, task_type="noop")
+    services.task_claim(task_pk=task.pk, worker="alive")
+    assert services.tasks_sweep() == 0
+
+
+def test_release_publishes_due_tasks_and_skips_future_ones(brand, monkeypatch):
+    sent = []
+    monkeypatch.setattr(services, "_send", lambda task: sent.append(task.pk))
+    due, _ = services.task_create(
+        brand=brand, task_type="noop", scheduled_for=timezone.now() + timedelta(hours=1)
+    )
+    later, _ = services.task_create(
+        brand=brand, task_type="noop", scheduled_for=timezone.now() + timedelta(hours=2)
+    )
+    Task.objects.filter(pk=due.pk).update(available_at=timezone.now() - timedelta(seconds=1))
+    assert services.tasks_release_due() == 1
+    assert sent == [due.pk]
+    due.refresh_from_db()
+    later.refresh_from_db()
+    assert (due.status, later.status) == ("queued", "pending")
+
+
+def test_release_keeps_tasks_when_the_broker_is_down(brand, monkeypatch):
+    def down(task):
+        raise ConnectionRefusedError("broker down")
+
+    monkeypatch.setattr(services, "_send", down)
+    task, _ = services.task_create(brand=brand, task_type="noop")
+    Task.objects.filter(pk=task.pk).update(available_at=timezone.now() - timedelta(seconds=1))
+    assert services.tasks_release_due() == 0
+    task.refresh_from_db()
+    assert task.status == "pending" and task.available_at > timezone.now()

@@ -1,0 +1,401 @@
+"""The /tasks/ REST API: shapes, validation, tenancy, roles, errors."""
+
+import json
+from datetime import timedelta
+from urllib.parse import quote
+
+import pytest
+from django.utils import timezone
+
+from task_core.models import Task, TaskEvent
+from tests.factories import TaskFactory
+
+SEO = {
+    "task_type": "seo_keyword_analysis",
+    "priority": "normal",
+    "description": "Analyser 500 mots-clés",
+    "context_data": {"keyword_ids": [1, 2, 3, 4, 5], "analysis_depth": "full"},
+}
+SEED_DETAIL_KEYS = {
+    "id", "task_id", "task_type", "status", "priority", "progress_percentage", "description",
+    "context_data", "brand", "created_by", "created_at", "started_at", "completed_at",
+    "attempts", "max_retries", "error_message", "result_data", "metrics",
+}  # fmt: skip
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["error_code"] == code, body
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert "Traceback" not in response.content.decode()
+    return body
+
+
+# --- create ---------------------------------------------------------------------------------
+def test_create_returns_the_seed_detail_shape(api, owner, brand):
+    response = api(owner, brand).post("/tasks/", SEO, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert set(body) >= SEED_DETAIL_KEYS
+    assert body["status"] == "pending"  # published on commit, after the response's transaction
+    assert body["brand"] == {"id": brand.id, "name": "Humari"}
+    assert body["created_by"] == {"id": owner.id, "username": "owner"}
+    assert body["task_id"].startswith("task_")
+    assert body["max_retries"] == 3 and body["attempts"] == 0
+    task = Task.objects.get(pk=body["id"])
+    assert task.brand == brand and task.context_data == SEO["context_data"]
+    assert list(task.events.values_list("kind", flat=True)) == ["created"]
+
+
+def test_create_publishes_after_commit(api, owner, brand, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = api(owner, brand).post("/tasks/", SEO, format="json")
+    assert response.status_code == 201
+    assert len(callbacks) == 1
+    task = Task.objects.get(pk=response.json()["id"])
+    assert task.status == "queued" and task.queued_at is not None
+    assert list(task.events.values_list("kind", flat=True)) == ["created", "queued"]
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("status", "completed"), ("brand", 999), ("created_by", 1), ("result_data", {"x": 1}),
+     ("attempts", 5), ("task_id", "task_mine"), ("progress_percentage", 100)],
+)  # fmt: skip
+def test_server_owned_fields_are_refused_and_nothing_is_created(api, owner, brand, field, value):
+    response = api(owner, brand).post("/tasks/", {**SEO, field: value}, format="json")
+    body = assert_error(response, 400, "VALIDATION_ERROR")
+    assert field in body["field_errors"]
+    assert not Task.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "payload,code,field",
+    [
+        ({**SEO, "task_type": "rm_rf"}, "UNKNOWN_TASK_TYPE", "task_type"),
+        ({**SEO, "priority": "urgent"}, "VALIDATION_ERROR", "priority"),
+        ({**SEO, "context_data": [1, 2]}, "VALIDATION_ERROR", "context_data"),
+        ({**SEO, "context_data": {"keyword_ids": "all"}}, "CONTEXT_INVALID", "context_data"),
+        ({**SEO, "context_data": {"analysis_depth": "full"}}, "CONTEXT_INVALID", "context_data"),
+        ({"priority": "low"}, "VALIDATION_ERROR", "task_type"),
+        ({**SEO, "scheduled_for": "tomorrow"}, "VALIDATION_ERROR", "scheduled_for"),
+    ],
+)
+def test_bad_create_input_is_a_400_with_field_errors(api, owner, brand, payload, code, field):
+    body = assert_error(api(owner, brand).post("/tasks/", payload, format="json"), 400, code)
+    assert field in body["field_errors"], body
+    assert not Task.objects.exists()
+
+
+def test_invalid_priority_message_matches_the_contract(api, owner, brand):
+    body = api(owner, brand).post("/tasks/", {**SEO, "priority": "urgent"}, format="json").json()
+    assert body["field_errors"]["priority"] == ['"urgent" is not a valid choice.']
+
+
+def test_malformed_json_is_a_clear_400(api, owner, brand):
+    response = api(owner, brand).post(
+        "/tasks/", data='{"task_type": ', content_type="application/json"
+    )
+    body = assert_error(response, 400, "MALFORMED_REQUEST")
+    assert body["field_errors"] == {}
+
+
+def test_unsupported_media_type_is_415(api, owner, brand):
+    response = api(owner, brand).post("/tasks/", data="task_type=noop", content_type="text/plain")
+    assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+def test_idempotency_key_returns_the_same_task_with_200(api, owner, brand):
+    client = api(owner, brand)
+    first = client.post("/tasks/", SEO, format="json", HTTP_IDEMPOTENCY_KEY="order-42")
+    again = client.post("/tasks/", SEO, format="json", HTTP_IDEMPOTENCY_KEY="order-42")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    assert Task.objects.count() == 1
+
+
+def test_idempotency_key_is_per_brand(api, member, brand, other_brand):
+    a = api(member, brand).post("/tasks/", SEO, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    b = api(member, other_brand).post("/tasks/", SEO, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    assert (a.status_code, b.status_code) == (201, 201)
+    assert a.json()["id"] != b.json()["id"]
+
+
+def test_idempotency_key_reused_for_another_request_is_409(api, owner, brand):
+    client = api(owner, brand)
+    client.post("/tasks/", SEO, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    other = {**SEO, "context_data": {"keyword_ids": [9]}}
+    response = client.post("/tasks/", other, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert_error(response, 409, "IDEMPOTENCY_KEY_REUSED")
+    assert Task.objects.count() == 1
+
+
+def test_scheduled_task_waits_in_the_database(
+    api, owner, brand, django_capture_on_commit_callbacks
+):
+    when = timezone.now() + timedelta(hours=2)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = api(owner, brand).post(
+            "/tasks/", {**SEO, "scheduled_for": when.isoformat()}, format="json"
+        )
+    assert response.status_code == 201
+    assert callbacks == []  # nothing published now: the release loop does it when due
+    task = Task.objects.get(pk=response.json()["id"])
+    assert task.status == "pending" and task.available_at == when
+
+
+# --- list & detail ----------------------------------------------------------------------------
+def test_list_contains_only_the_brands_rows(api, member, brand, other_brand):
+    mine = TaskFactory.create_batch(3, brand=brand)
+    TaskFactory.create_batch(2, brand=other_brand)
+    body = api(member, brand).get("/tasks/").json()
+    assert sorted(r["id"] for r in body["results"]) == sorted(t.id for t in mine)
+    assert set(body) == {"next", "previous", "results"}
+
+
+def test_list_filters(api, owner, brand):
+    TaskFactory(brand=brand, status="failed", task_type="flaky_api_call", priority="high")
+    TaskFactory(brand=brand, status="completed", task_type="noop")
+    TaskFactory(brand=brand, status="running", task_type="noop", description="export catalogue")
+    client = api(owner, brand)
+
+    def ids(query):
+        response = client.get(f"/tasks/?{query}")
+        assert response.status_code == 200, response.content
+        return [r["status"] for r in response.json()["results"]]
+
+    assert ids("status=failed") == ["failed"]
+    assert sorted(ids("status=active")) == ["running"]
+    assert sorted(ids("status=failed,completed")) == ["completed", "failed"]
+    assert ids("priority=high") == ["failed"]
+    assert sorted(ids("task_type=noop")) == ["completed", "running"]
+    assert ids("search=catalogue") == ["running"]
+    assert ids("search=flaky") == ["failed"]
+    minute_ago = quote((timezone.now() - timedelta(minutes=1)).isoformat())
+    assert len(ids(f"created_after={minute_ago}")) == 3
+    assert ids(f"created_before={minute_ago}") == []
+
+
+def test_list_rejects_an_unknown_status(api, owner, brand):
+    body = assert_error(api(owner, brand).get("/tasks/?status=exploded"), 400, "VALIDATION_ERROR")
+    assert "status" in body["field_errors"]
+
+
+def test_page_size_is_capped_and_cursor_pages_do_not_overlap(api, owner, brand, settings):
+    settings.API_MAX_PAGE_SIZE = 7
+    TaskFactory.create_batch(12, brand=brand)
+    client = api(owner, brand)
+    first = client.get("/tasks/?page_size=100000").json()
+    assert len(first["results"]) == 7
+    second = client.get(first["next"]).json()
+    assert len(second["results"]) == 5 and second["next"] is None
+    seen = [r["id"] for r in first["results"] + second["results"]]
+    assert seen == sorted(seen, reverse=True) and len(set(seen)) == 12
+
+
+def test_list_query_count_is_constant(api, owner, brand, django_assert_max_num_queries):
+    TaskFactory.create_batch(30, brand=brand, created_by=owner)
+    client = api(owner, brand)
+    with django_assert_max_num_queries(4):  # membership, page, (savepoints none)
+        response = client.get("/tasks/?page_size=30")
+    assert len(response.json()["results"]) == 30
+
+
+def test_detail_of_own_task(api, owner, brand):
+    task = TaskFactory(brand=brand, status="completed", result_data={"keywords_processed": 5})
+    body = api(owner, brand).get(f"/tasks/{task.pk}/").json()
+    assert set(body) >= SEED_DETAIL_KEYS
+    assert body["result_data"] == {"keywords_processed": 5} and body["metrics"] is None
+
+
+# --- tenancy ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "method,suffix", [("get", ""), ("post", "retry/"), ("post", "cancel/"), ("get", "events/")]
+)
+def test_foreign_brand_task_is_404_and_unchanged(api, owner, brand, other_brand, method, suffix):
+    foreign = TaskFactory(brand=other_brand, status="failed")
+    response = getattr(api(owner, brand), method)(f"/tasks/{foreign.pk}/{suffix}")
+    body = assert_error(response, 404, "TASK_NOT_FOUND")
+    assert body["detail"] == "Task not found or access denied"
+    foreign.refresh_from_db()
+    assert foreign.status == "failed" and not TaskEvent.objects.filter(task=foreign).exists()
+
+
+def test_member_of_both_brands_sees_each_only_under_its_header(api, member, brand, other_brand):
+    in_other = TaskFactory(brand=other_brand)
+    assert api(member, brand).get(f"/tasks/{in_other.pk}/").status_code == 404
+    assert api(member, other_brand).get(f"/tasks/{in_other.pk}/").status_code == 200
+
+
+@pytest.mark.parametrize("header", [None, "", "abc", "-3", "0", "1.5", "99999999999999999999"])
+def test_missing_or_malformed_brand_header_is_400(api, owner, header):
+    client = api(owner, brand_header=header) if header is not None else api(owner)
+    assert_error(client.get("/tasks/"), 400, "BRAND_REQUIRED")
+
+
+def test_brand_the_user_is_not_a_member_of_is_403(api, owner, other_brand):
+    assert_error(api(owner, other_brand).get("/tasks/"), 403, "BRAND_FORBIDDEN")
+    assert_error(
+        api(owner, other_brand).post("/tasks/", SEO, format="json"), 403, "BRAND_FORBIDDEN"
+    )
+    assert not Task.objects.exists()
+
+
+def test_inactive_brand_is_403(api, owner, brand):
+    brand.is_active = False
+    brand.save()
+    assert_error(api(owner, brand).get("/tasks/"), 403, "BRAND_FORBIDDEN")
+
+
+def test_brand_query_parameter_is_a_fallback_for_the_browsable_api(api, owner, brand):
+    TaskFactory(brand=brand)
+    response = api(owner).get(f"/tasks/?brand={brand.pk}")
+    assert response.status_code == 200 and len(response.json()["results"]) == 1
+
+
+def test_no_token_is_401(api, brand):
+    assert_error(api(None, brand).get("/tasks/"), 401, "NOT_AUTHENTICATED")
+
+
+def test_tampered_token_is_401(api, owner, brand):
+    client = api(owner, brand)
+    token = client._credentials["HTTP_AUTHORIZATION"]
+    client.credentials(HTTP_AUTHORIZATION=token[:-3] + "abc", HTTP_X_BRAND_ID=str(brand.pk))
+    assert_error(client.get("/tasks/"), 401, "TOKEN_INVALID")
+
+
+# --- roles ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("role,can_write", [("viewer", False), ("operator", True), ("admin", True)])
+def test_role_matrix_for_task_writes(api, user_with_role, brand, role, can_write):
+    client = api(user_with_role(role), brand)
+    failed = TaskFactory(brand=brand, status="failed")
+    assert client.get("/tasks/").status_code == 200
+    assert client.get("/tasks/queue-stats/").status_code == 200
+    responses = [
+        client.post("/tasks/", SEO, format="json"),
+        client.post(f"/tasks/{failed.pk}/retry/"),
+    ]
+    for response in responses:
+        if can_write:
+            assert response.status_code in (200, 201), response.content
+        else:
+            assert_error(response, 403, "ROLE_FORBIDDEN")
+    if not can_write:
+        failed.refresh_from_db()
+        assert failed.status == "failed" and Task.objects.count() == 1
+
+
+# --- retry & cancel ---------------------------------------------------------------------------
+def test_retry_of_a_failed_task(api, owner, brand):
+    task = TaskFactory(brand=brand, status="failed", attempts=4, error_message="boom")
+    response = api(owner, brand).post(f"/tasks/{task.pk}/retry/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "pending"
+    assert task.events.filter(kind="retry_requested", actor="user:owner").exists()
+
+
+@pytest.mark.parametrize("status", ["completed", "running", "queued", "pending"])
+def test_retry_of_a_task_that_did_not_fail_is_409(api, owner, brand, status):
+    task = TaskFactory(brand=brand, status=status)
+    assert_error(api(owner, brand).post(f"/tasks/{task.pk}/retry/"), 409, "TASK_NOT_RETRYABLE")
+    task.refresh_from_db()
+    assert task.status == status and not task.events.exists()
+
+
+def test_cancel_of_a_queued_task_is_immediate(api, owner, brand):
+    task = TaskFactory(brand=brand, status="queued")
+    response = api(owner, brand).post(f"/tasks/{task.pk}/cancel/")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+
+
+def test_cancel_of_a_running_task_is_requested(api, owner, brand):
+    task = TaskFactory(brand=brand, status="running", attempts=1)
+    client = api(owner, brand)
+    response = client.post(f"/tasks/{task.pk}/cancel/")
+    assert response.status_code == 202
+    assert response.json()["status"] == "running" and response.json()["cancel_requested"] is True
+    assert client.post(f"/tasks/{task.pk}/cancel/").status_code == 202  # idempotent
+    assert task.events.filter(kind="cancel_requested").count() == 1
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
+def test_cancel_of_a_finished_task_is_409(api, owner, brand, status):
+    task = TaskFactory(brand=brand, status=status)
+    assert_error(api(owner, brand).post(f"/tasks/{task.pk}/cancel/"), 409, "TASK_NOT_CANCELLABLE")
+
+
+# --- timeline, stats, types -------------------------------------------------------------------
+def test_events_are_the_timeline_in_order(api, owner, brand):
+    created = api(owner, brand).post("/tasks/", SEO, format="json").json()
+    api(owner, brand).post(f"/tasks/{created['id']}/cancel/")
+    events = api(owner, brand).get(f"/tasks/{created['id']}/events/").json()["results"]
+    assert [(e["kind"], e["to_status"]) for e in events] == [
+        ("created", "pending"),
+        ("cancelled", "cancelled"),
+    ]
+    assert events[0]["actor"] == "user:owner"
+
+
+def test_queue_stats_counts_the_brands_tasks_only(api, owner, brand, other_brand):
+    TaskFactory.create_batch(2, brand=brand, status="queued", queued_at=timezone.now())
+    TaskFactory(brand=brand, status="completed", completed_at=timezone.now())
+    TaskFactory.create_batch(5, brand=other_brand, status="queued")
+    body = api(owner, brand).get("/tasks/queue-stats/").json()
+    assert body["queues"]["default"]["by_status"] == {"queued": 2}
+    assert body["queues"]["default"]["by_priority"]["normal"] == {"queued": 2}
+    assert body["queues"]["default"]["oldest_queued_age_s"] >= 0
+    assert body["throughput"]["completed_5m"] == 1
+    assert "available" in body["broker"]
+
+
+def test_types_lists_the_registry(api, owner, brand):
+    body = api(owner, brand).get("/tasks/types/").json()
+    by_name = {t["name"]: t for t in body}
+    assert {"seo_keyword_analysis", "flaky_api_call", "sleep", "noop"} <= set(by_name)
+    seo = by_name["seo_keyword_analysis"]
+    assert seo["queue"] == "default" and seo["retry_policy"]["max_retries"] == 3
+    assert seo["context_schema"]["required"] == ["keyword_ids"]
+
+
+# --- error format on every kind of error -----------------------------------------------------
+def test_method_not_allowed_is_json_405(api, owner, brand):
+    task = TaskFactory(brand=brand)
+    assert_error(api(owner, brand).delete(f"/tasks/{task.pk}/"), 405, "METHOD_NOT_ALLOWED")
+
+
+def test_unknown_url_is_json_404(api, owner, brand):
+    assert_error(api(owner, brand).get("/nothing-here/"), 404, "NOT_FOUND")
+
+
+def test_unexpected_error_is_a_500_without_internals(api, owner, brand, monkeypatch):
+    from task_core import selectors
+
+    def explode(**kwargs):
+        raise RuntimeError("SELECT secret FROM passwords")
+
+    monkeypatch.setattr(selectors, "queue_stats", explode)
+    client = api(owner, brand)
+    client.raise_request_exception = False
+    response = client.get("/tasks/queue-stats/")
+    assert_error(response, 500, "INTERNAL_ERROR")
+    assert "secret" not in response.content.decode()
+
+
+def test_throttling_is_429_with_retry_after(api, owner, brand, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.THROTTLE_USER_RATE = "3/minute"
+    client = api(owner, brand)
+    statuses = [client.get("/tasks/").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    response = client.get("/tasks/")
+    assert_error(response, 429, "THROTTLED")
+    assert int(response["Retry-After"]) > 0
+    cache.clear()
+
+
+def test_error_bodies_are_valid_json_objects(api, brand):
+    response = api(None, brand).get("/tasks/")
+    assert json.loads(response.content)["error_code"] == "NOT_AUTHENTICATED"
