@@ -34,7 +34,7 @@ web: install ## the web process alone
 	$(PY) manage.py runserver 127.0.0.1:$${PORT:-8000}
 
 worker: install ## one Celery worker
-	.venv/bin/celery -A megahub worker --loglevel INFO -Q $${CELERY_QUEUE_PREFIX}default,$${CELERY_QUEUE_PREFIX}long
+	.venv/bin/celery -A megahub worker --loglevel INFO
 
 beat: install ## Celery beat (platform periodic work)
 	.venv/bin/celery -A megahub beat --loglevel INFO --pidfile=

@@ -221,7 +221,11 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 # Lets several deployments or test runs share one broker vhost without stealing messages.
 CELERY_QUEUE_PREFIX = os.environ.get("CELERY_QUEUE_PREFIX", "")
+# Queues task types may use. A worker started without -Q consumes all of CELERY_TASK_QUEUES.
 MEGAHUB_QUEUES = ["default", "long"]
+# The platform's own periodic work (release loop, sweeper) has its own queue so that it is
+# never stuck behind a backlog of brand tasks.
+MEGAHUB_SYSTEM_QUEUE = "system"
 CELERY_TASK_DEFAULT_QUEUE = f"{CELERY_QUEUE_PREFIX}default"
 CELERY_TASK_QUEUES = [
     Queue(
@@ -230,8 +234,14 @@ CELERY_TASK_QUEUES = [
         routing_key=name,
         queue_arguments={"x-max-priority": 10},
     )
-    for name in MEGAHUB_QUEUES
+    for name in [*MEGAHUB_QUEUES, MEGAHUB_SYSTEM_QUEUE]
 ]
+CELERY_TASK_ROUTES = {
+    "megahub.tasks_*": {
+        "queue": f"{CELERY_QUEUE_PREFIX}{MEGAHUB_SYSTEM_QUEUE}",
+        "routing_key": MEGAHUB_SYSTEM_QUEUE,
+    }
+}
 CELERY_TASK_QUEUE_MAX_PRIORITY = 10
 CELERY_TASK_DEFAULT_PRIORITY = 4
 # The database is the source of truth: a message is acknowledged after the attempt, and a

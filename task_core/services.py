@@ -12,7 +12,7 @@ from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -312,14 +312,20 @@ def task_cancel(*, task: Task, user=None) -> Task:
 
 # --- execution (worker side) -----------------------------------------------------------
 def task_claim(*, task_pk: int, worker: str) -> Task | None:
-    """Claim a delivered task with one conditional update; None means someone else owns it."""
+    """Claim a delivered task with one conditional update; None means someone else owns it.
+
+    A retrying task whose backoff is over is claimable too: the release loop publishes it
+    before committing "queued", and PostgreSQL evaluates the claim's WHERE against the last
+    committed row, so the claim must not depend on that commit.
+    """
     now = timezone.now()
     return sm.transition(
         task_pk,
         to=S.RUNNING,
         kind=K.STARTED,
         actor=f"worker:{worker}",
-        frm=[S.PENDING, S.QUEUED],
+        frm=[S.PENDING, S.QUEUED, S.RETRYING],
+        where=~Q(status=S.RETRYING) | Q(available_at__lte=now),
         fields={
             "attempts": F("attempts") + 1,
             "started_at": now,
@@ -399,7 +405,7 @@ def _finish(task: Task, worker: str, *, to: str, kind: str, fields=None, message
         kind=kind,
         actor=_worker_actor(worker),
         frm=[S.RUNNING],
-        where={"attempts": task.attempts},  # a rescued task's zombie attempt cannot finish it
+        where=Q(attempts=task.attempts),  # a rescued task's zombie attempt cannot finish it
         fields={"completed_at": timezone.now(), **(fields or {})},
         message=message,
     )
@@ -437,7 +443,7 @@ def _attempt_failed(
             kind=K.RETRY_SCHEDULED,
             actor=actor,
             frm=[S.RUNNING],
-            where={"attempts": task.attempts},
+            where=Q(attempts=task.attempts),
             fields={
                 "error_message": message,
                 "available_at": timezone.now() + timedelta(seconds=delay),

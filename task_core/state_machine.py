@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from task_core.models import Task, TaskEvent
@@ -25,7 +26,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     S.RUNNING: frozenset(
         {S.COMPLETED, S.FAILED, S.RETRYING, S.CANCELLED, S.PENDING, S.PAUSED, S.INTERRUPTED}
     ),
-    S.RETRYING: frozenset({S.QUEUED, S.CANCELLED}),
+    # retrying -> running: a claim may race the release loop's commit of "queued".
+    S.RETRYING: frozenset({S.QUEUED, S.RUNNING, S.CANCELLED}),
     S.PAUSED: frozenset({S.PENDING, S.CANCELLED}),
     S.INTERRUPTED: frozenset({S.PENDING, S.CANCELLED}),
     S.FAILED: frozenset({S.PENDING}),  # manual retry
@@ -63,13 +65,13 @@ def transition(
     actor: str,
     frm: Iterable[str] | None = None,
     fields: dict | None = None,
-    where: dict | None = None,
+    where: Q | None = None,
     message: str = "",
     data: dict | None = None,
 ) -> Task | None:
     """Move one task to ``to`` if its current status allows it; return the task, else None.
 
-    ``fields`` are written in the same UPDATE (F() expressions allowed); ``where`` adds
+    ``fields`` are written in the same UPDATE (F() expressions allowed); ``where`` (a Q) adds
     conditions (e.g. the attempt number a worker owns). Given a pk, the row is re-read after a
     successful update; given an instance, the instance is refreshed from the database.
     """
@@ -79,7 +81,7 @@ def transition(
     with transaction.atomic():
         updated = (
             Task.objects.unscoped()
-            .filter(pk=pk, status__in=allowed, **(where or {}))
+            .filter(where or Q(), pk=pk, status__in=allowed)
             .update(status=to, updated_at=now, **(fields or {}))
         )
         if not updated:

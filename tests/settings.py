@@ -2,9 +2,11 @@
 
 import os
 
-# Each pytest-xdist process gets its own broker queues, so one process's worker never takes
-# another's messages (each process also has its own test database).
-os.environ.setdefault("CELERY_QUEUE_PREFIX", f"test-{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}.")
+# Each pytest process (xdist worker) gets its own broker queues, so one process's worker never
+# takes another's messages (each process also has its own test database). The xdist worker id
+# is not known yet when settings load, and xdist workers inherit the controller's environment,
+# so the pid names them; tests/integration deletes them at exit.
+os.environ["CELERY_QUEUE_PREFIX"] = f"test-{os.getpid()}."
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-any-deployment")
 
 from megahub.settings import *  # noqa: F403

@@ -1,0 +1,184 @@
+"""Real processes for integration and chaos tests: celery worker and beat subprocesses running
+megahub's production settings against this test run's PostgreSQL database and RabbitMQ queues."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+from celery import current_app
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+CELERY = str(Path(sys.executable).with_name("celery"))
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def wait_for(predicate, timeout=30.0, interval=0.2, message="condition"):
+    """Poll until predicate() is truthy; return its value or fail with `message`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {message}")
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class Proc:
+    """A megahub process (worker or beat) with its log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict):
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.name = name
+        self.log_path = ARTIFACTS / f"{name}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: we can kill it with its children
+        )  # fmt: skip
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, marker: str, timeout=30.0):
+        wait_for(
+            lambda: marker in self.output() or self.popen.poll() is not None,
+            timeout,
+            message=f"{self.name} to be ready",
+        )
+        if self.popen.poll() is not None:
+            pytest.fail(f"{self.name} exited early:\n{self.output()[-3000:]}")
+
+    def pool_children(self) -> list[int]:
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.popen.pid)], capture_output=True, text=True
+        ).stdout
+        return [int(p) for p in out.split()]
+
+    def kill(self, sig=signal.SIGKILL):
+        """Signal the whole process group (main process and pool children)."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout=15.0):
+        if self.popen.poll() is None:
+            self.kill(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+                self.popen.wait(5)
+        self.kill(signal.SIGKILL)  # stray pool children
+        self.log.close()
+
+
+@pytest.fixture
+def process_env(transactional_db):
+    """Environment for megahub subprocesses: production settings, this test's DB and queues."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "megahub.settings",
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_QUEUE_PREFIX": settings.CELERY_QUEUE_PREFIX,
+        "SECRET_KEY": settings.SECRET_KEY,
+        "LOG_FORMAT": "text",
+        "LOG_LEVEL": "INFO",
+        "TASK_HEARTBEAT_SECONDS": "1",
+        "TASK_HEARTBEAT_TIMEOUT_SECONDS": "4",
+        "TASK_RELEASE_INTERVAL_SECONDS": "1",
+        "TASK_SWEEP_INTERVAL_SECONDS": "1",
+        "TASK_PUBLISH_GRACE_SECONDS": "2",
+        "DB_CONN_MAX_AGE": "0",
+    }
+    return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _delete_test_queues_at_exit():
+    yield
+    with current_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in settings.CELERY_TASK_QUEUES:
+            queue(channel).delete()
+            queue.exchange(channel).delete()
+
+
+@pytest.fixture
+def purge_queues(transactional_db):
+    """Drop messages left by earlier tests (their rows are gone with the database flush)."""
+    with current_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in settings.CELERY_TASK_QUEUES:
+            queue(channel).declare()
+            queue(channel).purge()
+
+
+@pytest.fixture
+def start_process(process_env, purge_queues, request):
+    started: list[Proc] = []
+
+    def start(kind: str, *, concurrency: int = 2, env: dict | None = None, wait=True) -> Proc:
+        name = f"{request.node.name[:60]}-{kind}-{len(started)}"
+        full_env = {**process_env, **(env or {})}
+        if kind == "worker":
+            args = [
+                CELERY, "-A", "megahub", "worker", "-c", str(concurrency), "--pool", "prefork",
+                "-n", f"w{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip",
+                "--loglevel", "INFO",
+            ]  # fmt: skip
+            marker = "ready."
+        else:
+            args = [CELERY, "-A", "megahub", "beat", "--loglevel", "INFO", "--pidfile="]
+            marker = "beat: Starting"
+        proc = Proc(name, args, full_env)
+        started.append(proc)
+        if wait:
+            proc.wait_ready(marker)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def worker(start_process):
+    return start_process("worker")
+
+
+@pytest.fixture
+def beat(start_process):
+    return start_process("beat")
+
+
+@contextmanager
+def broker_unreachable():
+    """Point this process's publisher at a closed port: publishes fail as in a broker outage.
+
+    The original connection pools are set aside, not closed, and put back afterwards.
+    """
+    app = current_app
+    saved = (app.conf.broker_write_url, app._pool, app.amqp._producer_pool)
+    app._pool, app.amqp._producer_pool = None, None
+    # broker_write_url: broker_url itself is overridden by the CELERY_BROKER_URL env var.
+    app.conf.broker_write_url = "amqp://guest:guest@127.0.0.1:1//"
+    try:
+        yield
+    finally:
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app.conf.broker_write_url, app._pool, app.amqp._producer_pool = saved
