@@ -25,7 +25,8 @@ install: .venv/.synced ## create the virtualenv from uv.lock
 migrate: install ## apply database migrations
 	$(PY) manage.py migrate --noinput
 
-run: export DEBUG ?= 1
+# Developer targets run with DEBUG on unless told otherwise (no SECRET_KEY needed locally).
+run migrate web worker beat: export DEBUG ?= 1
 run: install migrate ## the whole stack (web, worker, beat) on embedded defaults, demo credentials printed
 	$(PY) manage.py seed_demo
 	bin/run-stack

@@ -51,18 +51,26 @@ class Conflict(DomainError):
     error_code = "CONFLICT"
 
 
-class BrandRequired(DomainError):
+class AccessError(exceptions.APIException):
+    """Refusals raised while checking access (permission classes). DRF exceptions, so that
+    DRF's own machinery (e.g. the browsable API probing which forms to show) handles them."""
+
+    error_code = "PERMISSION_DENIED"
+
+
+class BrandRequired(AccessError):
+    status_code = status.HTTP_400_BAD_REQUEST
     error_code = "BRAND_REQUIRED"
     default_detail = "Name the brand with the X-Brand-ID header (a positive integer)."
 
 
-class BrandForbidden(DomainError):
+class BrandForbidden(AccessError):
     status_code = status.HTTP_403_FORBIDDEN
     error_code = "BRAND_FORBIDDEN"
     default_detail = "You are not an active member of this brand, or it is inactive."
 
 
-class RoleForbidden(DomainError):
+class RoleForbidden(AccessError):
     status_code = status.HTTP_403_FORBIDDEN
     error_code = "ROLE_FORBIDDEN"
     default_detail = "Your role in this brand does not allow this operation."
@@ -118,10 +126,12 @@ def _field_errors(detail) -> dict:
 
 
 def _code_for(exc: exceptions.APIException) -> str:
+    if isinstance(exc, AccessError):
+        return exc.error_code
     for klass in type(exc).__mro__:
         if klass in _DRF_CODES:
             return _DRF_CODES[klass]
-    return "ERROR"
+    return str(exc.default_code).upper()
 
 
 def api_exception_handler(exc, context):

@@ -120,6 +120,8 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
@@ -257,6 +259,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_SEND_EVENTS", False)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat saves last_run_at after this many sends (not only every 3 min): /health/ready/ reads it.
+CELERY_BEAT_SYNC_EVERY = 10
 CELERY_TIMEZONE = "UTC"
 
 # --- Task execution -----------------------------------------------------------------------
@@ -266,6 +270,8 @@ TASK_HEARTBEAT_SECONDS = env_int("TASK_HEARTBEAT_SECONDS", 5)
 TASK_HEARTBEAT_TIMEOUT_SECONDS = env_int("TASK_HEARTBEAT_TIMEOUT_SECONDS", 30)
 # A task whose publish after commit was not confirmed within this delay is republished.
 TASK_PUBLISH_GRACE_SECONDS = env_int("TASK_PUBLISH_GRACE_SECONDS", 15)
+# A task queued this long while its broker queue is empty lost its message: republish it.
+TASK_QUEUED_LOST_SECONDS = env_int("TASK_QUEUED_LOST_SECONDS", 120)
 TASK_RELEASE_INTERVAL_SECONDS = env_int("TASK_RELEASE_INTERVAL_SECONDS", 2)
 TASK_SWEEP_INTERVAL_SECONDS = env_int("TASK_SWEEP_INTERVAL_SECONDS", 10)
 TASK_RELEASE_BATCH = env_int("TASK_RELEASE_BATCH", 500)

@@ -63,7 +63,8 @@ _REGISTRY: dict[str, TaskType] = {}
 
 
 def task_type(name: str, **options) -> Callable:
-    """Register ``handler(ctx, **context_data) -> result dict`` as task type ``name``."""
+    """Register ``handler(ctx) -> result dict`` as task type ``name`` (ctx.data is the
+    task's context_data)."""
 
     def decorator(handler: Callable) -> Callable:
         spec = TaskType(name=name, handler=handler, **options)

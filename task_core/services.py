@@ -156,6 +156,7 @@ def task_create(
                 actor=actor or _actor(user),
                 data={"scheduled_for": scheduled_for.isoformat()} if scheduled_for else None,
             )
+            sm.log_transition(task, kind=K.CREATED, actor=actor or _actor(user))
             if due_now:
                 transaction.on_commit(lambda: task_publish(task=task))
     except IntegrityError:
@@ -164,7 +165,6 @@ def task_create(
         # Two requests with the same key raced; the other one won.
         existing = Task.objects.for_brand(brand).get(idempotency_key=idempotency_key)
         return _idempotent_match(existing, task_type, context_data), False
-    sm.log_transition(task, kind=K.CREATED, actor=actor or _actor(user))
     return task, True
 
 
@@ -464,6 +464,33 @@ def _attempt_failed(
 
 
 # --- sweeper ------------------------------------------------------------------------------
+def tasks_requeue_lost(*, limit: int = 500) -> int:
+    """Republish queued tasks whose message is gone (queue purged, message lost by the broker):
+    still unclaimed long after being queued while their broker queue is empty. A duplicate
+    message is harmless, the claim ignores it."""
+    from task_core.selectors import broker_queue_stats
+
+    cutoff = timezone.now() - timedelta(seconds=settings.TASK_QUEUED_LOST_SECONDS)
+    candidates = Task.objects.unscoped().filter(status=S.QUEUED, queued_at__lt=cutoff)
+    queues = set(candidates.values_list("queue", flat=True).distinct()[:50])
+    if not queues:
+        return 0
+    broker = broker_queue_stats(sorted(queues))
+    empty = [name for name, q in broker["queues"].items() if q["depth"] == 0]
+    requeued = 0
+    for task in candidates.filter(queue__in=empty).order_by("queued_at")[:limit]:
+        try:
+            _send(task)
+        except Exception:
+            break
+        Task.objects.unscoped().filter(pk=task.pk, status=S.QUEUED).update(queued_at=timezone.now())
+        sm.record_event(
+            task, kind=K.QUEUED, actor="system:sweeper", message="republished: message lost"
+        )
+        requeued += 1
+    return requeued
+
+
 def tasks_sweep(*, limit: int = 500) -> int:
     """Rescue running tasks whose worker stopped heart-beating (dead, killed, or over its hard
     time limit): each counts as a failed attempt and is retried by the normal policy."""
@@ -473,7 +500,7 @@ def tasks_sweep(*, limit: int = 500) -> int:
         .filter(status=S.RUNNING, heartbeat_at__lt=cutoff)
         .order_by("heartbeat_at")[:limit]
     )
-    rescued = 0
+    rescued = tasks_requeue_lost()
     for task in stale:
         spec = get_task_type(task.task_type)
         elapsed = (timezone.now() - task.started_at).total_seconds() if task.started_at else 0

@@ -3,6 +3,8 @@
 import hashlib
 import time
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from task_core.registry import PermanentError, RetryPolicy, task_type
 
 
@@ -110,3 +112,29 @@ def sleep(ctx):
 )
 def noop(ctx):
     return {}
+
+
+@task_type(
+    "stuck_call",
+    description="Blocks in one call for `seconds` (an upstream that hangs); limits 2 s soft, "
+    "4 s hard. With `ignore_soft_limit` it outlives the soft limit and is killed by the hard one.",
+    soft_time_limit_s=2,
+    time_limit_s=4,
+    retry=RetryPolicy(max_retries=1, backoff_base_s=0.5),
+    context_schema={
+        "type": "object",
+        "properties": {
+            "seconds": {"type": "number", "minimum": 0, "maximum": 60},
+            "ignore_soft_limit": {"type": "boolean"},
+        },
+    },
+)
+def stuck_call(ctx):
+    seconds = float(ctx.data.get("seconds", 10))
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        if not ctx.data.get("ignore_soft_limit"):
+            raise
+        time.sleep(seconds)  # a handler that swallows the soft limit meets the hard one
+    return {"slept_s": seconds}

@@ -399,3 +399,12 @@ def test_throttling_is_429_with_retry_after(api, owner, brand, settings):
 def test_error_bodies_are_valid_json_objects(api, brand):
     response = api(None, brand).get("/tasks/")
     assert json.loads(response.content)["error_code"] == "NOT_AUTHENTICATED"
+
+
+def test_browsable_api_renders_for_a_viewer_with_session_auth(client, user_with_role, brand):
+    viewer = user_with_role("viewer")
+    client.force_login(viewer)
+    TaskFactory(brand=brand)
+    response = client.get(f"/tasks/?brand={brand.pk}", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    assert b"Task" in response.content

@@ -7,6 +7,7 @@ from django.db.models import Count, Q
 
 from task_core import services
 from task_core.models import Task
+from tests.factories import TaskFactory
 from tests.integration.conftest import broker_unreachable, wait_for
 
 pytestmark = [pytest.mark.integration]
@@ -142,3 +143,24 @@ def test_every_task_of_a_burst_completes_once(brand, start_process):
         starts=Count("events", filter=Q(events__kind="started"))
     ).values_list("starts", flat=True)
     assert set(per_task) == {1}
+
+
+def test_queued_task_whose_message_was_lost_is_republished(brand, settings, purge_queues):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from task_core.selectors import broker_queue_stats
+
+    settings.TASK_QUEUED_LOST_SECONDS = 60
+    lost = TaskFactory(
+        brand=brand, status="queued", queued_at=timezone.now() - timedelta(minutes=5)
+    )
+    fresh = TaskFactory(brand=brand, status="queued", queued_at=timezone.now())
+    assert broker_queue_stats(["default"])["queues"]["default"]["depth"] == 0
+    assert services.tasks_sweep() == 1
+    wait_for(lambda: broker_queue_stats(["default"])["queues"]["default"]["depth"] == 1, 5,
+             message="the republished message")  # fmt: skip
+    assert lost.events.get().message == "republished: message lost"
+    assert not fresh.events.exists()
+    assert services.tasks_sweep() == 0  # its queue is no longer empty

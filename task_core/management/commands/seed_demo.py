@@ -2,6 +2,7 @@ import os
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -13,7 +14,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--base-url", default=os.environ.get("MEGAHUB_URL", "http://127.0.0.1:8000")
+            "--base-url",
+            default=os.environ.get(
+                "MEGAHUB_URL", f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
+            ),
         )
         parser.add_argument("--password", default=os.environ.get("DEMO_PASSWORD", "megahub-demo"))
         parser.add_argument("--quiet", action="store_true", help="create only, print nothing")
@@ -28,6 +32,9 @@ class Command(BaseCommand):
         demo.set_password(password)
         demo.is_staff = True  # may open the admin and the operations page for its brands
         demo.save()
+        demo.user_permissions.set(
+            Permission.objects.filter(content_type__app_label__in=["task_core"])
+        )
         services.membership_grant(user=demo, brand=brand, role="admin")
         services.membership_grant(user=demo, brand=other, role="viewer")
         admin, _ = User.objects.get_or_create(
