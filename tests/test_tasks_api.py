@@ -408,3 +408,15 @@ def test_browsable_api_renders_for_a_viewer_with_session_auth(client, user_with_
     response = client.get(f"/tasks/?brand={brand.pk}", HTTP_ACCEPT="text/html")
     assert response.status_code == 200
     assert b"Task" in response.content
+
+
+def test_create_costs_a_constant_number_of_queries(
+    api, owner, brand, django_assert_max_num_queries, django_capture_on_commit_callbacks
+):
+    client = api(owner, brand)
+    for size in (1, 500):
+        payload = {**SEO, "context_data": {"keyword_ids": list(range(1, size + 1))}}
+        # user (JWT), membership, insert task + event; after commit: update, re-read, event = 7,
+        # plus 2 savepoint pairs that exist only because the test runs inside a transaction.
+        with django_assert_max_num_queries(11), django_capture_on_commit_callbacks(execute=True):
+            assert client.post("/tasks/", payload, format="json").status_code == 201

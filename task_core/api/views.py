@@ -89,7 +89,7 @@ class TaskViewSet(
             idempotency_key=(request.headers.get("Idempotency-Key") or "").strip()[:255] or None,
             **serializer.validated_data,
         )
-        task = self.get_queryset().get(pk=task.pk)
+        # `task` carries its brand and creator already, and the publish refreshed its status.
         return Response(
             TaskDetailSerializer(task).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
