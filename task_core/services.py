@@ -398,14 +398,17 @@ def _worker_actor(worker: str) -> str:
     return f"worker:{worker}" if worker else "system:sweeper"
 
 
-def _finish(task: Task, worker: str, *, to: str, kind: str, fields=None, message="") -> str:
+def _finish(
+    task: Task, worker: str, *, to: str, kind: str, fields=None, message="", where=None
+) -> str:
     moved = sm.transition(
         task,
         to=to,
         kind=kind,
         actor=_worker_actor(worker),
         frm=[S.RUNNING],
-        where=Q(attempts=task.attempts),  # a rescued task's zombie attempt cannot finish it
+        # A rescued task's zombie attempt cannot finish it.
+        where=Q(attempts=task.attempts) & (where or Q()),
         fields={"completed_at": timezone.now(), **(fields or {})},
         message=message,
     )
@@ -429,29 +432,38 @@ def retry_delay_s(spec: TaskType | None, attempt: int) -> float:
 
 
 def _attempt_failed(
-    task: Task, spec: TaskType | None, worker: str, message: str, *, kind: str = K.FAILED
+    task: Task,
+    spec: TaskType | None,
+    worker: str,
+    message: str,
+    *,
+    kind: str = K.FAILED,
+    where: Q | None = None,
 ) -> str:
     """An attempt failed in a retryable way: schedule the next one, or fail for good."""
     actor = _worker_actor(worker)
     if task.attempts <= task.max_retries:
         delay = retry_delay_s(spec, task.attempts)
-        if kind != K.FAILED:  # timed out / worker lost: say so before the retry entry
-            sm.record_event(task, kind=kind, actor=actor, message=message)
-        moved = sm.transition(
-            task,
-            to=S.RETRYING,
-            kind=K.RETRY_SCHEDULED,
-            actor=actor,
-            frm=[S.RUNNING],
-            where=Q(attempts=task.attempts),
-            fields={
-                "error_message": message,
-                "available_at": timezone.now() + timedelta(seconds=delay),
-                "heartbeat_at": None,
-            },
-            message=message,
-            data={"delay_s": round(delay, 3), "next_attempt": task.attempts + 1},
-        )
+        with transaction.atomic():
+            if kind != K.FAILED:  # timed out / worker lost: say so before the retry entry
+                sm.record_event(task, kind=kind, actor=actor, message=message)
+            moved = sm.transition(
+                task,
+                to=S.RETRYING,
+                kind=K.RETRY_SCHEDULED,
+                actor=actor,
+                frm=[S.RUNNING],
+                where=Q(attempts=task.attempts) & (where or Q()),
+                fields={
+                    "error_message": message,
+                    "available_at": timezone.now() + timedelta(seconds=delay),
+                    "heartbeat_at": None,
+                },
+                message=message,
+                data={"delay_s": round(delay, 3), "next_attempt": task.attempts + 1},
+            )
+            if moved is None:  # another process owns the task now: no stray timeline entry
+                transaction.set_rollback(True)
         return S.RETRYING if moved is not None else "lost"
     return _finish(
         task,
@@ -460,6 +472,7 @@ def _attempt_failed(
         kind=K.FAILED,
         fields={"error_message": message},
         message=f"{message} (attempt {task.attempts} of {task.max_retries + 1})",
+        where=where,
     )
 
 
@@ -501,22 +514,22 @@ def tasks_sweep(*, limit: int = 500) -> int:
         .order_by("heartbeat_at")[:limit]
     )
     rescued = tasks_requeue_lost()
+    still_stale = Q(heartbeat_at__lt=cutoff)  # re-checked in the UPDATE: a late beat wins
     for task in stale:
         spec = get_task_type(task.task_type)
         elapsed = (timezone.now() - task.started_at).total_seconds() if task.started_at else 0
         if task.cancel_requested:
-            outcome = _finish(task, "", to=S.CANCELLED, kind=K.CANCELLED, message="worker lost")
-        elif spec is not None and elapsed >= spec.time_limit_s:
-            outcome = _attempt_failed(
-                task,
-                spec,
-                "",
-                f"Hard time limit ({spec.time_limit_s}s) exceeded.",
-                kind=K.TIMED_OUT,
+            outcome = _finish(
+                task, "", to=S.CANCELLED, kind=K.CANCELLED, message="worker lost", where=still_stale
             )
+        elif spec is not None and elapsed >= spec.time_limit_s:
+            message = f"Hard time limit ({spec.time_limit_s}s) exceeded."
+            outcome = _attempt_failed(task, spec, "", message, kind=K.TIMED_OUT, where=still_stale)
         else:
             message = f"Worker {task.worker or '?'} stopped heart-beating."
-            outcome = _attempt_failed(task, spec, "", message, kind=K.WORKER_LOST)
+            outcome = _attempt_failed(
+                task, spec, "", message, kind=K.WORKER_LOST, where=still_stale
+            )
         rescued += outcome != "lost"
     if rescued:
         logger.warning("sweeper rescued stranded tasks", extra={"count": rescued})

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
 from task_core import services
@@ -214,3 +215,18 @@ def test_release_keeps_tasks_when_the_broker_is_down(brand, monkeypatch):
     assert services.tasks_release_due() == 0
     task.refresh_from_db()
     assert task.status == "pending" and task.available_at > timezone.now()
+
+
+def test_sweeper_does_not_rescue_a_task_whose_heartbeat_arrived_meanwhile(brand, settings):
+    task, _ = services.task_create(brand=brand, task_type="noop")
+    claimed = services.task_claim(task_pk=task.pk, worker="slow@host")
+    stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT_SECONDS + 5)
+    claimed.heartbeat_at = stale  # what the sweeper read...
+    Task.objects.filter(pk=task.pk).update(heartbeat_at=timezone.now())  # ...then a beat came
+    cutoff = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT_SECONDS)
+    outcome = services._attempt_failed(
+        claimed, None, "", "lost?", kind="worker_lost", where=Q(heartbeat_at__lt=cutoff)
+    )
+    assert outcome == "lost"
+    task.refresh_from_db()
+    assert task.status == "running" and kinds(task) == ["created", "started"]
