@@ -8,7 +8,7 @@ AMQP_URL ?= amqp://guest:guest@localhost:5672//
 TEST_ENV = SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-not-for-any-deployment} \
   DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(AMQP_URL)}
 
-.PHONY: help install run migrate test test-fast test-integration lint fmt bench worker beat web check-services clean
+.PHONY: help install run migrate test test-outage test-fast lint fmt bench worker beat web consume check-services clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -26,13 +26,16 @@ migrate: install ## apply database migrations
 	$(PY) manage.py migrate --noinput
 
 # Developer targets run with DEBUG on unless told otherwise (no SECRET_KEY needed locally).
-run migrate web worker beat: export DEBUG ?= 1
+run migrate web worker beat consume: export DEBUG ?= 1
 run: install migrate ## the whole stack (web, worker, beat) on embedded defaults, demo credentials printed
 	$(PY) manage.py seed_demo
 	bin/run-stack
 
 web: install ## the web process alone
 	$(PY) manage.py runserver 127.0.0.1:$${PORT:-8000}
+
+consume: install ## the consumer of the megahub.task_requests queue
+	$(PY) manage.py consume_task_requests
 
 worker: install ## one Celery worker
 	.venv/bin/celery -A megahub worker --loglevel INFO
@@ -44,7 +47,14 @@ check-services: install
 	@$(TEST_ENV) $(PY) manage.py check_services --require-postgres --require-rabbitmq
 
 test: install check-services ## the whole suite against real PostgreSQL and RabbitMQ
-	$(TEST_ENV) $(PY) -m pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup -m "not broker_outage" \
+	  $(PYTEST_ARGS)
+	@# Tests that stop RabbitMQ itself run alone, after the others (not when PYTEST_ARGS
+	@# narrows the run: `make test-outage` runs them on demand).
+	@if [ -z "$(PYTEST_ARGS)" ]; then $(MAKE) --no-print-directory test-outage; fi
+
+test-outage: install check-services ## only the tests that stop RabbitMQ (rabbitmqctl stop_app)
+	$(TEST_ENV) $(PY) -m pytest -p no:xdist -m broker_outage -q
 
 test-fast: install ## unit and API tests on SQLite, no broker (no integration tests)
 	$(TEST_ENV) DATABASE_URL=sqlite:///:memory: CELERY_BROKER_URL=memory:// \

@@ -65,6 +65,17 @@ def _check_workers() -> dict:
     return {"status": "ok", "online": len(replies)}
 
 
+def _check_events_outbox() -> dict:
+    from django.conf import settings
+
+    from task_core.messaging import events_backlog
+
+    backlog = events_backlog()
+    if backlog["unpublished"] > settings.EVENTS_BACKLOG_WARN:
+        return {"status": "warn", "detail": "lifecycle events are piling up", **backlog}
+    return {"status": "ok", **backlog}
+
+
 # Failing a critical check makes the instance not ready (503); warnings are reported only,
 # because the web process can accept tasks while beat or the workers restart.
 CHECKS = {
@@ -73,6 +84,7 @@ CHECKS = {
     "broker": (_check_broker, True),
     "beat": (_check_beat, False),
     "workers": (_check_workers, False),
+    "events_outbox": (_check_events_outbox, False),
 }
 
 

@@ -278,6 +278,17 @@ TASK_RELEASE_BATCH = env_int("TASK_RELEASE_BATCH", 500)
 # Broker publish: how often to retry one publish before leaving it to the sweeper.
 TASK_PUBLISH_RETRIES = env_int("TASK_PUBLISH_RETRIES", 2)
 
+# --- Messaging ----------------------------------------------------------------------------
+EVENTS_RELAY_INTERVAL_SECONDS = env_int("EVENTS_RELAY_INTERVAL_SECONDS", 1)
+EVENTS_RELAY_BATCH = env_int("EVENTS_RELAY_BATCH", 500)
+# /health/ready/ warns when this many lifecycle events wait to be published.
+EVENTS_BACKLOG_WARN = env_int("EVENTS_BACKLOG_WARN", 1000)
+TASK_REQUEST_MAX_BYTES = env_int("TASK_REQUEST_MAX_BYTES", 65536)
+# Deliveries of one request message before RabbitMQ dead-letters it (a message that keeps
+# crashing consumers).
+TASK_REQUESTS_DELIVERY_LIMIT = env_int("TASK_REQUESTS_DELIVERY_LIMIT", 5)
+TASK_REQUESTS_PREFETCH = env_int("TASK_REQUESTS_PREFETCH", 20)
+
 CELERY_BEAT_SCHEDULE = {
     "megahub.tasks_release_due": {
         "task": "megahub.tasks_release_due",
@@ -286,6 +297,10 @@ CELERY_BEAT_SCHEDULE = {
     "megahub.tasks_sweep": {
         "task": "megahub.tasks_sweep",
         "schedule": float(TASK_SWEEP_INTERVAL_SECONDS),
+    },
+    "megahub.tasks_relay_events": {
+        "task": "megahub.tasks_relay_events",
+        "schedule": float(EVENTS_RELAY_INTERVAL_SECONDS),
     },
 }
 

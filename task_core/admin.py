@@ -112,3 +112,22 @@ class TaskAdmin(BrandScopedAdmin):
     @admin.action(description="Cancel selected tasks")
     def cancel_tasks(self, request, queryset):
         self._apply(request, queryset, services.task_cancel, "Cancelled")
+
+
+@admin.register(TaskEvent)
+class TaskEventAdmin(BrandScopedAdmin):
+    """The timeline, which is also the outbox of lifecycle events (see `published_at`)."""
+
+    list_display = ["id", "task", "brand", "kind", "to_status", "attempt", "actor", "created_at",
+                    "published_at"]  # fmt: skip
+    list_filter = ["kind", ("published_at", admin.EmptyFieldListFilter), "brand"]
+    search_fields = ["task__task_id", "actor", "message"]
+    list_select_related = ["task", "brand"]
+    show_full_result_count = False
+    readonly_fields = [f.name for f in TaskEvent._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -176,6 +176,9 @@ class TaskEvent(models.Model):
     message = models.TextField(blank=True, default="")
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The timeline is also the outbox of lifecycle events: the relay publishes rows in id order
+    # to the megahub.events exchange and stamps them here.
+    published_at = models.DateTimeField(null=True, blank=True)
 
     objects = BrandScopedQuerySet.as_manager()
 
@@ -184,6 +187,12 @@ class TaskEvent(models.Model):
         indexes = [
             # GET /tasks/{id}/events/: WHERE task_id = ? ORDER BY id
             models.Index(fields=["task", "id"], name="taskevent_task_id_idx"),
+            # event relay: WHERE published_at IS NULL ORDER BY id
+            models.Index(
+                fields=["id"],
+                condition=Q(published_at__isnull=True),
+                name="taskevent_unpublished_idx",
+            ),
         ]
 
     def __str__(self) -> str:

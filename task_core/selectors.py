@@ -84,9 +84,12 @@ def queue_stats(*, brand: Brand) -> dict:
         completed_1h=Count("id", filter=Q(status="completed")),
         failed_1h=Count("id", filter=Q(status="failed")),
     )
+    from task_core.messaging import events_backlog
+
     return {
         "generated_at": now,
         "queues": queues,
         "throughput": finished,
         "broker": broker_queue_stats(list(queues)),
+        "events_outbox": events_backlog(),  # platform-wide: lifecycle events not yet published
     }

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from task_core import services
+from task_core import messaging, services
 
 
 @shared_task(name=services.EXECUTE_TASK_NAME, bind=True, acks_late=True, ignore_result=True)
@@ -18,3 +18,8 @@ def tasks_release_due() -> int:
 @shared_task(name="megahub.tasks_sweep", ignore_result=True)
 def tasks_sweep() -> int:
     return services.tasks_sweep()
+
+
+@shared_task(name="megahub.tasks_relay_events", ignore_result=True)
+def tasks_relay_events() -> int:
+    return messaging.events_relay()

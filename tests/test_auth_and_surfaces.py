@@ -58,7 +58,9 @@ def test_liveness(client):
 def test_readiness_reports_every_check(client, db):
     response = client.get("/health/ready/")
     body = response.json()
-    assert set(body["checks"]) == {"database", "migrations", "broker", "beat", "workers"}
+    assert set(body["checks"]) == {
+        "database", "migrations", "broker", "beat", "workers", "events_outbox",
+    }  # fmt: skip
     assert body["checks"]["database"]["status"] == "ok"
     assert body["checks"]["migrations"]["status"] == "ok"
     assert response.status_code == (200 if body["checks"]["broker"]["status"] == "ok" else 503)

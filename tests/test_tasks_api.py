@@ -347,6 +347,7 @@ def test_queue_stats_counts_the_brands_tasks_only(api, owner, brand, other_brand
     assert body["queues"]["default"]["oldest_queued_age_s"] >= 0
     assert body["throughput"]["completed_5m"] == 1
     assert "available" in body["broker"]
+    assert body["events_outbox"]["unpublished"] >= 0
 
 
 def test_types_lists_the_registry(api, owner, brand):

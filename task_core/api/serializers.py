@@ -55,6 +55,14 @@ class TaskCreateSerializer(StrictInputSerializer):
         return value
 
 
+class TaskRequestSerializer(TaskCreateSerializer):
+    """A task request received through RabbitMQ: POST /tasks/ fields plus who and for whom."""
+
+    brand_id = serializers.IntegerField(min_value=1)
+    requested_by = serializers.CharField(max_length=150)
+    idempotency_key = serializers.CharField(max_length=255, required=False, allow_null=True)
+
+
 class TaskListSerializer(serializers.ModelSerializer):
     brand = BrandRefSerializer(read_only=True)
     created_by = UserRefSerializer(read_only=True, allow_null=True)
@@ -128,3 +136,4 @@ class QueueStatsSerializer(serializers.Serializer):
     queues = serializers.DictField()
     throughput = serializers.DictField()
     broker = serializers.DictField()
+    events_outbox = serializers.DictField()

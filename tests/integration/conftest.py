@@ -132,6 +132,7 @@ def start_process(process_env, purge_queues, request):
     started: list[Proc] = []
 
     def start(kind: str, *, concurrency: int = 2, env: dict | None = None, wait=True) -> Proc:
+        """kind: "worker", "beat", or a manage.py command name."""
         name = f"{request.node.name[:60]}-{kind}-{len(started)}"
         full_env = {**process_env, **(env or {})}
         if kind == "worker":
@@ -141,9 +142,12 @@ def start_process(process_env, purge_queues, request):
                 "--loglevel", "INFO",
             ]  # fmt: skip
             marker = "ready."
-        else:
+        elif kind == "beat":
             args = [CELERY, "-A", "megahub", "beat", "--loglevel", "INFO", "--pidfile="]
             marker = "beat: Starting"
+        else:  # a manage.py command, e.g. consume_task_requests
+            args = [sys.executable, "manage.py", kind]
+            marker = "ready"
         proc = Proc(name, args, full_env)
         started.append(proc)
         if wait:

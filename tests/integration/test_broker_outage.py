@@ -1,0 +1,82 @@
+"""RabbitMQ itself stopped (`rabbitmqctl stop_app`) while tasks are created and run.
+
+These tests stop the shared broker, so `make test` runs them alone, after the parallel run
+(marker `broker_outage`)."""
+
+import contextlib
+import subprocess
+import time
+
+import pytest
+from celery import current_app
+from kombu import Consumer, Queue
+
+from task_core import messaging, services
+from task_core.models import Task, TaskEvent
+from tests.integration.conftest import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.broker_outage]
+
+
+def rabbitmqctl(*args):
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+@contextlib.contextmanager
+def broker_stopped():
+    rabbitmqctl("stop_app")
+    try:
+        yield
+    finally:
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+
+
+def test_no_task_and_no_event_is_lost_when_rabbitmq_stops(brand, start_process):
+    exchange = messaging.events_exchange()
+    events = Queue(f"{exchange.name}.outage-test", exchange=exchange,
+                   routing_key=f"{brand.pk}.#", durable=True)  # fmt: skip
+    with current_app.connection_for_write() as conn:
+        events(conn.default_channel).declare()
+        events(conn.default_channel).purge()
+    start_process("worker", concurrency=2)
+    start_process("beat")
+    running = [services.task_create(brand=brand, task_type="sleep",
+                                    context_data={"seconds": 4})[0] for _ in range(2)]  # fmt: skip
+    wait_for(lambda: Task.objects.filter(status="running").count() == 2, 30,
+             message="2 running tasks")  # fmt: skip
+    with broker_stopped():
+        # Created while the broker is down: accepted, kept, published later.
+        during = [services.task_create(brand=brand, task_type="noop")[0] for _ in range(3)]
+        assert set(Task.objects.filter(pk__in=[t.pk for t in during])
+                   .values_list("status", flat=True)) == {"pending"}  # fmt: skip
+        # The running ones finish meanwhile; their events wait in the outbox.
+        wait_for(lambda: Task.objects.filter(status="completed").count() == 2, 30,
+                 message="the running tasks to finish during the outage")  # fmt: skip
+        time.sleep(2)
+        assert TaskEvent.objects.filter(published_at__isnull=True).exists()
+    tasks = running + during
+    wait_for(lambda: Task.objects.filter(status="completed").count() == len(tasks), 90,
+             message="every task completed after the broker came back")  # fmt: skip
+    wait_for(lambda: not TaskEvent.objects.filter(published_at__isnull=True).exists(), 60,
+             message="the outbox to drain")  # fmt: skip
+    expected = TaskEvent.objects.count()
+    received = []
+    with current_app.connection_for_read() as conn, Consumer(
+        conn.channel(), queues=[events], accept=["json"],
+        callbacks=[lambda body, msg: (received.append(body), msg.ack())],
+    ):  # fmt: skip
+        deadline = time.monotonic() + 30
+        while len(received) < expected and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=1)
+    with current_app.connection_for_write() as conn:
+        events(conn.default_channel).delete()
+    ids = [e["event_id"] for e in received]
+    assert len(set(ids)) == expected, (len(set(ids)), expected)  # every event, none lost
+    for task in tasks:
+        mine = [e for e in received if e["task"]["id"] == task.pk]
+        kinds = [e["event"] for e in sorted(mine, key=lambda e: e["event_id"])]
+        assert [e["event"] for e in mine] == kinds  # in order per task
+        assert kinds[0] == "created" and kinds[-1] == "completed"
+        assert kinds.count("started") == 1
