@@ -289,6 +289,14 @@ TASK_REQUEST_MAX_BYTES = env_int("TASK_REQUEST_MAX_BYTES", 65536)
 TASK_REQUESTS_DELIVERY_LIMIT = env_int("TASK_REQUESTS_DELIVERY_LIMIT", 5)
 TASK_REQUESTS_PREFETCH = env_int("TASK_REQUESTS_PREFETCH", 20)
 
+# Brand webhooks: per-attempt timeout, retries with exponential backoff, auto-disable.
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 5)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
+WEBHOOK_BACKOFF_SECONDS = env_int("WEBHOOK_BACKOFF_SECONDS", 2)
+WEBHOOK_BACKOFF_MAX_SECONDS = env_int("WEBHOOK_BACKOFF_MAX_SECONDS", 3600)
+WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 20)
+WEBHOOK_DELIVER_INTERVAL_SECONDS = env_int("WEBHOOK_DELIVER_INTERVAL_SECONDS", 2)
+
 CELERY_BEAT_SCHEDULE = {
     "megahub.tasks_release_due": {
         "task": "megahub.tasks_release_due",
@@ -301,6 +309,10 @@ CELERY_BEAT_SCHEDULE = {
     "megahub.tasks_relay_events": {
         "task": "megahub.tasks_relay_events",
         "schedule": float(EVENTS_RELAY_INTERVAL_SECONDS),
+    },
+    "megahub.tasks_deliver_webhooks": {
+        "task": "megahub.tasks_deliver_webhooks",
+        "schedule": float(WEBHOOK_DELIVER_INTERVAL_SECONDS),
     },
 }
 

@@ -5,7 +5,7 @@ from django.utils.html import format_html
 
 from megahub.errors import DomainError
 from task_core import services
-from task_core.models import Brand, BrandMembership, Task, TaskEvent
+from task_core.models import Brand, BrandMembership, Task, TaskEvent, Webhook, WebhookDelivery
 
 
 class BrandScopedAdmin(admin.ModelAdmin):
@@ -130,4 +130,41 @@ class TaskEventAdmin(BrandScopedAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+class WebhookDeliveryInline(admin.TabularInline):
+    model = WebhookDelivery
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "event_name", "status", "attempts", "last_status_code", "last_error",
+              "next_attempt_at", "delivered_at"]  # fmt: skip
+    readonly_fields = fields
+    ordering = ["-id"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Webhook)
+class WebhookAdmin(BrandScopedAdmin):
+    list_display = ["id", "brand", "url", "is_active", "consecutive_failures", "disabled_reason",
+                    "created_at"]  # fmt: skip
+    list_filter = ["is_active", "brand"]
+    search_fields = ["url", "description"]
+    readonly_fields = ["secret", "consecutive_failures", "disabled_reason", "created_at",
+                       "updated_at"]  # fmt: skip
+    inlines = [WebhookDeliveryInline]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(BrandScopedAdmin):
+    list_display = ["id", "webhook", "event_name", "status", "attempts", "last_status_code",
+                    "created_at", "delivered_at"]  # fmt: skip
+    list_filter = ["status", "event_name", "brand"]
+    list_select_related = ["webhook"]
+    show_full_result_count = False
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request):
         return False

@@ -5,6 +5,10 @@ the same transaction as the change; the relay publishes unpublished rows in id o
 order per task) with publisher confirms and persistent messages, then stamps published_at. If
 the broker is down, rows wait and go out on a later run: nothing is lost.
 
+Webhooks: relayed events are fanned out to the brand's webhooks as deliveries, POSTed signed
+(megahub.webhooks) by a delivery loop that retries with backoff and disables a webhook after
+too many consecutive failures.
+
 Requests: JSON messages on the durable queue megahub.task_requests are validated exactly like
 POST /tasks/ (same serializer, same service) and acknowledged only after the task row is
 committed. Invalid ones go to megahub.task_requests.dead with the reason.
@@ -14,19 +18,24 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from kombu import Exchange, Queue
 
-from megahub.errors import DomainError
+from megahub.errors import DomainError, DomainValidationError
 from megahub.tenancy import ROLE_RANK
+from megahub.webhooks import WebhookRefused, webhook_post, webhook_url_problem
 from task_core import services
-from task_core.models import Brand, BrandMembership, Task, TaskEvent
+from task_core.models import Brand, BrandMembership, Task, TaskEvent, Webhook, WebhookDelivery
+from task_core.signals import webhook_disabled
 
 logger = logging.getLogger("megahub.messaging")
 
@@ -146,6 +155,7 @@ def events_relay(*, limit: int | None = None) -> int:
             )
         if sent:
             TaskEvent.objects.unscoped().filter(pk__in=sent).update(published_at=timezone.now())
+            _fan_out(batch[: len(sent)])
     return len(sent)
 
 
@@ -237,3 +247,160 @@ def _publish_dead(producer, queue, raw, rejected, headers) -> None:
         delivery_mode=2,
         headers={"x-megahub-reason": rejected.error_code},
     )
+
+
+# --- brand webhooks ------------------------------------------------------------------------
+def event_names() -> list[str]:
+    return sorted({EVENT_NAMES.get(k, k) for k in TaskEvent.Kind.values})
+
+
+def webhook_save(*, webhook: Webhook, **fields) -> Webhook:
+    """Create or update a brand webhook (URL policy enforced); re-enabling resets its failures."""
+    if "url" in fields and (problem := webhook_url_problem(fields["url"])):
+        raise DomainValidationError(field_errors={"url": [problem]})
+    if "event_types" in fields:
+        unknown = sorted(set(fields["event_types"]) - {"*", *event_names()})
+        if unknown or not fields["event_types"]:
+            raise DomainValidationError(
+                field_errors={
+                    "event_types": [
+                        f"Unknown event types {unknown}; use {event_names()} or '*'."
+                        if unknown
+                        else "Subscribe to at least one event type."
+                    ]
+                }
+            )
+    if fields.get("is_active") and not webhook.is_active:
+        webhook.consecutive_failures, webhook.disabled_reason = 0, ""
+    for name, value in fields.items():
+        setattr(webhook, name, value)
+    webhook.save()
+    return webhook
+
+
+def _fan_out(events: list[TaskEvent]) -> None:
+    """Create the webhook deliveries of relayed events (same transaction as the relay)."""
+    brands = {e.brand_id for e in events}
+    hooks = list(Webhook.objects.unscoped().filter(brand_id__in=brands, is_active=True))
+    if not hooks:
+        return
+    now = timezone.now()
+    WebhookDelivery.objects.bulk_create(
+        [
+            WebhookDelivery(
+                webhook=hook,
+                brand_id=event.brand_id,
+                event=event,
+                event_name=event_name(event),
+                payload=event_payload(event),
+                next_attempt_at=now,
+            )
+            for event in events
+            for hook in hooks
+            if hook.brand_id == event.brand_id and hook.wants(event_name(event))
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def webhook_retry_delay_s(attempt: int) -> float:
+    return min(
+        settings.WEBHOOK_BACKOFF_MAX_SECONDS, settings.WEBHOOK_BACKOFF_SECONDS * 2 ** (attempt - 1)
+    )
+
+
+def webhooks_deliver_due(*, limit: int = 50) -> int:
+    """Attempt the due deliveries; safe to run from several processes (rows are leased)."""
+    now = timezone.now()
+    with transaction.atomic():
+        due = list(
+            WebhookDelivery.objects.unscoped()
+            .select_for_update(skip_locked=True)
+            .filter(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now)
+            .order_by("next_attempt_at")[:limit]
+        )
+        lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 30)
+        WebhookDelivery.objects.unscoped().filter(pk__in=[d.pk for d in due]).update(
+            next_attempt_at=lease
+        )
+    for delivery in due:
+        webhook_delivery_attempt(delivery=delivery)
+    return len(due)
+
+
+def webhook_delivery_attempt(*, delivery: WebhookDelivery) -> bool:
+    """One signed POST of one delivery, recorded; schedules a retry or gives up."""
+    hook = Webhook.objects.unscoped().get(pk=delivery.webhook_id)
+    started = time.monotonic()
+    status_code, error, response, final = None, "", "", False
+    if not hook.is_active:
+        error, final = f"webhook disabled: {hook.disabled_reason}", True
+    else:
+        try:
+            answer = webhook_post(
+                hook.url,
+                secret=hook.secret,
+                payload=delivery.payload,
+                headers={
+                    "X-Megahub-Event": delivery.event_name,
+                    "X-Megahub-Delivery": str(delivery.pk),
+                },
+                timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+            )
+            status_code, response = answer.status, answer.body
+        except WebhookRefused as exc:
+            error, final = str(exc), True
+        except Exception as exc:  # timeouts, refused connections, DNS
+            error = f"{type(exc).__name__}: {exc}"
+    ok = status_code is not None and 200 <= status_code < 300
+    delivery.attempts += 1
+    delivery.last_status_code, delivery.last_error = status_code, error[:2000]
+    delivery.last_response = response[:2000]
+    delivery.last_duration_ms = int((time.monotonic() - started) * 1000)
+    delivery.history = [
+        *delivery.history,
+        {
+            "attempt": delivery.attempts,
+            "at": timezone.now().isoformat(),
+            "status_code": status_code,
+            "error": error[:500],
+            "duration_ms": delivery.last_duration_ms,
+        },
+    ][-20:]
+    if ok:
+        delivery.status, delivery.delivered_at, delivery.next_attempt_at = (
+            "delivered",
+            timezone.now(),
+            None,
+        )
+    elif final or delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+        delivery.status, delivery.next_attempt_at = "failed", None
+    else:
+        delay = webhook_retry_delay_s(delivery.attempts)
+        delivery.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+    with transaction.atomic():
+        delivery.save()
+        if ok:
+            Webhook.objects.unscoped().filter(pk=hook.pk).update(consecutive_failures=0)
+        elif hook.is_active:
+            _webhook_failed(hook)
+    return ok
+
+
+def _webhook_failed(hook: Webhook) -> None:
+    Webhook.objects.unscoped().filter(pk=hook.pk).update(
+        consecutive_failures=F("consecutive_failures") + 1
+    )
+    hook.refresh_from_db(fields=["consecutive_failures"])
+    if hook.consecutive_failures < settings.WEBHOOK_DISABLE_AFTER_FAILURES:
+        return
+    reason = f"{hook.consecutive_failures} consecutive failed attempts"
+    Webhook.objects.unscoped().filter(pk=hook.pk).update(is_active=False, disabled_reason=reason)
+    WebhookDelivery.objects.unscoped().filter(webhook=hook, status="pending").update(
+        status="failed", last_error=f"webhook disabled: {reason}", next_attempt_at=None
+    )
+    logger.error(
+        "webhook disabled",
+        extra={"webhook_id": hook.pk, "brand_id": hook.brand_id, "url": hook.url, "reason": reason},
+    )
+    webhook_disabled.send(sender=Webhook, webhook=hook, reason=reason)

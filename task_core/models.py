@@ -197,3 +197,79 @@ class TaskEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id}: {self.kind}"
+
+
+def new_webhook_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class Webhook(models.Model):
+    """A brand's subscription: lifecycle events of the listed kinds are POSTed, signed, to url."""
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=500)
+    event_types = models.JSONField(default=list)  # event names; ["*"] = every event
+    description = models.CharField(max_length=200, blank=True, default="")
+    secret = models.CharField(max_length=100, default=new_webhook_secret)
+    is_active = models.BooleanField(default=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    disabled_reason = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BrandScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.brand}: {self.url}"
+
+    def wants(self, event_name: str) -> bool:
+        return "*" in self.event_types or event_name in self.event_types
+
+
+class WebhookDelivery(models.Model):
+    """One event to one webhook, with every attempt's outcome."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"  # waiting for its (next) attempt
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"  # attempts exhausted, or the webhook was disabled
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    event = models.ForeignKey(TaskEvent, on_delete=models.CASCADE, related_name="+")
+    event_name = models.CharField(max_length=32)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    last_response = models.TextField(blank=True, default="")
+    last_duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    history = models.JSONField(default=list)  # one entry per attempt
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BrandScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["webhook", "event"], name="delivery_unique_event")
+        ]
+        indexes = [
+            # delivery loop: WHERE status = pending AND next_attempt_at <= now
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="delivery_due_idx",
+            ),
+            # GET /tasks/webhooks/{id}/deliveries/: WHERE webhook_id = ? ORDER BY id DESC
+            models.Index(fields=["webhook", "-id"], name="delivery_webhook_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_name} -> {self.webhook_id} ({self.status})"

@@ -6,3 +6,6 @@ from django.dispatch import Signal
 # Sent by the worker after every execution attempt, whatever its outcome:
 # task, ctx (TaskContext), outcome (final status, "retrying", "lost"), cpu_time_s, wall_time_s.
 attempt_finished = Signal()
+
+# Sent when a brand webhook is disabled after too many consecutive failures: webhook, reason.
+webhook_disabled = Signal()

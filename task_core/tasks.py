@@ -23,3 +23,8 @@ def tasks_sweep() -> int:
 @shared_task(name="megahub.tasks_relay_events", ignore_result=True)
 def tasks_relay_events() -> int:
     return messaging.events_relay()
+
+
+@shared_task(name="megahub.tasks_deliver_webhooks", ignore_result=True)
+def tasks_deliver_webhooks() -> int:
+    return messaging.webhooks_deliver_due()

@@ -8,7 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from task_core.models import Task, TaskEvent
+from task_core.models import Task, TaskEvent, Webhook, WebhookDelivery
 
 # Extra blocks of the task detail that other apps provide (e.g. "metrics" from
 # task_monitoring). Each callable gets the task and returns JSON-able data or None.
@@ -24,7 +24,8 @@ class StrictInputSerializer(serializers.Serializer):
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
+            writable = {name for name, f in self.fields.items() if not f.read_only}
+            unknown = sorted(set(data) - writable)
             if unknown:
                 raise serializers.ValidationError(
                     {name: ["Unknown or read-only field."] for name in unknown}
@@ -137,3 +138,37 @@ class QueueStatsSerializer(serializers.Serializer):
     throughput = serializers.DictField()
     broker = serializers.DictField()
     events_outbox = serializers.DictField()
+
+
+class WebhookSerializer(StrictInputSerializer, serializers.ModelSerializer):
+    """Read and write shape of a brand webhook; the secret is shown only when created."""
+
+    class Meta:
+        model = Webhook
+        fields = [
+            "id", "url", "event_types", "description", "is_active", "consecutive_failures",
+            "disabled_reason", "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = ["id", "consecutive_failures", "disabled_reason", "created_at",
+                            "updated_at"]  # fmt: skip
+        extra_kwargs = {"url": {"validators": []}}  # the URL policy lives in the service
+
+    def validate_event_types(self, value):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise serializers.ValidationError('A list of event names, or ["*"].')
+        return value
+
+
+class WebhookCreatedSerializer(WebhookSerializer):
+    class Meta(WebhookSerializer.Meta):
+        fields = [*WebhookSerializer.Meta.fields, "secret"]
+        read_only_fields = fields
+
+
+class WebhookDeliverySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookDelivery
+        fields = ["id", "event_name", "event", "status", "attempts", "next_attempt_at",
+                  "last_status_code", "last_error", "last_response", "last_duration_ms",
+                  "history", "payload", "created_at", "delivered_at"]  # fmt: skip
+        read_only_fields = fields

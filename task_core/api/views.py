@@ -7,7 +7,7 @@ from rest_framework.response import Response
 
 from megahub.pagination import KeysetPagination
 from megahub.tenancy import BrandScopedViewSet
-from task_core import selectors, services
+from task_core import messaging, selectors, services
 from task_core.api.filters import task_filterset
 from task_core.api.serializers import (
     QueueStatsSerializer,
@@ -16,8 +16,11 @@ from task_core.api.serializers import (
     TaskEventSerializer,
     TaskListSerializer,
     TaskTypeSerializer,
+    WebhookCreatedSerializer,
+    WebhookDeliverySerializer,
+    WebhookSerializer,
 )
-from task_core.models import Task
+from task_core.models import Task, Webhook, WebhookDelivery
 from task_core.registry import all_task_types
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -138,3 +141,52 @@ class TaskViewSet(
     @action(detail=False, methods=["get"], filter_backends=[], pagination_class=None)
     def types(self, request):
         return Response([t.as_dict() for t in all_task_types()])
+
+
+class WebhookViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    BrandScopedViewSet,
+):
+    """The brand's webhooks (admin role): lifecycle events POSTed, signed, to a URL."""
+
+    queryset = Webhook.objects.all()
+    serializer_class = WebhookSerializer
+    lookup_value_regex = r"\d+"
+    not_found_code = "WEBHOOK_NOT_FOUND"
+    not_found_detail = "Webhook not found or access denied"
+    filter_backends = []
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    action_roles = {
+        action: "admin"
+        for action in ("list", "retrieve", "create", "partial_update", "destroy", "deliveries")
+    }
+
+    @extend_schema(
+        responses={201: WebhookCreatedSerializer}, summary="Subscribe a URL (secret shown once)"
+    )
+    def create(self, request, *args, **kwargs):
+        serializer = WebhookSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        webhook = messaging.webhook_save(
+            webhook=Webhook(brand=request.brand), **serializer.validated_data
+        )
+        return Response(WebhookCreatedSerializer(webhook).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request, *args, **kwargs):
+        serializer = WebhookSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        webhook = messaging.webhook_save(webhook=self.get_object(), **serializer.validated_data)
+        return Response(WebhookSerializer(webhook).data)
+
+    @extend_schema(responses=WebhookDeliverySerializer(many=True), summary="Delivery attempts")
+    @action(detail=True, methods=["get"], pagination_class=KeysetPagination)
+    def deliveries(self, request, pk=None):
+        deliveries = WebhookDelivery.objects.for_brand(request.brand).filter(
+            webhook=self.get_object()
+        )
+        page = self.paginate_queryset(deliveries.order_by("-id"))
+        return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)

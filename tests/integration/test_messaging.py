@@ -149,3 +149,26 @@ def test_events_consumer_receives_every_transition_in_order(brand, start_process
     assert [e["event_id"] for e in received] == sorted(e["event_id"] for e in received)
     assert received[0]["schema"] == "megahub.task_event/1"
     wait_status(task.pk, "completed")
+
+
+def test_webhook_receiver_verifies_signatures_and_sees_retries(brand, start_process):
+    from task_core.models import Webhook
+    from tests.webhook_receiver import Receiver
+
+    receiver = Receiver(answers=[500, 200])
+    try:
+        hook = Webhook.objects.create(brand=brand, url=receiver.url, event_types=["completed"])
+        receiver.secret = hook.secret
+        start_process("worker", env={"WEBHOOK_BACKOFF_SECONDS": "1"})
+        start_process("beat", env={"WEBHOOK_DELIVER_INTERVAL_SECONDS": "1"})
+        task, _ = services.task_create(brand=brand, task_type="noop")
+        wait_for(lambda: len(receiver.requests) >= 2, 60, message="the retried delivery")
+    finally:
+        receiver.close()
+    assert all(r["signature_valid"] for r in receiver.requests)
+    assert [r["body"]["event"] for r in receiver.requests] == ["completed", "completed"]
+    assert receiver.requests[0]["body"]["task"]["task_id"] == task.task_id
+    delivery = hook.deliveries.get()
+    wait_for(lambda: hook.deliveries.get().status == "delivered", 10, message="delivered")
+    delivery.refresh_from_db()
+    assert [h["status_code"] for h in delivery.history] == [500, 200]
