@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "task_core",
+    "task_persistence",
 ]
 
 MIDDLEWARE = [
@@ -278,6 +279,15 @@ TASK_RELEASE_BATCH = env_int("TASK_RELEASE_BATCH", 500)
 # Broker publish: how often to retry one publish before leaving it to the sweeper.
 TASK_PUBLISH_RETRIES = env_int("TASK_PUBLISH_RETRIES", 2)
 
+# --- Persistent jobs (task_persistence) -----------------------------------------------------
+# Largest handler state a checkpoint may hold (JSON bytes); checkpoints kept per completed job;
+# automatic resumptions after a lost worker before a job waits as interrupted (types may
+# override it with options={"auto_resume_max": K}); period of the checkpoint pruning.
+JOB_CHECKPOINT_MAX_STATE_BYTES = env_int("JOB_CHECKPOINT_MAX_STATE_BYTES", 65536)
+JOB_CHECKPOINTS_KEEP = env_int("JOB_CHECKPOINTS_KEEP", 5)
+JOB_AUTO_RESUME_MAX = env_int("JOB_AUTO_RESUME_MAX", 3)
+JOB_CHECKPOINT_PRUNE_INTERVAL_SECONDS = env_int("JOB_CHECKPOINT_PRUNE_INTERVAL_SECONDS", 3600)
+
 CELERY_BEAT_SCHEDULE = {
     "megahub.tasks_release_due": {
         "task": "megahub.tasks_release_due",
@@ -286,6 +296,10 @@ CELERY_BEAT_SCHEDULE = {
     "megahub.tasks_sweep": {
         "task": "megahub.tasks_sweep",
         "schedule": float(TASK_SWEEP_INTERVAL_SECONDS),
+    },
+    "megahub.tasks_prune_checkpoints": {
+        "task": "megahub.tasks_prune_checkpoints",
+        "schedule": float(JOB_CHECKPOINT_PRUNE_INTERVAL_SECONDS),
     },
 }
 

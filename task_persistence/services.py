@@ -1,0 +1,394 @@
+"""Every write of task_persistence: jobs, checkpoints, resume/pause/cancel, retention.
+
+The checkpoint hooks (``checkpoint_save``, ``checkpoint_load``, ``job_worker_lost``) are
+installed into ``task_core.context.checkpoint_hooks`` by this app's ``AppConfig.ready()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from megahub.errors import Conflict, DomainValidationError
+from task_core import services as core
+from task_core import state_machine as sm
+from task_core.context import TaskCancelled, TaskContext, TaskHandedBack, TaskLost, TaskPaused
+from task_core.models import Brand, Task, TaskEvent
+from task_core.registry import PermanentError, TaskType, get_task_type
+from task_persistence.models import Checkpoint, PersistentJob
+
+logger = logging.getLogger("megahub.jobs")
+S = Task.Status
+K = TaskEvent.Kind
+
+
+class JobNotResumable(Conflict):
+    error_code = "JOB_NOT_RESUMABLE"
+    default_detail = "Only paused, interrupted, or failed jobs with a checkpoint can be resumed."
+
+
+class JobNotPausable(Conflict):
+    error_code = "JOB_NOT_PAUSABLE"
+    default_detail = "Only jobs that have not finished can be paused."
+
+
+class JobNotCancellable(Conflict):
+    error_code = "JOB_NOT_CANCELLABLE"
+    default_detail = "The job has already finished."
+
+
+class CheckpointTooLarge(DomainValidationError):
+    error_code = "CHECKPOINT_TOO_LARGE"
+    default_detail = "The checkpoint state is over the size limit."
+
+
+class CheckpointStateTooLarge(PermanentError):
+    """Raised in a handler whose checkpoint state is over the limit: no retry can fix it."""
+
+
+def _encode_state(state) -> str:
+    if not isinstance(state, dict):
+        raise DomainValidationError(field_errors={"state": ["Must be a JSON object."]})
+    return json.dumps(state, separators=(",", ":"), sort_keys=True)
+
+
+def _check_size(encoded: str, field: str = "state") -> int:
+    size = len(encoded.encode())
+    limit = settings.JOB_CHECKPOINT_MAX_STATE_BYTES
+    if size > limit:
+        raise CheckpointTooLarge(
+            f"The checkpoint state is {size} bytes; the limit is {limit} bytes.",
+            field_errors={field: [f"{size} bytes, over the limit of {limit} bytes."]},
+        )
+    return size
+
+
+def _defaults(spec: TaskType) -> dict:
+    return {
+        "checkpoint_every_items": int(spec.options.get("checkpoint_every_items", 100)),
+        "checkpoint_every_seconds": float(spec.options.get("checkpoint_every_seconds", 10.0)),
+        "auto_resume_max": int(spec.options.get("auto_resume_max", settings.JOB_AUTO_RESUME_MAX)),
+    }
+
+
+def job_for_task(*, task: Task, spec: TaskType | None = None) -> PersistentJob:
+    """The job of a resumable task, created with its type's defaults on first use."""
+    spec = spec or get_task_type(task.task_type)
+    job, _ = PersistentJob.objects.unscoped().get_or_create(
+        task_id=task.pk, defaults={"brand_id": task.brand_id, **(_defaults(spec) if spec else {})}
+    )
+    return job
+
+
+# --- create, resume, pause, cancel -----------------------------------------------------------
+def job_create(
+    *,
+    brand: Brand,
+    user=None,
+    task_type: str,
+    priority: str = Task.Priority.NORMAL,
+    description: str = "",
+    context_data: dict | None = None,
+    checkpoint_every_items: int | None = None,
+    checkpoint_every_seconds: float | None = None,
+    auto_resume_max: int | None = None,
+    state: dict | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[PersistentJob, bool]:
+    """Create a resumable task and its job in one transaction (published on commit)."""
+    spec = core.task_validate_request(
+        task_type=task_type, priority=priority, context_data=context_data or {}
+    )
+    if not spec.resumable:
+        raise DomainValidationError(
+            f"Task type {task_type!r} is not resumable.",
+            field_errors={"task_type": [f"{task_type!r} is not a resumable task type."]},
+            error_code="TASK_TYPE_NOT_RESUMABLE",
+        )
+    _check_size(_encode_state(state or {}))
+    overrides = {
+        name: value
+        for name, value in {
+            "checkpoint_every_items": checkpoint_every_items,
+            "checkpoint_every_seconds": checkpoint_every_seconds,
+            "auto_resume_max": auto_resume_max,
+        }.items()
+        if value is not None
+    }
+    with transaction.atomic():
+        task, created = core.task_create(
+            brand=brand,
+            user=user,
+            task_type=task_type,
+            priority=priority,
+            description=description,
+            context_data=context_data or {},
+            idempotency_key=idempotency_key,
+        )
+        job, _ = PersistentJob.objects.unscoped().get_or_create(
+            task_id=task.pk,
+            defaults={
+                "brand_id": brand.pk,
+                **_defaults(spec),
+                **overrides,
+                "initial_state": state or {},
+            },
+        )
+    return job, created
+
+
+def _resumable_sources(job: PersistentJob) -> list[str]:
+    return [S.PAUSED, S.INTERRUPTED, *([S.FAILED] if job.last_sequence else [])]
+
+
+def job_resume(*, job: PersistentJob, user=None, actor: str | None = None) -> PersistentJob:
+    """Resume a paused, interrupted, or failed-with-a-checkpoint job from its last checkpoint."""
+    actor = actor or core._actor(user)
+    with transaction.atomic():
+        moved = sm.transition(
+            job.task,
+            to=S.PENDING,
+            kind=K.RESUMED,
+            actor=actor,
+            frm=_resumable_sources(job),
+            fields={
+                "available_at": timezone.now()
+                + timedelta(seconds=settings.TASK_PUBLISH_GRACE_SECONDS),
+                "cancel_requested": False,
+                "completed_at": None,
+            },
+            data={"from_checkpoint": job.last_sequence, "items_processed": job.processed_items},
+        )
+        if moved is None:
+            status = Task.objects.unscoped().values_list("status", flat=True).get(pk=job.task_id)
+            raise JobNotResumable(
+                f"Job is {status}; only paused, interrupted, or failed jobs with a checkpoint "
+                "can be resumed."
+            )
+        # An operator's resume renews the automatic budget: the cause is presumed fixed.
+        PersistentJob.objects.unscoped().filter(pk=job.pk).update(
+            pause_requested=False, handback_requested=False, auto_resume_count=0
+        )
+        transaction.on_commit(lambda: core.task_publish(task=job.task))
+    job.refresh_from_db()
+    return job
+
+
+def job_pause(*, job: PersistentJob, user=None) -> PersistentJob:
+    """Ask a job to pause: it stops right after its next checkpoint (or before it starts)."""
+    updated = (
+        PersistentJob.objects.unscoped()
+        .filter(
+            pk=job.pk,
+            task__status__in=[S.PENDING, S.QUEUED, S.RETRYING, S.RUNNING],
+        )
+        .update(pause_requested=True, updated_at=timezone.now())
+    )
+    job.refresh_from_db()
+    if not updated:
+        raise JobNotPausable(
+            f"Job is {job.task.status}; only pending, queued, retrying or running jobs can be "
+            "paused."
+        )
+    return job
+
+
+def job_cancel(*, job: PersistentJob, user=None) -> PersistentJob:
+    """Cancel a job (a running one stops at its next checkpoint or progress report)."""
+    try:
+        core.task_cancel(task=job.task, user=user)
+    except core.TaskNotCancellable as exc:
+        raise JobNotCancellable(exc.detail)
+    PersistentJob.objects.unscoped().filter(pk=job.pk).update(pause_requested=False)
+    job.refresh_from_db()
+    return job
+
+
+def jobs_hand_back(*, worker: str) -> int:
+    """The worker ``worker`` is shutting down: its running jobs hand themselves back at their
+    next checkpoint."""
+    count = (
+        PersistentJob.objects.unscoped()
+        .filter(task__status=S.RUNNING, task__worker=worker)
+        .update(handback_requested=True)
+    )
+    if count:
+        logger.info("jobs asked to hand back", extra={"worker": worker, "count": count})
+    return count
+
+
+# --- checkpoint hooks (worker side) ---------------------------------------------------------
+def checkpoint_load(ctx: TaskContext) -> dict | None:
+    """Start of an attempt: the job's last checkpoint (or initial state), its cadence; a
+    resumption is recorded in the task timeline."""
+    job = job_for_task(task=ctx.task, spec=ctx.spec)
+    if job.pause_requested:
+        raise TaskPaused("Paused before it started.")
+    ctx.checkpoint_every_items = job.checkpoint_every_items
+    ctx.checkpoint_every_seconds = job.checkpoint_every_seconds
+    last = (
+        Checkpoint.objects.unscoped()
+        .filter(job_id=job.pk)
+        .order_by("-sequence")
+        .only("sequence", "items_processed", "state")
+        .first()
+    )
+    with transaction.atomic():
+        PersistentJob.objects.unscoped().filter(pk=job.pk).update(
+            handback_requested=False,
+            total_items=ctx.total_items if ctx.total_items is not None else F("total_items"),
+            resume_count=F("resume_count") + (1 if last else 0),
+            updated_at=timezone.now(),
+        )
+        if last:
+            sm.record_event(
+                ctx.task,
+                kind=K.RESUMED,
+                actor=f"worker:{ctx.worker}",
+                message=f"Resumed from checkpoint {last.sequence} "
+                f"({last.items_processed} items processed).",
+                data={"from_checkpoint": last.sequence, "items_processed": last.items_processed},
+            )
+    if last:
+        return {
+            "sequence": last.sequence,
+            "items_processed": last.items_processed,
+            "state": last.state,
+        }
+    if job.initial_state:
+        return {"sequence": 0, "items_processed": 0, "state": job.initial_state}
+    return None
+
+
+# One statement, one round trip: the task's progress and heartbeat (only while this attempt
+# owns the task), the job's position, and the checkpoint row.
+_SAVE_SQL = """
+WITH owned AS (
+    UPDATE task_core_task SET progress_percentage = %(percent)s, heartbeat_at = %(now)s
+    WHERE id = %(task)s AND status = 'running' AND attempts = %(attempt)s
+    RETURNING cancel_requested
+), job AS (
+    UPDATE task_persistence_persistentjob
+    SET last_sequence = last_sequence + 1, processed_items = %(items)s,
+        total_items = COALESCE(%(total)s, total_items), last_checkpoint_at = %(now)s,
+        updated_at = %(now)s
+    WHERE task_id = %(task)s AND EXISTS (SELECT 1 FROM owned)
+    RETURNING id, brand_id, last_sequence, pause_requested, handback_requested
+), saved AS (
+    INSERT INTO task_persistence_checkpoint
+        (job_id, brand_id, sequence, items_processed, state, size_bytes, attempt, created_at)
+    SELECT id, brand_id, last_sequence, %(items)s, %(state)s::jsonb, %(size)s, %(attempt)s,
+        %(now)s
+    FROM job
+)
+SELECT (SELECT cancel_requested FROM owned), last_sequence, pause_requested, handback_requested
+FROM job
+"""
+
+
+def checkpoint_save(ctx: TaskContext, state: dict, items_processed: int | None) -> None:
+    """Save a checkpoint in its own short transaction, with processed_items and progress; then
+    honour a cancel, pause or shutdown request (raises TaskCancelled/TaskPaused/TaskHandedBack)."""
+    try:
+        encoded = _encode_state(state)
+        size = _check_size(encoded)
+    except DomainValidationError as exc:
+        raise CheckpointStateTooLarge(exc.detail)
+    total = ctx.total_items
+    items = int(items_processed if items_processed is not None else 0)
+    if total is not None:
+        items = min(items, total)
+    percent = min(100, items * 100 // total) if total else 0
+    params = {
+        "task": ctx.task.pk,
+        "attempt": ctx.attempt,
+        "percent": percent,
+        "now": timezone.now(),
+        "items": items,
+        "total": total,
+        "state": encoded,
+        "size": size,
+    }
+    if connection.vendor == "postgresql":
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_SAVE_SQL, params)
+            row = cursor.fetchone()
+    else:
+        row = _checkpoint_save_orm(ctx, state, params)
+    if row is None:
+        ctx._raise_stop()  # not owned any more: TaskLost (or TaskCancelled)
+        raise TaskLost()
+    cancel_requested, sequence, pause_requested, handback_requested = row
+    ctx._last_percent = percent
+    if cancel_requested or ctx.cancel_flag:
+        ctx.cancel_flag = True
+        raise TaskCancelled()
+    if pause_requested:
+        raise TaskPaused(f"Paused at checkpoint {sequence} ({items} items processed).")
+    if handback_requested:
+        raise TaskHandedBack(
+            f"Worker shutting down: checkpoint {sequence} saved ({items} items processed), "
+            "handed back."
+        )
+
+
+def _checkpoint_save_orm(ctx: TaskContext, state: dict, p: dict):
+    """The same as _SAVE_SQL for databases without data-modifying CTEs (SQLite)."""
+    with transaction.atomic():
+        owned = Task.objects.unscoped().filter(
+            pk=p["task"], status=S.RUNNING, attempts=p["attempt"]
+        )
+        if not owned.update(progress_percentage=p["percent"], heartbeat_at=p["now"]):
+            return None
+        job = PersistentJob.objects.unscoped().select_for_update().get(task_id=p["task"])
+        job.last_sequence += 1
+        job.processed_items = p["items"]
+        job.total_items = p["total"] if p["total"] is not None else job.total_items
+        job.last_checkpoint_at = p["now"]
+        job.save()
+        Checkpoint.objects.create(
+            job=job,
+            brand_id=job.brand_id,
+            sequence=job.last_sequence,
+            items_processed=p["items"],
+            state=state,
+            size_bytes=p["size"],
+            attempt=p["attempt"],
+            created_at=p["now"],
+        )
+        cancel = owned.values_list("cancel_requested", flat=True).first()
+        return cancel, job.last_sequence, job.pause_requested, job.handback_requested
+
+
+def job_worker_lost(*, task: Task, spec: TaskType) -> bool:
+    """Sweeper policy for a resumable task whose worker vanished: resume it automatically while
+    its job has automatic resumptions left (True), else leave it interrupted (False)."""
+    job = job_for_task(task=task, spec=spec)
+    return bool(
+        PersistentJob.objects.unscoped()
+        .filter(pk=job.pk, auto_resume_count__lt=F("auto_resume_max"))
+        .update(auto_resume_count=F("auto_resume_count") + 1, handback_requested=False)
+    )
+
+
+# --- retention ------------------------------------------------------------------------------
+def checkpoints_prune(*, keep: int | None = None, task_pk: int | None = None) -> int:
+    """Delete all but the last ``keep`` checkpoints of completed jobs; return how many went."""
+    keep = settings.JOB_CHECKPOINTS_KEEP if keep is None else keep
+    if keep < 0:
+        raise DomainValidationError(field_errors={"keep": ["Must be 0 or more."]})
+    doomed = Checkpoint.objects.unscoped().filter(
+        job__task__status=S.COMPLETED, sequence__lte=F("job__last_sequence") - keep
+    )
+    if task_pk is not None:
+        doomed = doomed.filter(job__task_id=task_pk)
+    deleted, _ = doomed.delete()
+    if deleted:
+        logger.info("checkpoints pruned", extra={"count": deleted, "keep": keep})
+    return deleted
