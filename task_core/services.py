@@ -529,17 +529,25 @@ def tasks_requeue_lost(*, limit: int = 500) -> int:
 
 def _resumable_lost(task: Task, spec: TaskType, message: str) -> str:
     """A resumable task lost its worker: the checkpoint store's policy decides whether it
-    continues from its last checkpoint now, or waits as ``interrupted`` for an operator."""
-    if checkpoint_hooks["worker_lost"](task=task, spec=spec):
-        return _suspend(task, "", to=S.PENDING, kind=K.WORKER_LOST, message=message)
-    sm.record_event(task, kind=K.WORKER_LOST, actor="system:sweeper", message=message)
-    return _suspend(
-        task,
-        "",
-        to=S.INTERRUPTED,
-        kind=K.INTERRUPTED,
-        message="Automatic resumptions exhausted; resume it once the cause is fixed.",
-    )
+    continues from its last checkpoint now, or waits as ``interrupted`` for an operator.
+
+    One transaction: when two sweepers race, the loser's policy bookkeeping (e.g. a count of
+    automatic resumptions) is rolled back with its failed transition."""
+    with transaction.atomic():
+        if checkpoint_hooks["worker_lost"](task=task, spec=spec):
+            outcome = _suspend(task, "", to=S.PENDING, kind=K.WORKER_LOST, message=message)
+        else:
+            sm.record_event(task, kind=K.WORKER_LOST, actor="system:sweeper", message=message)
+            outcome = _suspend(
+                task,
+                "",
+                to=S.INTERRUPTED,
+                kind=K.INTERRUPTED,
+                message="Automatic resumptions exhausted; resume it once the cause is fixed.",
+            )
+        if outcome == "lost":
+            transaction.set_rollback(True)
+    return outcome
 
 
 def tasks_sweep(*, limit: int = 500) -> int:

@@ -191,3 +191,19 @@ def test_completion_prunes_to_jobs_checkpoints_keep(brand, settings):
     job = hooks_job(brand)
     run(job)
     assert sorted(Checkpoint.objects.filter(job=job).values_list("sequence", flat=True)) == [2, 3]
+
+
+def test_sweeper_that_loses_the_race_does_not_count_a_resumption(brand):
+    job = make_job(brand, auto_resume_max=2)
+    _stale_running(job, 1)
+    stale = Task.objects.get(pk=job.task_id)
+    Task.objects.filter(pk=job.task_id).update(status="pending")  # another sweeper won
+    assert core._resumable_lost(stale, stale_spec(stale), "lost") == "lost"
+    job.refresh_from_db()
+    assert job.auto_resume_count == 0
+
+
+def stale_spec(task):
+    from task_core.registry import get_task_type
+
+    return get_task_type(task.task_type)
