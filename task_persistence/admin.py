@@ -24,8 +24,8 @@ class CheckpointInline(admin.TabularInline):
 @admin.register(PersistentJob)
 class PersistentJobAdmin(BrandScopedAdmin):
     list_display = [
-        "id", "task", "brand", "task_type", "status", "progress_bar", "processed_items",
-        "total_items", "resume_count", "auto_resume_count", "last_checkpoint_at",
+        "id", "task", "brand", "task_type", "status", "progress_bar", "processed",
+        "resume_count", "auto_resume_count", "last_checkpoint",
     ]  # fmt: skip
     list_filter = ["task__status", "task__task_type", "brand"]
     search_fields = ["task__task_id", "task__task_type", "task__description"]
@@ -35,14 +35,27 @@ class PersistentJobAdmin(BrandScopedAdmin):
     inlines = [CheckpointInline]
     actions = ["resume_jobs", "pause_jobs", "cancel_jobs"]
     readonly_fields = [
-        "brand", "task", "total_items", "processed_items", "checkpoint_every_items",
+        "brand", "task", "total_items", "processed", "checkpoint_every_items",
         "checkpoint_every_seconds", "auto_resume_max", "auto_resume_count", "resume_count",
-        "last_sequence", "last_checkpoint_at", "initial_state", "pause_requested",
+        "last_checkpoint", "initial_state", "pause_requested",
         "handback_requested", "created_at", "updated_at",
     ]  # fmt: skip
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_position()
+
     def has_add_permission(self, request):
         return False  # jobs are created with their task (API, commands)
+
+    @admin.display(description="processed / total", ordering="processed_items")
+    def processed(self, job):
+        return f"{job.processed_items} / {job.total_items if job.total_items is not None else '?'}"
+
+    @admin.display(description="last checkpoint", ordering="last_checkpoint_at")
+    def last_checkpoint(self, job):
+        if not job.last_sequence:
+            return "-"
+        return f"#{job.last_sequence} at {job.last_checkpoint_at:%Y-%m-%d %H:%M:%S}"
 
     @admin.display(description="task type", ordering="task__task_type")
     def task_type(self, job):

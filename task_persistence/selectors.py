@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from task_core.models import Brand, Task
 from task_core.registry import all_task_types
@@ -13,8 +13,9 @@ S = Task.Status
 
 def resumable_q() -> Q:
     """Jobs an operator can resume: paused, interrupted, or failed with a checkpoint."""
-    return Q(task__status__in=[S.PAUSED, S.INTERRUPTED]) | Q(
-        task__status=S.FAILED, last_sequence__gt=0
+    has_checkpoint = Exists(Checkpoint.objects.filter(job_id=OuterRef("pk")))
+    return Q(task__status__in=[S.PAUSED, S.INTERRUPTED]) | (
+        Q(task__status=S.FAILED) & has_checkpoint
     )
 
 
@@ -25,7 +26,12 @@ def jobs_resumable(*, queryset: QuerySet[PersistentJob]) -> QuerySet[PersistentJ
 def jobs_interrupted(*, brand: Brand | None = None) -> QuerySet[PersistentJob]:
     """Interrupted jobs of one brand, or of all brands (operator commands)."""
     qs = PersistentJob.objects.for_brand(brand) if brand else PersistentJob.objects.unscoped()
-    return qs.filter(task__status=S.INTERRUPTED).select_related("task", "brand").order_by("id")
+    return (
+        qs.filter(task__status=S.INTERRUPTED)
+        .with_position()
+        .select_related("task", "brand")
+        .order_by("id")
+    )
 
 
 def job_last_checkpoint(*, job: PersistentJob) -> Checkpoint | None:
@@ -44,6 +50,7 @@ def job_summary(task: Task) -> dict | None:
     return (
         PersistentJob.objects.unscoped()
         .filter(task_id=task.pk)
+        .with_position()
         .values(*fields, "last_checkpoint_at")
         .first()
     )

@@ -10,9 +10,10 @@ import json
 import logging
 from datetime import timedelta
 
+import psycopg
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from megahub.errors import Conflict, DomainValidationError
@@ -143,27 +144,31 @@ def job_create(
     return job, created
 
 
-def _resumable_sources(job: PersistentJob) -> list[str]:
-    return [S.PAUSED, S.INTERRUPTED, *([S.FAILED] if job.last_sequence else [])]
+def _resumable_sources(last: Checkpoint | None) -> list[str]:
+    return [S.PAUSED, S.INTERRUPTED, *([S.FAILED] if last else [])]
 
 
 def job_resume(*, job: PersistentJob, user=None, actor: str | None = None) -> PersistentJob:
     """Resume a paused, interrupted, or failed-with-a-checkpoint job from its last checkpoint."""
     actor = actor or core._actor(user)
+    last = _last_checkpoint(job.pk)
     with transaction.atomic():
         moved = sm.transition(
             job.task,
             to=S.PENDING,
             kind=K.RESUMED,
             actor=actor,
-            frm=_resumable_sources(job),
+            frm=_resumable_sources(last),
             fields={
                 "available_at": timezone.now()
                 + timedelta(seconds=settings.TASK_PUBLISH_GRACE_SECONDS),
                 "cancel_requested": False,
                 "completed_at": None,
             },
-            data={"from_checkpoint": job.last_sequence, "items_processed": job.processed_items},
+            data={
+                "from_checkpoint": last.sequence if last else 0,
+                "items_processed": last.items_processed if last else 0,
+            },
         )
         if moved is None:
             status = Task.objects.unscoped().values_list("status", flat=True).get(pk=job.task_id)
@@ -224,6 +229,16 @@ def jobs_hand_back(*, worker: str) -> int:
 
 
 # --- checkpoint hooks (worker side) ---------------------------------------------------------
+def _last_checkpoint(job_pk: int) -> Checkpoint | None:
+    return (
+        Checkpoint.objects.unscoped()
+        .filter(job_id=job_pk)
+        .order_by("-sequence")
+        .only("sequence", "items_processed", "state", "created_at")
+        .first()
+    )
+
+
 def checkpoint_load(ctx: TaskContext) -> dict | None:
     """Start of an attempt: the job's last checkpoint (or initial state), its cadence; a
     resumption is recorded in the task timeline."""
@@ -232,13 +247,8 @@ def checkpoint_load(ctx: TaskContext) -> dict | None:
         raise TaskPaused("Paused before it started.")
     ctx.checkpoint_every_items = job.checkpoint_every_items
     ctx.checkpoint_every_seconds = job.checkpoint_every_seconds
-    last = (
-        Checkpoint.objects.unscoped()
-        .filter(job_id=job.pk)
-        .order_by("-sequence")
-        .only("sequence", "items_processed", "state")
-        .first()
-    )
+    last = _last_checkpoint(job.pk)
+    ctx.checkpoint_sequence = last.sequence if last else 0
     with transaction.atomic():
         PersistentJob.objects.unscoped().filter(pk=job.pk).update(
             handback_requested=False,
@@ -266,29 +276,30 @@ def checkpoint_load(ctx: TaskContext) -> dict | None:
     return None
 
 
-# One statement, one round trip: the task's progress and heartbeat (only while this attempt
-# owns the task), the job's position, and the checkpoint row.
+# One statement, one round trip: ownership (this attempt still runs the task), the task's
+# progress (written only when it changed), the checkpoint row, and the job's pause/hand-back
+# flags. The job row is only read: the checkpoint is the record of the job's position, so a
+# checkpoint costs one INSERT. heartbeat_at is left to the heartbeat thread (it is indexed:
+# updating it would make every checkpoint a non-HOT update of the task row).
 _SAVE_SQL = """
 WITH owned AS (
-    UPDATE task_core_task SET progress_percentage = %(percent)s, heartbeat_at = %(now)s
+    SELECT id, cancel_requested FROM task_core_task
     WHERE id = %(task)s AND status = 'running' AND attempts = %(attempt)s
-    RETURNING cancel_requested
+), progressed AS (
+    UPDATE task_core_task SET progress_percentage = %(percent)s
+    WHERE id = (SELECT id FROM owned) AND progress_percentage <> %(percent)s
 ), job AS (
-    UPDATE task_persistence_persistentjob
-    SET last_sequence = last_sequence + 1, processed_items = %(items)s,
-        total_items = COALESCE(%(total)s, total_items), last_checkpoint_at = %(now)s,
-        updated_at = %(now)s
+    SELECT id, brand_id, pause_requested, handback_requested
+    FROM task_persistence_persistentjob
     WHERE task_id = %(task)s AND EXISTS (SELECT 1 FROM owned)
-    RETURNING id, brand_id, last_sequence, pause_requested, handback_requested
 ), saved AS (
     INSERT INTO task_persistence_checkpoint
         (job_id, brand_id, sequence, items_processed, state, size_bytes, attempt, created_at)
-    SELECT id, brand_id, last_sequence, %(items)s, %(state)s::jsonb, %(size)s, %(attempt)s,
+    SELECT id, brand_id, %(sequence)s, %(items)s, %(state)s::jsonb, %(size)s, %(attempt)s,
         %(now)s
     FROM job
 )
-SELECT (SELECT cancel_requested FROM owned), last_sequence, pause_requested, handback_requested
-FROM job
+SELECT (SELECT cancel_requested FROM owned), pause_requested, handback_requested FROM job
 """
 
 
@@ -305,26 +316,33 @@ def checkpoint_save(ctx: TaskContext, state: dict, items_processed: int | None) 
     if total is not None:
         items = min(items, total)
     percent = min(100, items * 100 // total) if total else 0
+    sequence = getattr(ctx, "checkpoint_sequence", None)
+    if sequence is None:  # a handler checkpointing without items()/last_checkpoint()
+        last = _last_checkpoint(job_for_task(task=ctx.task, spec=ctx.spec).pk)
+        sequence = last.sequence if last else 0
+    sequence += 1
     params = {
         "task": ctx.task.pk,
         "attempt": ctx.attempt,
         "percent": percent,
         "now": timezone.now(),
+        "sequence": sequence,
         "items": items,
-        "total": total,
         "state": encoded,
         "size": size,
     }
-    if connection.vendor == "postgresql":
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_SAVE_SQL, params)
-            row = cursor.fetchone()
-    else:
-        row = _checkpoint_save_orm(ctx, state, params)
+    try:
+        if connection.vendor == "postgresql":
+            row = _checkpoint_save_pg(params)
+        else:
+            row = _checkpoint_save_orm(state, params)
+    except (IntegrityError, psycopg.IntegrityError):  # a newer attempt owns the job now
+        row = None
     if row is None:
         ctx._raise_stop()  # not owned any more: TaskLost (or TaskCancelled)
         raise TaskLost()
-    cancel_requested, sequence, pause_requested, handback_requested = row
+    ctx.checkpoint_sequence = sequence
+    cancel_requested, pause_requested, handback_requested = row
     ctx._last_percent = percent
     if cancel_requested or ctx.cancel_flag:
         ctx.cancel_flag = True
@@ -338,32 +356,38 @@ def checkpoint_save(ctx: TaskContext, state: dict, items_processed: int | None) 
         )
 
 
-def _checkpoint_save_orm(ctx: TaskContext, state: dict, p: dict):
+def _checkpoint_save_pg(params: dict):
+    """_SAVE_SQL as a server-side prepared statement: planning the CTE would otherwise cost
+    about as much as executing it. (Django's cursors bind client-side and never prepare.)"""
+    with transaction.atomic():
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(_SAVE_SQL, params, prepare=True)
+            return cursor.fetchone()
+
+
+def _checkpoint_save_orm(state: dict, p: dict):
     """The same as _SAVE_SQL for databases without data-modifying CTEs (SQLite)."""
     with transaction.atomic():
         owned = Task.objects.unscoped().filter(
             pk=p["task"], status=S.RUNNING, attempts=p["attempt"]
         )
-        if not owned.update(progress_percentage=p["percent"], heartbeat_at=p["now"]):
+        cancel = owned.values_list("cancel_requested", flat=True).first()
+        if cancel is None:
             return None
-        job = PersistentJob.objects.unscoped().select_for_update().get(task_id=p["task"])
-        job.last_sequence += 1
-        job.processed_items = p["items"]
-        job.total_items = p["total"] if p["total"] is not None else job.total_items
-        job.last_checkpoint_at = p["now"]
-        job.save()
+        owned.update(progress_percentage=p["percent"])
+        job = PersistentJob.objects.unscoped().get(task_id=p["task"])
         Checkpoint.objects.create(
             job=job,
             brand_id=job.brand_id,
-            sequence=job.last_sequence,
+            sequence=p["sequence"],
             items_processed=p["items"],
             state=state,
             size_bytes=p["size"],
             attempt=p["attempt"],
             created_at=p["now"],
         )
-        cancel = owned.values_list("cancel_requested", flat=True).first()
-        return cancel, job.last_sequence, job.pause_requested, job.handback_requested
+        return cancel, job.pause_requested, job.handback_requested
 
 
 def job_worker_lost(*, task: Task, spec: TaskType) -> bool:
@@ -379,16 +403,23 @@ def job_worker_lost(*, task: Task, spec: TaskType) -> bool:
 
 # --- retention ------------------------------------------------------------------------------
 def checkpoints_prune(*, keep: int | None = None, task_pk: int | None = None) -> int:
-    """Delete all but the last ``keep`` checkpoints of completed jobs; return how many went."""
+    """Delete all but the last ``keep`` (>= 1) checkpoints of completed jobs; return how many
+    went. The last checkpoint is kept: it is the record of the job's position."""
     keep = settings.JOB_CHECKPOINTS_KEEP if keep is None else keep
-    if keep < 0:
-        raise DomainValidationError(field_errors={"keep": ["Must be 0 or more."]})
-    doomed = Checkpoint.objects.unscoped().filter(
-        job__task__status=S.COMPLETED, sequence__lte=F("job__last_sequence") - keep
+    if keep < 1:
+        raise DomainValidationError(field_errors={"keep": ["Must be 1 or more."]})
+    newest = Checkpoint.objects.filter(job_id=OuterRef("job_id")).order_by("-sequence")
+    doomed = (
+        Checkpoint.objects.unscoped()
+        .filter(job__task__status=S.COMPLETED)
+        .annotate(newest=Subquery(newest.values("sequence")[:1]))
+        .filter(sequence__lte=F("newest") - keep)
     )
     if task_pk is not None:
         doomed = doomed.filter(job__task_id=task_pk)
-    deleted, _ = doomed.delete()
+    deleted = 0
+    while ids := list(doomed.values_list("pk", flat=True)[:5000]):
+        deleted += Checkpoint.objects.unscoped().filter(pk__in=ids).delete()[0]
     if deleted:
         logger.info("checkpoints pruned", extra={"count": deleted, "keep": keep})
     return deleted

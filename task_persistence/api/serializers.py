@@ -48,6 +48,10 @@ class JobListSerializer(serializers.ModelSerializer):
     description = serializers.CharField(source="task.description", read_only=True)
     attempts = serializers.IntegerField(source="task.attempts", read_only=True)
     progress_percentage = serializers.IntegerField(read_only=True)
+    # The job's position: its last checkpoint (annotated by with_position()).
+    processed_items = serializers.IntegerField(read_only=True)
+    last_sequence = serializers.IntegerField(read_only=True)
+    last_checkpoint_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta:
         model = PersistentJob

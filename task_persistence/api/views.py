@@ -44,7 +44,7 @@ class PersistentJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Bra
     }
 
     def scope_queryset(self, queryset):
-        queryset = queryset.select_related("task")
+        queryset = queryset.select_related("task").with_position()
         if self.action in ("list", "resumable"):
             queryset = queryset.defer("initial_state", "task__context_data", "task__result_data")
         return queryset

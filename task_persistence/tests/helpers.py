@@ -5,7 +5,7 @@ from django.utils import timezone
 from task_core import services as core
 from task_core.models import Task
 from task_persistence import services
-from task_persistence.models import PersistentJob, ProcessedItem
+from task_persistence.models import Checkpoint, PersistentJob, ProcessedItem
 
 WORKER = "test-worker@host"
 
@@ -20,10 +20,17 @@ def make_job(brand, *, ids=10, status=None, last_sequence=0, **kwargs) -> Persis
     )  # fmt: skip
     if status:
         Task.objects.filter(pk=job.task_id).update(status=status, worker=WORKER)
-    if last_sequence:
-        PersistentJob.objects.filter(pk=job.pk).update(last_sequence=last_sequence)
-    job.refresh_from_db()
-    return job
+    for sequence in range(1, last_sequence + 1):
+        Checkpoint.objects.create(
+            job=job, brand=brand, sequence=sequence, items_processed=sequence, state={},
+            size_bytes=2, attempt=1, created_at=timezone.now(),
+        )  # fmt: skip
+    return reload(job)
+
+
+def reload(job) -> PersistentJob:
+    """The job re-read with its position (processed_items, last_sequence...)."""
+    return PersistentJob.objects.with_position().select_related("task").get(pk=job.pk)
 
 
 def run(job_or_task, worker=WORKER) -> str:

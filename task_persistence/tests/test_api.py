@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from task_core.models import Task
 from task_persistence import services
 from task_persistence.models import Checkpoint, PersistentJob
-from task_persistence.tests.helpers import make_job, run
+from task_persistence.tests.helpers import make_job, reload, run
 
 pytestmark = pytest.mark.django_db
 BASE = "/tasks/persistent-jobs/"
@@ -178,7 +178,7 @@ def test_pause_is_requested(api, member, brand, status):
 def test_pause_of_a_finished_or_paused_job_is_409(api, member, brand, status):
     job = make_job(brand, status=status)
     assert_error(api(member, brand).post(f"{BASE}{job.pk}/pause/"), 409, "JOB_NOT_PAUSABLE")
-    job.refresh_from_db()
+    job = reload(job)
     assert not job.pause_requested
 
 

@@ -10,7 +10,14 @@ from task_core.models import Task
 from task_core.registry import RetryPolicy, task_type
 from task_persistence import services
 from task_persistence.models import Checkpoint, PersistentJob, ProcessedItem
-from task_persistence.tests.helpers import WORKER, kinds, make_job, processed_counts, run
+from task_persistence.tests.helpers import (
+    WORKER,
+    kinds,
+    make_job,
+    processed_counts,
+    reload,
+    run,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +60,7 @@ def hooks_job(brand, **data):
 def test_job_checkpoints_every_n_items_and_at_the_end(brand):
     job = hooks_job(brand)
     assert run(job) == "completed"
-    job.refresh_from_db()
+    job = reload(job)
     checkpoints = list(Checkpoint.objects.filter(job=job).order_by("sequence"))
     assert [(c.sequence, c.items_processed) for c in checkpoints] == [(1, 100), (2, 200), (3, 250)]
     assert checkpoints[-1].state == {"sum": sum(range(1, 251))}
@@ -85,18 +92,18 @@ def test_failed_attempt_resumes_from_last_checkpoint_redoing_only_items_since(br
     assert timeline.count("started") == 2 and timeline.count("resumed") == 1
     resumed = task.events.get(kind="resumed")
     assert resumed.attempt == 2 and resumed.data == {"from_checkpoint": 1, "items_processed": 100}
-    job.refresh_from_db()
+    job = reload(job)
     assert job.resume_count == 1
 
 
 def test_pause_is_honoured_at_next_checkpoint_and_resume_redoes_nothing(brand):
     job = hooks_job(brand, pause_at=120)
     assert run(job) == "paused"
-    job.refresh_from_db()
+    job = reload(job)
     assert Task.objects.get(pk=job.task_id).status == "paused"
     assert job.processed_items == 200 and job.pause_requested
     services.job_resume(job=job)
-    job.refresh_from_db()
+    job = reload(job)
     assert not job.pause_requested and Task.objects.get(pk=job.task_id).status == "pending"
     assert run(job) == "completed"
     assert set(processed_counts(job.task_id).values()) == {1}
@@ -153,13 +160,13 @@ def test_lost_worker_auto_resumes_k_times_then_interrupts(brand):
     assert core.tasks_sweep() == 1
     task = Task.objects.get(pk=job.task_id)
     assert task.status == "interrupted"
-    job.refresh_from_db()
+    job = reload(job)
     assert job.auto_resume_count == 2
     timeline = kinds(job.task_id)
     assert timeline.count("worker_lost") == 3 and timeline[-1] == "interrupted"
     assert "retry_scheduled" not in timeline
     services.job_resume(job=job)  # an operator's resume renews the budget
-    job.refresh_from_db()
+    job = reload(job)
     assert job.auto_resume_count == 0 and Task.objects.get(pk=job.task_id).status == "pending"
 
 
@@ -199,7 +206,7 @@ def test_sweeper_that_loses_the_race_does_not_count_a_resumption(brand):
     stale = Task.objects.get(pk=job.task_id)
     Task.objects.filter(pk=job.task_id).update(status="pending")  # another sweeper won
     assert core._resumable_lost(stale, stale_spec(stale), "lost") == "lost"
-    job.refresh_from_db()
+    job = reload(job)
     assert job.auto_resume_count == 0
 
 
