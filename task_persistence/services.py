@@ -347,6 +347,8 @@ def checkpoint_save(ctx: TaskContext, state: dict, items_processed: int | None) 
     if cancel_requested or ctx.cancel_flag:
         ctx.cancel_flag = True
         raise TaskCancelled()
+    if total is not None and items >= total:
+        return  # the last checkpoint: finishing beats pausing or handing back
     if pause_requested:
         raise TaskPaused(f"Paused at checkpoint {sequence} ({items} items processed).")
     if handback_requested:

@@ -214,3 +214,8 @@ def stale_spec(task):
     from task_core.registry import get_task_type
 
     return get_task_type(task.task_type)
+
+
+def test_pause_requested_at_the_last_checkpoint_lets_the_job_finish(brand):
+    job = hooks_job(brand, pause_at=240)  # the next checkpoint is the last one (250)
+    assert run(job) == "completed"
