@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "task_core",
+    "task_persistence",
 ]
 
 MIDDLEWARE = [
@@ -297,6 +298,15 @@ WEBHOOK_BACKOFF_MAX_SECONDS = env_int("WEBHOOK_BACKOFF_MAX_SECONDS", 3600)
 WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 20)
 WEBHOOK_DELIVER_INTERVAL_SECONDS = env_int("WEBHOOK_DELIVER_INTERVAL_SECONDS", 2)
 
+# --- Persistent jobs (task_persistence) -----------------------------------------------------
+# Largest handler state a checkpoint may hold (JSON bytes); checkpoints kept per completed job;
+# automatic resumptions after a lost worker before a job waits as interrupted (types may
+# override it with options={"auto_resume_max": K}); period of the checkpoint pruning.
+JOB_CHECKPOINT_MAX_STATE_BYTES = env_int("JOB_CHECKPOINT_MAX_STATE_BYTES", 65536)
+JOB_CHECKPOINTS_KEEP = env_int("JOB_CHECKPOINTS_KEEP", 5)
+JOB_AUTO_RESUME_MAX = env_int("JOB_AUTO_RESUME_MAX", 3)
+JOB_CHECKPOINT_PRUNE_INTERVAL_SECONDS = env_int("JOB_CHECKPOINT_PRUNE_INTERVAL_SECONDS", 3600)
+
 CELERY_BEAT_SCHEDULE = {
     "megahub.tasks_release_due": {
         "task": "megahub.tasks_release_due",
@@ -313,6 +323,10 @@ CELERY_BEAT_SCHEDULE = {
     "megahub.tasks_deliver_webhooks": {
         "task": "megahub.tasks_deliver_webhooks",
         "schedule": float(WEBHOOK_DELIVER_INTERVAL_SECONDS),
+    },
+    "megahub.tasks_prune_checkpoints": {
+        "task": "megahub.tasks_prune_checkpoints",
+        "schedule": float(JOB_CHECKPOINT_PRUNE_INTERVAL_SECONDS),
     },
 }
 

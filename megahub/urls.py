@@ -22,6 +22,8 @@ urlpatterns = [
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
+    # Before "tasks/": the app's routes live under the task hub's prefix.
+    path("tasks/persistent-jobs/", include("task_persistence.api.urls")),
     path("tasks/", include("task_core.api.urls")),
 ]
 

@@ -4,7 +4,7 @@ add costs and save checkpoints. Handlers never touch the task row themselves."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +28,20 @@ class TaskLost(Exception):
     """This attempt no longer owns its task (the sweeper gave it to another attempt)."""
 
 
-# task_persistence fills this: (ctx, state, items_processed) -> None. Kept as a hook so that
-# task_core never imports the app that stores checkpoints.
+class TaskPaused(Exception):
+    """Raised at a checkpoint when an operator asked to pause: the attempt ends as ``paused``."""
+
+
+class TaskHandedBack(Exception):
+    """Raised at a checkpoint when the worker is shutting down: the task goes back to
+    ``pending`` and is published again, to continue from that checkpoint elsewhere."""
+
+
+# Filled by the app that stores checkpoints (task_persistence), so that task_core never imports
+# it: "save"(ctx, state, items_processed) -> None (may raise TaskPaused, TaskHandedBack,
+# TaskCancelled, TaskLost); "load"(ctx) -> {"sequence", "items_processed", "state"} | None;
+# "worker_lost"(task=, spec=) -> bool, asked by the sweeper for a resumable task whose worker
+# vanished: True resumes it now from its last checkpoint, False marks it interrupted.
 checkpoint_hooks: dict[str, Callable[..., Any]] = {}
 
 
@@ -45,6 +57,14 @@ class TaskContext:
         self._last_percent = task.progress_percentage
         self._last_write = 0.0
         self._last_cancel_check = time.monotonic()
+        # Resumable iteration (items()): the handler's small JSON state, the total, and how
+        # often to checkpoint (the store may override these per job when loading).
+        self.state: dict = {}
+        self.total_items: int | None = None
+        self.checkpoint_every_items: int = int(spec.options.get("checkpoint_every_items", 100))
+        self.checkpoint_every_seconds: float = float(
+            spec.options.get("checkpoint_every_seconds", 10.0)
+        )
 
     # --- progress & cancellation -----------------------------------------------------------
     def progress(self, done: float, total: float | None = None, *, message: str = "") -> None:
@@ -129,3 +149,33 @@ class TaskContext:
     def last_checkpoint(self) -> dict | None:
         hook = checkpoint_hooks.get("load")
         return hook(self) if hook is not None and self.spec.resumable else None
+
+    def items(self, items: Sequence, *, state: dict | None = None) -> Iterator:
+        """Yield ``items`` from the last checkpoint on, checkpointing every N items or T seconds.
+
+        ``ctx.state`` is the handler's small JSON state (a cursor, counters): restored from the
+        checkpoint, or ``state`` on a first run; it is saved with each checkpoint, so a result
+        computed from it is the same after any number of resumptions. An item counts as
+        processed once the handler asks for the next one. Pause and shutdown are honoured right
+        after a checkpoint (nothing to redo); without a checkpoint store (or for a type that is
+        not resumable) this is a plain loop with progress.
+        """
+        total = len(items)
+        self.total_items = total
+        storing = self.spec.resumable and "save" in checkpoint_hooks
+        last = self.last_checkpoint() if storing else None
+        start = min(int(last["items_processed"]), total) if last else 0
+        self.state = dict(last["state"]) if last else dict(state or {})
+        saved_items, saved_at = start, time.monotonic()
+        for index in range(start, total):
+            yield items[index]
+            done = index + 1
+            if storing and (
+                done - saved_items >= self.checkpoint_every_items
+                or time.monotonic() - saved_at >= self.checkpoint_every_seconds
+                or done == total
+            ):
+                self.checkpoint(self.state, items_processed=done)
+                saved_items, saved_at = done, time.monotonic()
+            else:
+                self.progress(done, total)

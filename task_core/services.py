@@ -18,7 +18,14 @@ from django.utils.text import slugify
 
 from megahub.errors import Conflict, DomainValidationError
 from task_core import state_machine as sm
-from task_core.context import TaskCancelled, TaskContext, TaskLost
+from task_core.context import (
+    TaskCancelled,
+    TaskContext,
+    TaskHandedBack,
+    TaskLost,
+    TaskPaused,
+    checkpoint_hooks,
+)
 from task_core.heartbeat import heartbeat
 from task_core.models import Brand, BrandMembership, Task, TaskEvent
 from task_core.registry import PermanentError, TaskType, get_task_type
@@ -373,6 +380,10 @@ def _run_handler(task: Task, spec: TaskType, ctx: TaskContext, worker: str) -> s
         result = spec.handler(ctx)
     except TaskCancelled:
         return _finish(task, worker, to=S.CANCELLED, kind=K.CANCELLED)
+    except TaskPaused as exc:
+        return _suspend(task, worker, to=S.PAUSED, kind=K.PAUSED, message=str(exc))
+    except TaskHandedBack as exc:
+        return _suspend(task, worker, to=S.PENDING, kind=K.INTERRUPTED, message=str(exc))
     except TaskLost:
         logger.warning("attempt lost ownership; outcome dropped", extra={"task_id": task.task_id})
         return "lost"
@@ -413,6 +424,33 @@ def _finish(
         message=message,
     )
     return to if moved is not None else "lost"
+
+
+def _suspend(
+    task: Task, worker: str, *, to: str, kind: str, message: str = "", where: Q | None = None
+) -> str:
+    """A resumable attempt stopped right after a checkpoint: ``paused`` until an operator
+    resumes it, or ``pending`` and published again (worker shutting down, worker lost)."""
+    fields = {"heartbeat_at": None}
+    if to == S.PENDING:
+        fields["available_at"] = timezone.now() + timedelta(
+            seconds=settings.TASK_PUBLISH_GRACE_SECONDS
+        )
+    moved = sm.transition(
+        task,
+        to=to,
+        kind=kind,
+        actor=_worker_actor(worker),
+        frm=[S.RUNNING],
+        where=Q(attempts=task.attempts) & (where or Q()),
+        fields=fields,
+        message=message,
+    )
+    if moved is None:
+        return "lost"
+    if to == S.PENDING:
+        transaction.on_commit(lambda: task_publish(task=task))
+    return to
 
 
 def _finish_failed(task: Task, worker: str, message: str) -> str:
@@ -504,6 +542,32 @@ def tasks_requeue_lost(*, limit: int = 500) -> int:
     return requeued
 
 
+def _resumable_lost(task: Task, spec: TaskType, message: str, *, where: Q | None = None) -> str:
+    """A resumable task lost its worker: the checkpoint store's policy decides whether it
+    continues from its last checkpoint now, or waits as ``interrupted`` for an operator.
+
+    One transaction: when two sweepers race, the loser's policy bookkeeping (e.g. a count of
+    automatic resumptions) is rolled back with its failed transition."""
+    with transaction.atomic():
+        if checkpoint_hooks["worker_lost"](task=task, spec=spec):
+            outcome = _suspend(
+                task, "", to=S.PENDING, kind=K.WORKER_LOST, message=message, where=where
+            )
+        else:
+            sm.record_event(task, kind=K.WORKER_LOST, actor="system:sweeper", message=message)
+            outcome = _suspend(
+                task,
+                "",
+                to=S.INTERRUPTED,
+                kind=K.INTERRUPTED,
+                message="Automatic resumptions exhausted; resume it once the cause is fixed.",
+                where=where,
+            )
+        if outcome == "lost":
+            transaction.set_rollback(True)
+    return outcome
+
+
 def tasks_sweep(*, limit: int = 500) -> int:
     """Rescue running tasks whose worker stopped heart-beating (dead, killed, or over its hard
     time limit): each counts as a failed attempt and is retried by the normal policy."""
@@ -527,9 +591,12 @@ def tasks_sweep(*, limit: int = 500) -> int:
             outcome = _attempt_failed(task, spec, "", message, kind=K.TIMED_OUT, where=still_stale)
         else:
             message = f"Worker {task.worker or '?'} stopped heart-beating."
-            outcome = _attempt_failed(
-                task, spec, "", message, kind=K.WORKER_LOST, where=still_stale
-            )
+            if spec is not None and spec.resumable and "worker_lost" in checkpoint_hooks:
+                outcome = _resumable_lost(task, spec, message, where=still_stale)
+            else:
+                outcome = _attempt_failed(
+                    task, spec, "", message, kind=K.WORKER_LOST, where=still_stale
+                )
         rescued += outcome != "lost"
     if rescued:
         logger.warning("sweeper rescued stranded tasks", extra={"count": rescued})
