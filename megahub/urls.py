@@ -9,6 +9,7 @@ from drf_spectacular.views import (
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView, TokenVerifyView
 
 from megahub import health
+from task_monitoring import dashboard, prometheus
 
 urlpatterns = [
     path("auth/token/", TokenObtainPairView.as_view(), name="token_obtain_pair"),
@@ -22,6 +23,9 @@ urlpatterns = [
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
+    path("metrics", prometheus.metrics_view, name="prometheus-metrics"),
+    path("dashboard/", dashboard.dashboard_view, name="ops-dashboard"),
+    path("tasks/monitoring/", include("task_monitoring.api.urls")),
     path("tasks/", include("task_core.api.urls")),
 ]
 
