@@ -298,6 +298,8 @@ WORKER_OFFLINE_AFTER_SECONDS = env_int("WORKER_OFFLINE_AFTER_SECONDS", 3 * WORKE
 ALERT_EVALUATION_INTERVAL_SECONDS = env_int("ALERT_EVALUATION_INTERVAL_SECONDS", 30)
 ALERT_DELIVERY_INTERVAL_SECONDS = env_int("ALERT_DELIVERY_INTERVAL_SECONDS", 10)
 ALERT_EVALUATION_RETENTION_DAYS = env_int("ALERT_EVALUATION_RETENTION_DAYS", 30)
+# Workers silent this long are forgotten (autoscaled or renamed hosts do not pile up).
+WORKER_FORGET_AFTER_DAYS = env_int("WORKER_FORGET_AFTER_DAYS", 7)
 # Webhook/email deliveries: per-attempt timeout, attempts before giving up, backoff.
 ALERT_WEBHOOK_TIMEOUT_SECONDS = env_int("ALERT_WEBHOOK_TIMEOUT_SECONDS", 5)
 ALERT_NOTIFICATION_MAX_ATTEMPTS = env_int("ALERT_NOTIFICATION_MAX_ATTEMPTS", 5)
@@ -332,8 +334,8 @@ CELERY_BEAT_SCHEDULE.update(
             "task": "megahub.tasks_alert_notifications_deliver",
             "schedule": float(ALERT_DELIVERY_INTERVAL_SECONDS),
         },
-        "megahub.tasks_alert_evaluations_prune": {
-            "task": "megahub.tasks_alert_evaluations_prune",
+        "megahub.tasks_monitoring_prune": {
+            "task": "megahub.tasks_monitoring_prune",
             "schedule": 3600.0,
         },
     }

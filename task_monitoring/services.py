@@ -232,7 +232,7 @@ def alert_rules_evaluate(*, now: datetime | None = None) -> dict[str, int]:
                 outcome=AlertEvaluation.Outcome.ERROR,
                 detail=f"{type(exc).__name__}: {exc}"[:2000],
             )
-            outcome = AlertEvaluation.Outcome.ERROR
+            outcome = str(AlertEvaluation.Outcome.ERROR)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes
 
@@ -283,7 +283,7 @@ def alert_rule_evaluate(*, rule: AlertRule, now: datetime | None = None) -> str:
             detail=_describe(rule, value),
         )
         AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=value)
-    return outcome
+    return str(outcome)
 
 
 def _describe(rule: AlertRule, value: float | None) -> str:
@@ -532,9 +532,12 @@ def alert_notifications_deliver(*, limit: int = 50) -> int:
     return delivered
 
 
-def alert_evaluations_prune(*, older_than_days: int | None = None) -> int:
-    """Drop old evaluation rows (kept ALERT_EVALUATION_RETENTION_DAYS)."""
-    days = older_than_days or settings.ALERT_EVALUATION_RETENTION_DAYS
-    cutoff = timezone.now() - timedelta(days=days)
-    deleted, _ = AlertEvaluation.objects.filter(evaluated_at__lt=cutoff).delete()
-    return deleted
+def monitoring_prune(*, now: datetime | None = None) -> dict[str, int]:
+    """Drop evaluations older than ALERT_EVALUATION_RETENTION_DAYS and workers silent for
+    WORKER_FORGET_AFTER_DAYS (the hourly beat entry)."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.ALERT_EVALUATION_RETENTION_DAYS)
+    evaluations, _ = AlertEvaluation.objects.filter(evaluated_at__lt=cutoff).delete()
+    forget = now - timedelta(days=settings.WORKER_FORGET_AFTER_DAYS)
+    workers, _ = Worker.objects.unscoped().filter(last_heartbeat_at__lt=forget).delete()
+    return {"evaluations": evaluations, "workers": workers}

@@ -15,6 +15,6 @@ def alert_notifications_deliver() -> int:
     return services.alert_notifications_deliver()
 
 
-@shared_task(name="megahub.tasks_alert_evaluations_prune", ignore_result=True)
-def alert_evaluations_prune() -> int:
-    return services.alert_evaluations_prune()
+@shared_task(name="megahub.tasks_monitoring_prune", ignore_result=True)
+def monitoring_prune() -> dict:
+    return services.monitoring_prune()

@@ -306,3 +306,36 @@ def test_email_goes_through_djangos_mail_backend(brand, mailoutbox):
     assert message.to == ["ops@example.com", "b@example.com"]
     assert rule.name in message.subject and "fired" in message.subject
     assert AlertNotification.objects.get().status == "delivered"
+
+
+def test_prune_drops_old_evaluations_and_forgotten_workers(brand, settings):
+    from task_monitoring.models import Worker
+    from task_monitoring.tests.factories import WorkerFactory, stale
+
+    rule = AlertRuleFactory(brand=brand)
+    evaluate(rule)
+    evaluate(rule)
+    AlertEvaluation.objects.filter(pk=AlertEvaluation.objects.first().pk).update(
+        evaluated_at=timezone.now() - timedelta(days=settings.ALERT_EVALUATION_RETENTION_DAYS + 1)
+    )
+    WorkerFactory(hostname="gone@h", last_heartbeat_at=stale(8 * 86400))
+    WorkerFactory(hostname="here@h")
+    assert services.monitoring_prune() == {"evaluations": 1, "workers": 1}
+    assert list(Worker.objects.values_list("hostname", flat=True)) == ["here@h"]
+
+
+def test_evaluate_command(brand):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    rule = AlertRuleFactory(brand=brand, threshold=0, name="Backlog")
+    fill_queue(brand, 1)
+    out = StringIO()
+    call_command("alert_rules_evaluate", str(rule.pk), stdout=out)
+    assert f"rule {rule.pk} (Backlog): fired" in out.getvalue()
+    with pytest.raises(CommandError, match="no alert rule with id 999"):
+        call_command("alert_rules_evaluate", "999")
+    out = StringIO()
+    call_command("alert_rules_evaluate", stdout=out)
+    assert "breached" in out.getvalue()
