@@ -54,8 +54,8 @@ def _snapshot(consumer) -> dict:
 
 def heartbeat_now() -> None:
     consumer = _state.get("consumer")
-    if consumer is None:
-        return
+    if consumer is None or _state.get("stopping"):
+        return  # after shutting_down, a late heartbeat must not bring the worker back online
     try:
         close_old_connections()
         services.worker_heartbeat_record(**_snapshot(consumer), started_at=_state["started_at"])
@@ -65,7 +65,7 @@ def heartbeat_now() -> None:
 
 @signals.worker_ready.connect
 def _on_worker_ready(sender=None, **kwargs):
-    _state.update(consumer=sender, started_at=timezone.now())
+    _state.update(consumer=sender, started_at=timezone.now(), stopping=False)
     heartbeat_now()
     try:
         sender.timer.call_repeatedly(float(settings.WORKER_HEARTBEAT_SECONDS), heartbeat_now)
@@ -75,6 +75,7 @@ def _on_worker_ready(sender=None, **kwargs):
 
 @signals.worker_shutting_down.connect
 def _on_worker_shutting_down(sender=None, **kwargs):
+    _state["stopping"] = True
     hostname = getattr(_state.get("consumer"), "hostname", None) or sender
     if not hostname:
         return

@@ -87,6 +87,7 @@ def test_signal_receivers_record_ready_heartbeat_and_shutdown(db, monkeypatch):
     assert worker.concurrency == 3 and worker.queues == ["default"] and worker.rss_mb > 0
     assert consumer.timer.calls and consumer.timer.calls[0][1] is workers.heartbeat_now
     workers._on_worker_shutting_down(sender="sig@host")
+    workers.heartbeat_now()  # a timer tick during the warm shutdown
     worker.refresh_from_db()
     assert worker.stopped_at is not None
     workers._state.clear()
