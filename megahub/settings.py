@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "task_core",
     "task_persistence",
+    "task_monitoring",
 ]
 
 MIDDLEWARE = [
@@ -329,6 +330,57 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(JOB_CHECKPOINT_PRUNE_INTERVAL_SECONDS),
     },
 }
+
+# --- Monitoring (task_monitoring) ----------------------------------------------------------
+# Workers write a heartbeat row this often; one silent for WORKER_OFFLINE_AFTER_SECONDS is
+# shown offline (its running tasks are rescued by the task sweeper, not here).
+WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 10)
+WORKER_OFFLINE_AFTER_SECONDS = env_int("WORKER_OFFLINE_AFTER_SECONDS", 3 * WORKER_HEARTBEAT_SECONDS)
+ALERT_EVALUATION_INTERVAL_SECONDS = env_int("ALERT_EVALUATION_INTERVAL_SECONDS", 30)
+ALERT_DELIVERY_INTERVAL_SECONDS = env_int("ALERT_DELIVERY_INTERVAL_SECONDS", 10)
+ALERT_EVALUATION_RETENTION_DAYS = env_int("ALERT_EVALUATION_RETENTION_DAYS", 30)
+# Workers silent this long are forgotten (autoscaled or renamed hosts do not pile up).
+WORKER_FORGET_AFTER_DAYS = env_int("WORKER_FORGET_AFTER_DAYS", 7)
+# Webhook/email deliveries: per-attempt timeout, attempts before giving up, backoff.
+ALERT_WEBHOOK_TIMEOUT_SECONDS = env_int("ALERT_WEBHOOK_TIMEOUT_SECONDS", 5)
+ALERT_NOTIFICATION_MAX_ATTEMPTS = env_int("ALERT_NOTIFICATION_MAX_ATTEMPTS", 5)
+ALERT_NOTIFICATION_BACKOFF_SECONDS = env_int("ALERT_NOTIFICATION_BACKOFF_SECONDS", 10)
+ALERT_NOTIFICATION_BACKOFF_MAX_SECONDS = env_int("ALERT_NOTIFICATION_BACKOFF_MAX_SECONDS", 600)
+# GET /metrics (Prometheus) wants "Authorization: Bearer <METRICS_TOKEN>"; with no token set
+# it answers 403 unless METRICS_ALLOW_ANONYMOUS=1 (a scrape network you trust).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOW_ANONYMOUS = env_bool("METRICS_ALLOW_ANONYMOUS", False)
+# Alert e-mails go through Django's mail backend (console by default when DEBUG is on).
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "megahub@localhost")
+
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "megahub.tasks_alert_rules_evaluate": {
+            "task": "megahub.tasks_alert_rules_evaluate",
+            "schedule": float(ALERT_EVALUATION_INTERVAL_SECONDS),
+        },
+        "megahub.tasks_alert_notifications_deliver": {
+            "task": "megahub.tasks_alert_notifications_deliver",
+            "schedule": float(ALERT_DELIVERY_INTERVAL_SECONDS),
+        },
+        "megahub.tasks_monitoring_prune": {
+            "task": "megahub.tasks_monitoring_prune",
+            "schedule": 3600.0,
+        },
+    }
+)
 
 # --- Logging ------------------------------------------------------------------------------
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()

@@ -9,6 +9,7 @@ from drf_spectacular.views import (
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView, TokenVerifyView
 
 from megahub import health
+from task_monitoring import dashboard, prometheus
 
 urlpatterns = [
     path("auth/token/", TokenObtainPairView.as_view(), name="token_obtain_pair"),
@@ -24,6 +25,9 @@ urlpatterns = [
     path("api-auth/", include("rest_framework.urls")),
     # Before "tasks/": the app's routes live under the task hub's prefix.
     path("tasks/persistent-jobs/", include("task_persistence.api.urls")),
+    path("metrics", prometheus.metrics_view, name="prometheus-metrics"),
+    path("dashboard/", dashboard.dashboard_view, name="ops-dashboard"),
+    path("tasks/monitoring/", include("task_monitoring.api.urls")),
     path("tasks/", include("task_core.api.urls")),
 ]
 

@@ -29,7 +29,7 @@ from task_core.context import (
 from task_core.heartbeat import heartbeat
 from task_core.models import Brand, BrandMembership, Task, TaskEvent
 from task_core.registry import PermanentError, TaskType, get_task_type
-from task_core.signals import attempt_finished
+from task_core.signals import attempt_finished, attempt_started
 
 logger = logging.getLogger("megahub.tasks")
 S = Task.Status
@@ -356,6 +356,10 @@ def task_execute(*, task_pk: int, worker: str) -> str:
         return S.FAILED
     ctx = TaskContext(task, spec, worker)
     heartbeat.register(ctx)
+    # A receiver's failure (monitoring, say) must never stop the attempt: log it and run.
+    for receiver, result in attempt_started.send_robust(sender=Task, task=task, ctx=ctx):
+        if isinstance(result, Exception):
+            logger.warning("attempt_started receiver failed", extra={"receiver": repr(receiver)})
     cpu0, wall0 = time.process_time(), time.monotonic()
     outcome = "lost"
     try:

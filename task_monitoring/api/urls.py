@@ -1,0 +1,12 @@
+from rest_framework.routers import DefaultRouter
+
+from task_monitoring.api.views import AlertRuleViewSet, AlertViewSet, MetricViewSet, WorkerViewSet
+
+router = DefaultRouter(trailing_slash=True)
+router.include_root_view = False
+router.register("metrics", MetricViewSet, basename="metric")
+router.register("workers", WorkerViewSet, basename="worker")
+router.register("alert-rules", AlertRuleViewSet, basename="alert-rule")
+router.register("alerts", AlertViewSet, basename="alert")
+
+urlpatterns = router.urls

@@ -1,0 +1,40 @@
+import logging
+
+from django.apps import AppConfig
+
+logger = logging.getLogger("megahub.monitoring")
+
+
+def _on_attempt_started(sender, task, ctx, **kwargs):
+    from task_monitoring import services
+
+    services.metric_attempt_started(ctx=ctx)
+
+
+def _on_attempt_finished(sender, task, ctx, outcome, cpu_time_s, wall_time_s, **kwargs):
+    from task_monitoring import services
+
+    try:
+        services.metric_record(
+            task=task, ctx=ctx, outcome=outcome, cpu_time_s=cpu_time_s, wall_time_s=wall_time_s
+        )
+    except Exception:  # a metrics write must never fail the task it measures
+        logger.warning("metrics row not written", extra={"task_pk": task.pk}, exc_info=True)
+
+
+class TaskMonitoringConfig(AppConfig):
+    name = "task_monitoring"
+    verbose_name = "Monitoring"
+
+    def ready(self):
+        from task_core.api.filters import register_task_filter
+        from task_core.api.serializers import register_detail_section
+        from task_core.signals import attempt_finished, attempt_started
+        from task_monitoring import selectors, task_types, workers  # noqa: F401
+        from task_monitoring.api.filters import task_filters
+
+        attempt_started.connect(_on_attempt_started, dispatch_uid="monitoring.attempt_started")
+        attempt_finished.connect(_on_attempt_finished, dispatch_uid="monitoring.attempt_finished")
+        register_detail_section("metrics", selectors.metric_detail_section)
+        for name, task_filter in task_filters().items():
+            register_task_filter(name, task_filter)

@@ -1,0 +1,100 @@
+"""The operations page (/dashboard/): staff only, server-rendered, one brand or all the user's."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
+from django.db.models import Count, Q
+from django.shortcuts import render
+from django.utils import timezone
+
+from task_core.models import Brand, Task
+from task_monitoring import charts, selectors
+from task_monitoring.models import Worker
+
+QUEUE_COLORS = {"pending": "#a5b4fc", "queued": "#6366f1", "running": "#0ea5e9",
+                "retrying": "#f59e0b"}  # fmt: skip
+
+
+def visible_brands(user):
+    brands = Brand.objects.filter(is_active=True)
+    return brands if user.is_superuser else brands.filter(memberships__user=user).distinct()
+
+
+def dashboard_context(*, user, brand_param: str | None) -> dict:
+    now = timezone.now()
+    brands = list(visible_brands(user).order_by("name"))
+    selected = None
+    if brand_param and brand_param.isdigit():
+        selected = next((b for b in brands if b.pk == int(brand_param)), None)
+    scope = [selected] if selected else brands
+    tasks = Task.objects.unscoped().filter(brand__in=scope)
+
+    # Queue depths (database view of the selected brands): active statuses per queue.
+    depth_rows: dict[str, dict[str, int]] = {q: {} for q in settings.MEGAHUB_QUEUES}
+    for row in (
+        tasks.filter(status__in=list(QUEUE_COLORS))
+        .values("queue", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        depth_rows.setdefault(row["queue"], {})[row["status"]] = row["n"]
+
+    # Last 24 h, hourly: completed and failed.
+    start = (now - timedelta(hours=23)).replace(minute=0, second=0, microsecond=0)
+    hours = [start + timedelta(hours=i) for i in range(24)]
+    agg = tasks.filter(completed_at__gte=start).aggregate(
+        **{f"c{i}": Count("id", filter=Q(status="completed", completed_at__gte=h,
+                                         completed_at__lt=h + timedelta(hours=1)))
+           for i, h in enumerate(hours)},
+        **{f"f{i}": Count("id", filter=Q(status="failed", completed_at__gte=h,
+                                         completed_at__lt=h + timedelta(hours=1)))
+           for i, h in enumerate(hours)},
+    )  # fmt: skip
+    completed = [(h.strftime("%H:00"), agg[f"c{i}"]) for i, h in enumerate(hours)]
+    failed = [(h.strftime("%H:00"), agg[f"f{i}"]) for i, h in enumerate(hours)]
+
+    workers = list(Worker.objects.unscoped().order_by("hostname")[:100])
+    for w in workers:
+        w.is_online = selectors.worker_is_online(w, now)
+        w.state = "stopped" if w.stopped_at else ("online" if w.is_online else "offline")
+    running = list(
+        tasks.filter(status=Task.Status.RUNNING)
+        .select_related("brand")
+        .only("task_id", "task_type", "progress_percentage", "worker", "started_at", "brand__name")
+        .order_by("started_at")[:50]
+    )
+    return {
+        "brands": brands,
+        "selected": selected,
+        "generated_at": now,
+        "queue_chart": charts.stacked_bars(
+            sorted(depth_rows.items()),
+            colors=QUEUE_COLORS,
+            title="Queue depths",
+            chart_id="chart-queues",
+        ),
+        "throughput_chart": charts.bar_chart(
+            completed,
+            title="Completed per hour (24 h)",
+            color="#16a34a",
+            chart_id="chart-throughput",
+        ),
+        "failure_chart": charts.bar_chart(
+            failed, title="Failed per hour (24 h)", color="#dc2626", chart_id="chart-failures"
+        ),
+        "completed_24h": sum(v for _, v in completed),
+        "failed_24h": sum(v for _, v in failed),
+        "workers": workers,
+        "workers_online": sum(1 for w in workers if w.is_online),
+        "alerts": list(selectors.firing_alerts(brands=scope)[:50]),
+        "running": running,
+    }
+
+
+@staff_member_required
+def dashboard_view(request):
+    context = dashboard_context(user=request.user, brand_param=request.GET.get("brand"))
+    return render(request, "dashboard/index.html", context)
