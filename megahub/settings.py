@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "task_core",
+    "task_scheduling",
 ]
 
 MIDDLEWARE = [
@@ -278,6 +279,16 @@ TASK_RELEASE_BATCH = env_int("TASK_RELEASE_BATCH", 500)
 # Broker publish: how often to retry one publish before leaving it to the sweeper.
 TASK_PUBLISH_RETRIES = env_int("TASK_PUBLISH_RETRIES", 2)
 
+# --- Scheduling (task_scheduling) ----------------------------------------------------------
+# Period of the dispatcher beat entry; an edited schedule takes effect at its next tick.
+SCHEDULE_DISPATCH_INTERVAL_SECONDS = env_int("SCHEDULE_DISPATCH_INTERVAL_SECONDS", 2)
+# Schedules locked and fired per transaction (several per tick when more are due).
+SCHEDULE_DISPATCH_BATCH = env_int("SCHEDULE_DISPATCH_BATCH", 1000)
+# A fire time older than this when dispatched counts as missed (catch-up policy applies).
+SCHEDULE_MISFIRE_GRACE_SECONDS = env_int("SCHEDULE_MISFIRE_GRACE_SECONDS", 60)
+# Fire times of one schedule handled per batch after a long downtime (the rest: next batch).
+SCHEDULE_MAX_FIRES_PER_TICK = env_int("SCHEDULE_MAX_FIRES_PER_TICK", 1000)
+
 CELERY_BEAT_SCHEDULE = {
     "megahub.tasks_release_due": {
         "task": "megahub.tasks_release_due",
@@ -286,6 +297,10 @@ CELERY_BEAT_SCHEDULE = {
     "megahub.tasks_sweep": {
         "task": "megahub.tasks_sweep",
         "schedule": float(TASK_SWEEP_INTERVAL_SECONDS),
+    },
+    "megahub.tasks_dispatch_schedules": {
+        "task": "megahub.tasks_dispatch_schedules",
+        "schedule": float(SCHEDULE_DISPATCH_INTERVAL_SECONDS),
     },
 }
 

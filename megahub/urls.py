@@ -22,6 +22,8 @@ urlpatterns = [
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
+    # Before "tasks/": the task routes would otherwise claim "tasks/scheduled/...".
+    path("tasks/scheduled/", include("task_scheduling.api.urls")),
     path("tasks/", include("task_core.api.urls")),
 ]
 

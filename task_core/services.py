@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import jsonschema
 from celery import current_app
@@ -166,6 +168,116 @@ def task_create(
         existing = Task.objects.for_brand(brand).get(idempotency_key=idempotency_key)
         return _idempotent_match(existing, task_type, context_data), False
     return task, True
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """One task to create with task_create_many (same fields as task_create)."""
+
+    brand: Brand
+    task_type: str
+    priority: str = Task.Priority.NORMAL
+    description: str = ""
+    context_data: dict = field(default_factory=dict)
+    idempotency_key: str | None = None
+    user: Any = None
+
+
+def task_create_many(*, requests: list[TaskRequest], actor: str) -> list[tuple[Task, bool]]:
+    """Create many due-now tasks in a constant number of queries (schedule dispatch).
+
+    Same validation and idempotency keys as task_create; returns (task, created) per request,
+    in order. Must run inside the caller's transaction: the tasks are published together on
+    commit, and the release loop publishes any the broker did not confirm.
+    """
+    if not requests:
+        return []
+    for req in requests:
+        task_validate_request(
+            task_type=req.task_type, priority=req.priority, context_data=req.context_data
+        )
+    keyed = [(r.brand.pk, r.idempotency_key) for r in requests if r.idempotency_key]
+    existing: dict[tuple[int, str], Task] = {}
+    if keyed:
+        for task in Task.objects.unscoped().filter(
+            idempotency_key__in={key for _, key in keyed}, brand_id__in={b for b, _ in keyed}
+        ):
+            existing[(task.brand_id, task.idempotency_key)] = task
+    now = timezone.now()
+    available_at = now + timedelta(seconds=settings.TASK_PUBLISH_GRACE_SECONDS)
+    results: list[tuple[Task, bool]] = []
+    new: list[Task] = []
+    for req in requests:
+        twin = existing.get((req.brand.pk, req.idempotency_key)) if req.idempotency_key else None
+        if twin is not None:
+            results.append((_idempotent_match(twin, req.task_type, req.context_data), False))
+            continue
+        spec = get_task_type(req.task_type)
+        task = Task(
+            brand=req.brand,
+            created_by=req.user,
+            task_type=req.task_type,
+            queue=spec.queue,
+            priority=req.priority,
+            description=req.description,
+            context_data=req.context_data,
+            max_retries=spec.retry.max_retries,
+            idempotency_key=req.idempotency_key or None,
+            available_at=available_at,
+        )
+        new.append(task)
+        results.append((task, True))
+    Task.objects.bulk_create(new, batch_size=1000)
+    TaskEvent.objects.bulk_create(
+        [
+            TaskEvent(
+                task_id=t.pk, brand_id=t.brand_id, kind=K.CREATED, to_status=S.PENDING, actor=actor
+            )
+            for t in new
+        ],
+        batch_size=1000,
+    )
+    for task in new:
+        sm.log_transition(task, kind=K.CREATED, actor=actor)
+    if new:
+        pks = [t.pk for t in new]
+        transaction.on_commit(lambda: tasks_publish_many(task_pks=pks))
+    return results
+
+
+def tasks_publish_many(*, task_pks: list[int], actor: str = "system:publisher") -> int:
+    """Publish committed pending tasks (in chunks); what the broker refuses is left to the
+    release loop, exactly as for task_publish."""
+    published_count = 0
+    for start in range(0, len(task_pks), settings.TASK_RELEASE_BATCH):
+        chunk = task_pks[start : start + settings.TASK_RELEASE_BATCH]
+        with transaction.atomic():
+            tasks = list(
+                Task.objects.unscoped()
+                .select_for_update(skip_locked=True)
+                .filter(pk__in=chunk, status=S.PENDING)
+                .order_by("pk")
+            )
+            published: list[Task] = []
+            for task in tasks:
+                try:
+                    _send(task)
+                except Exception as exc:
+                    logger.warning(
+                        "publish failed; the release loop will retry", extra={"error": repr(exc)}
+                    )
+                    break
+                published.append(task)
+            published_count += sm.transition_many(
+                published,
+                to=S.QUEUED,
+                kind=K.QUEUED,
+                actor=actor,
+                fields={"queued_at": timezone.now(), "available_at": None},
+            )
+        if len(published) < len(tasks):
+            break
+    return published_count
 
 
 def _idempotent_match(existing: Task, task_type: str, context_data: dict) -> Task:
