@@ -183,12 +183,15 @@ class TaskRequest:
     user: Any = None
 
 
-def task_create_many(*, requests: list[TaskRequest], actor: str) -> list[tuple[Task, bool]]:
+def task_create_many(
+    *, requests: list[TaskRequest], actor: str, publish: bool = True
+) -> list[tuple[Task, bool]]:
     """Create many due-now tasks in a constant number of queries (schedule dispatch).
 
     Same validation and idempotency keys as task_create; returns (task, created) per request,
     in order. Must run inside the caller's transaction: the tasks are published together on
-    commit, and the release loop publishes any the broker did not confirm.
+    commit (or, with ``publish=False``, by the caller with tasks_publish_many once it has
+    committed several batches); the release loop publishes any the broker did not confirm.
     """
     if not requests:
         return []
@@ -239,7 +242,7 @@ def task_create_many(*, requests: list[TaskRequest], actor: str) -> list[tuple[T
     )
     for task in new:
         sm.log_transition(task, kind=K.CREATED, actor=actor)
-    if new:
+    if new and publish:
         pks = [t.pk for t in new]
         transaction.on_commit(lambda: tasks_publish_many(task_pks=pks))
     return results
@@ -258,16 +261,7 @@ def tasks_publish_many(*, task_pks: list[int], actor: str = "system:publisher") 
                 .filter(pk__in=chunk, status=S.PENDING)
                 .order_by("pk")
             )
-            published: list[Task] = []
-            for task in tasks:
-                try:
-                    _send(task)
-                except Exception as exc:
-                    logger.warning(
-                        "publish failed; the release loop will retry", extra={"error": repr(exc)}
-                    )
-                    break
-                published.append(task)
+            published = tasks[: _send_many(tasks)]
             published_count += sm.transition_many(
                 published,
                 to=S.QUEUED,
@@ -306,6 +300,63 @@ def _send(task: Task) -> None:
             "interval_max": 0.5,
         },
     )
+
+
+def _send_many(tasks: list[Task]) -> int:
+    """Publish execution messages for ``tasks`` in order; returns how many leading ones the
+    broker confirmed. On RabbitMQ they share one confirm-mode channel and the confirms are
+    awaited once at the end (one round trip per batch, not per message)."""
+    if len(tasks) < 2 or not settings.CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+        for sent, task in enumerate(tasks):
+            try:
+                _send(task)
+            except Exception as exc:
+                logger.warning("publish failed", extra={"error": repr(exc)})
+                return sent
+        return len(tasks)
+    app = current_app
+    resolved: dict[int, bool] = {}  # delivery tag -> confirmed (True) or refused (False)
+
+    def on_confirm(confirmed: bool):
+        def record(delivery_tag, multiple=False):
+            for tag in range(1, delivery_tag + 1) if multiple else (delivery_tag,):
+                resolved.setdefault(tag, confirmed)
+
+        return record
+
+    sent = 0
+    try:
+        # Our own connection without per-message confirms; the channel is put in confirm
+        # mode here and the broker's acknowledgements are collected after the last publish.
+        with app.connection_for_write(transport_options={"confirm_publish": False}) as conn:
+            conn.ensure_connection(max_retries=settings.TASK_PUBLISH_RETRIES)
+            channel = conn.default_channel
+            channel.events["basic_ack"].add(on_confirm(True))
+            channel.events["basic_nack"].add(on_confirm(False))
+            channel.confirm_select()
+            producer = app.amqp.Producer(conn)
+            for task in tasks:
+                spec = get_task_type(task.task_type)
+                app.send_task(
+                    EXECUTE_TASK_NAME,
+                    args=[task.pk],
+                    producer=producer,
+                    queue=f"{settings.CELERY_QUEUE_PREFIX}{task.queue}",
+                    routing_key=task.queue,
+                    priority=Task.BROKER_PRIORITY.get(task.priority, 4),
+                    soft_time_limit=spec.soft_time_limit_s if spec else None,
+                    time_limit=spec.time_limit_s if spec else None,
+                )
+                sent += 1
+            deadline = time.monotonic() + 30
+            while len(resolved) < sent and time.monotonic() < deadline:
+                conn.drain_events(timeout=5)
+    except Exception as exc:
+        logger.warning("batch publish interrupted", extra={"error": repr(exc), "sent": sent})
+    confirmed = 0
+    while resolved.get(confirmed + 1):
+        confirmed += 1
+    return confirmed
 
 
 def task_publish(*, task: Task, actor: str = "system:publisher") -> bool:

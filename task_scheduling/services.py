@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from megahub.errors import Conflict, DomainError, DomainValidationError
@@ -199,12 +199,22 @@ def schedule_dispatch_due(
     """
     batch_size = batch_size or settings.SCHEDULE_DISPATCH_BATCH
     totals: Counter = Counter()
-    for _ in range(max_batches):
-        handled, backlog = _dispatch_batch(
-            now=now or timezone.now(), limit=batch_size, totals=totals
-        )
-        if handled < batch_size and not backlog:
-            break
+    created: list[int] = []
+    try:
+        for _ in range(max_batches):
+            handled, backlog = _dispatch_batch(
+                now=now or timezone.now(), limit=batch_size, totals=totals, created=created
+            )
+            if handled < batch_size and not backlog:
+                break
+    finally:
+        # Published once every batch is committed, so that publishing the first batches does
+        # not delay recording the next ones; the release loop covers a crash in between.
+        # on_commit: at once outside a transaction, after the caller's commit inside one.
+        if created:
+            transaction.on_commit(
+                lambda: core.tasks_publish_many(task_pks=created, actor="system:scheduler")
+            )
     return totals
 
 
@@ -223,13 +233,14 @@ def _plan(schedule, fires, truncated, now, windows, active_statuses):
     """Outcome of each fire of one schedule in this tick: [(fire, outcome, detail)]."""
     grace = settings.SCHEDULE_MISFIRE_GRACE_SECONDS
     late = [f for f in fires if (now - f.at).total_seconds() > grace]
+    late_at = {f.at for f in late}
     on_time = len(late) < len(fires)
     plan = []
     for fire in fires:
         if any(w.covers(fire.at) for w in windows.get(schedule.calendar_id, ())):
             plan.append([fire, Outcome.SKIPPED_BLACKOUT, "calendar blackout"])
             continue
-        if fire not in late:
+        if fire.at not in late_at:
             plan.append([fire, Outcome.FIRED, ""])
             continue
         policy = schedule.catchup_policy
@@ -265,7 +276,32 @@ def _plan(schedule, fires, truncated, now, windows, active_statuses):
     return plan
 
 
-def _dispatch_batch(*, now: datetime, limit: int, totals: Counter) -> tuple[int, bool]:
+def _save_progress(schedules: list[PeriodicSchedule]) -> None:
+    """Write next_run_at, last_run_at and last_task of a batch in one statement."""
+    if connection.vendor != "postgresql":  # bulk_update's CASE is slow but portable
+        PeriodicSchedule.objects.unscoped().bulk_update(
+            schedules, ["next_run_at", "last_run_at", "last_task"], batch_size=1000
+        )
+        return
+    table = PeriodicSchedule._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS s SET next_run_at = v.next_run_at, "  # noqa: S608 - our table
+            "last_run_at = v.last_run_at, last_task_id = v.last_task_id "
+            "FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::bigint[]) "
+            "AS v(id, next_run_at, last_run_at, last_task_id) WHERE s.id = v.id",
+            [
+                [s.pk for s in schedules],
+                [s.next_run_at for s in schedules],
+                [s.last_run_at for s in schedules],
+                [s.last_task_id for s in schedules],
+            ],
+        )
+
+
+def _dispatch_batch(
+    *, now: datetime, limit: int, totals: Counter, created: list[int]
+) -> tuple[int, bool]:
     """One transaction: returns (schedules handled, whether a long downtime left fire times
     for another batch)."""
     max_fires = settings.SCHEDULE_MAX_FIRES_PER_TICK
@@ -335,10 +371,10 @@ def _dispatch_batch(*, now: datetime, limit: int, totals: Counter) -> tuple[int,
                                 ),
                             )
                         )
-            created = core.task_create_many(
-                requests=[r for _, r in requests], actor="system:scheduler"
+            results = core.task_create_many(
+                requests=[r for _, r in requests], actor="system:scheduler", publish=False
             )
-            for (run, _), (task, _) in zip(requests, created, strict=True):
+            for (run, _), (task, _) in zip(requests, results, strict=True):
                 run.task = task
             ScheduleRun.objects.bulk_create(runs, batch_size=1000)
             last_task_of = {run.schedule_id: run for run, _ in requests}
@@ -352,14 +388,13 @@ def _dispatch_batch(*, now: datetime, limit: int, totals: Counter) -> tuple[int,
                 if s.pk in last_task_of:
                     s.last_run_at = last_task_of[s.pk].fire_time
                     s.last_task = last_task_of[s.pk].task
-            PeriodicSchedule.objects.unscoped().bulk_update(
-                schedules, ["next_run_at", "last_run_at", "last_task"], batch_size=1000
-            )
+            _save_progress(schedules)
     except IntegrityError:
         # Another process recorded one of these fire times first: nothing of this batch was
         # committed, and the next tick sees the ledger as it now is.
         logger.warning("schedule dispatch batch lost a ledger race; retried next tick")
         return 0, False
+    created.extend(task.pk for task, new in results if new)
     if runs:
         logger.info(
             "schedules dispatched",

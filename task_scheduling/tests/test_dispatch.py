@@ -351,3 +351,16 @@ def test_is_periodic_filters_tasks_created_by_schedules(api, owner, brand):
     others = client.get("/tasks/?is_periodic=false").json()["results"]
     assert [t["id"] for t in periodic] == [ScheduleRun.objects.get().task_id]
     assert [t["id"] for t in others] == [manual.pk]
+
+
+def test_dispatched_tasks_are_published_together_after_commit(
+    brand, django_capture_on_commit_callbacks
+):
+    for i in range(3):
+        make(brand, name=f"p{i}")
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        dispatch(T0 + timedelta(minutes=1, seconds=1))
+    assert len(callbacks) == 1  # one publish for the whole tick
+    assert set(Task.objects.values_list("status", flat=True)) == {"queued"}
+    for task in Task.objects.all():
+        assert list(task.events.values_list("kind", flat=True)) == ["created", "queued"]
