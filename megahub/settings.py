@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "task_core",
     "task_persistence",
     "task_monitoring",
+    "task_scheduling",
 ]
 
 MIDDLEWARE = [
@@ -308,6 +309,16 @@ JOB_CHECKPOINTS_KEEP = env_int("JOB_CHECKPOINTS_KEEP", 5)
 JOB_AUTO_RESUME_MAX = env_int("JOB_AUTO_RESUME_MAX", 3)
 JOB_CHECKPOINT_PRUNE_INTERVAL_SECONDS = env_int("JOB_CHECKPOINT_PRUNE_INTERVAL_SECONDS", 3600)
 
+# --- Scheduling (task_scheduling) ----------------------------------------------------------
+# Period of the dispatcher beat entry; an edited schedule takes effect at its next tick.
+SCHEDULE_DISPATCH_INTERVAL_SECONDS = env_int("SCHEDULE_DISPATCH_INTERVAL_SECONDS", 2)
+# Schedules locked and fired per transaction (several per tick when more are due).
+SCHEDULE_DISPATCH_BATCH = env_int("SCHEDULE_DISPATCH_BATCH", 1000)
+# A fire time older than this when dispatched counts as missed (catch-up policy applies).
+SCHEDULE_MISFIRE_GRACE_SECONDS = env_int("SCHEDULE_MISFIRE_GRACE_SECONDS", 60)
+# Fire times of one schedule handled per batch after a long downtime (the rest: next batch).
+SCHEDULE_MAX_FIRES_PER_TICK = env_int("SCHEDULE_MAX_FIRES_PER_TICK", 1000)
+
 CELERY_BEAT_SCHEDULE = {
     "megahub.tasks_release_due": {
         "task": "megahub.tasks_release_due",
@@ -328,6 +339,10 @@ CELERY_BEAT_SCHEDULE = {
     "megahub.tasks_prune_checkpoints": {
         "task": "megahub.tasks_prune_checkpoints",
         "schedule": float(JOB_CHECKPOINT_PRUNE_INTERVAL_SECONDS),
+    },
+    "megahub.tasks_dispatch_schedules": {
+        "task": "megahub.tasks_dispatch_schedules",
+        "schedule": float(SCHEDULE_DISPATCH_INTERVAL_SECONDS),
     },
 }
 

@@ -28,6 +28,8 @@ urlpatterns = [
     path("metrics", prometheus.metrics_view, name="prometheus-metrics"),
     path("dashboard/", dashboard.dashboard_view, name="ops-dashboard"),
     path("tasks/monitoring/", include("task_monitoring.api.urls")),
+    # Before "tasks/": the task routes would otherwise claim "tasks/scheduled/...".
+    path("tasks/scheduled/", include("task_scheduling.api.urls")),
     path("tasks/", include("task_core.api.urls")),
 ]
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import jsonschema
 from celery import current_app
@@ -175,6 +177,110 @@ def task_create(
     return task, True
 
 
+@dataclass(frozen=True)
+class TaskRequest:
+    """One task to create with task_create_many (same fields as task_create)."""
+
+    brand: Brand
+    task_type: str
+    priority: str = Task.Priority.NORMAL
+    description: str = ""
+    context_data: dict = field(default_factory=dict)
+    idempotency_key: str | None = None
+    user: Any = None
+
+
+def task_create_many(
+    *, requests: list[TaskRequest], actor: str, publish: bool = True
+) -> list[tuple[Task, bool]]:
+    """Create many due-now tasks in a constant number of queries (schedule dispatch).
+
+    Same validation and idempotency keys as task_create; returns (task, created) per request,
+    in order. Must run inside the caller's transaction: the tasks are published together on
+    commit (or, with ``publish=False``, by the caller with tasks_publish_many once it has
+    committed several batches); the release loop publishes any the broker did not confirm.
+    """
+    if not requests:
+        return []
+    for req in requests:
+        task_validate_request(
+            task_type=req.task_type, priority=req.priority, context_data=req.context_data
+        )
+    keyed = [(r.brand.pk, r.idempotency_key) for r in requests if r.idempotency_key]
+    existing: dict[tuple[int, str], Task] = {}
+    if keyed:
+        for task in Task.objects.unscoped().filter(
+            idempotency_key__in={key for _, key in keyed}, brand_id__in={b for b, _ in keyed}
+        ):
+            existing[(task.brand_id, task.idempotency_key)] = task
+    now = timezone.now()
+    available_at = now + timedelta(seconds=settings.TASK_PUBLISH_GRACE_SECONDS)
+    results: list[tuple[Task, bool]] = []
+    new: list[Task] = []
+    for req in requests:
+        twin = existing.get((req.brand.pk, req.idempotency_key)) if req.idempotency_key else None
+        if twin is not None:
+            results.append((_idempotent_match(twin, req.task_type, req.context_data), False))
+            continue
+        spec = get_task_type(req.task_type)
+        task = Task(
+            brand=req.brand,
+            created_by=req.user,
+            task_type=req.task_type,
+            queue=spec.queue,
+            priority=req.priority,
+            description=req.description,
+            context_data=req.context_data,
+            max_retries=spec.retry.max_retries,
+            idempotency_key=req.idempotency_key or None,
+            available_at=available_at,
+        )
+        new.append(task)
+        results.append((task, True))
+    Task.objects.bulk_create(new, batch_size=1000)
+    TaskEvent.objects.bulk_create(
+        [
+            TaskEvent(
+                task_id=t.pk, brand_id=t.brand_id, kind=K.CREATED, to_status=S.PENDING, actor=actor
+            )
+            for t in new
+        ],
+        batch_size=1000,
+    )
+    for task in new:
+        sm.log_transition(task, kind=K.CREATED, actor=actor)
+    if new and publish:
+        pks = [t.pk for t in new]
+        transaction.on_commit(lambda: tasks_publish_many(task_pks=pks))
+    return results
+
+
+def tasks_publish_many(*, task_pks: list[int], actor: str = "system:publisher") -> int:
+    """Publish committed pending tasks (in chunks); what the broker refuses is left to the
+    release loop, exactly as for task_publish."""
+    published_count = 0
+    for start in range(0, len(task_pks), settings.TASK_RELEASE_BATCH):
+        chunk = task_pks[start : start + settings.TASK_RELEASE_BATCH]
+        with transaction.atomic():
+            tasks = list(
+                Task.objects.unscoped()
+                .select_for_update(skip_locked=True)
+                .filter(pk__in=chunk, status=S.PENDING)
+                .order_by("pk")
+            )
+            published = tasks[: _send_many(tasks)]
+            published_count += sm.transition_many(
+                published,
+                to=S.QUEUED,
+                kind=K.QUEUED,
+                actor=actor,
+                fields={"queued_at": timezone.now(), "available_at": None},
+            )
+        if len(published) < len(tasks):
+            break
+    return published_count
+
+
 def _idempotent_match(existing: Task, task_type: str, context_data: dict) -> Task:
     if existing.task_type != task_type or existing.context_data != context_data:
         raise IdempotencyKeyReused()
@@ -201,6 +307,63 @@ def _send(task: Task) -> None:
             "interval_max": 0.5,
         },
     )
+
+
+def _send_many(tasks: list[Task]) -> int:
+    """Publish execution messages for ``tasks`` in order; returns how many leading ones the
+    broker confirmed. On RabbitMQ they share one confirm-mode channel and the confirms are
+    awaited once at the end (one round trip per batch, not per message)."""
+    if len(tasks) < 2 or not settings.CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+        for sent, task in enumerate(tasks):
+            try:
+                _send(task)
+            except Exception as exc:
+                logger.warning("publish failed", extra={"error": repr(exc)})
+                return sent
+        return len(tasks)
+    app = current_app
+    resolved: dict[int, bool] = {}  # delivery tag -> confirmed (True) or refused (False)
+
+    def on_confirm(confirmed: bool):
+        def record(delivery_tag, multiple=False):
+            for tag in range(1, delivery_tag + 1) if multiple else (delivery_tag,):
+                resolved.setdefault(tag, confirmed)
+
+        return record
+
+    sent = 0
+    try:
+        # Our own connection without per-message confirms; the channel is put in confirm
+        # mode here and the broker's acknowledgements are collected after the last publish.
+        with app.connection_for_write(transport_options={"confirm_publish": False}) as conn:
+            conn.ensure_connection(max_retries=settings.TASK_PUBLISH_RETRIES)
+            channel = conn.default_channel
+            channel.events["basic_ack"].add(on_confirm(True))
+            channel.events["basic_nack"].add(on_confirm(False))
+            channel.confirm_select()
+            producer = app.amqp.Producer(conn)
+            for task in tasks:
+                spec = get_task_type(task.task_type)
+                app.send_task(
+                    EXECUTE_TASK_NAME,
+                    args=[task.pk],
+                    producer=producer,
+                    queue=f"{settings.CELERY_QUEUE_PREFIX}{task.queue}",
+                    routing_key=task.queue,
+                    priority=Task.BROKER_PRIORITY.get(task.priority, 4),
+                    soft_time_limit=spec.soft_time_limit_s if spec else None,
+                    time_limit=spec.time_limit_s if spec else None,
+                )
+                sent += 1
+            deadline = time.monotonic() + 30
+            while len(resolved) < sent and time.monotonic() < deadline:
+                conn.drain_events(timeout=5)
+    except Exception as exc:
+        logger.warning("batch publish interrupted", extra={"error": repr(exc), "sent": sent})
+    confirmed = 0
+    while resolved.get(confirmed + 1):
+        confirmed += 1
+    return confirmed
 
 
 def task_publish(*, task: Task, actor: str = "system:publisher") -> bool:

@@ -1,0 +1,230 @@
+"""Cron expressions evaluated in a schedule's own time zone, and the DST policy.
+
+Cron fields match local wall-clock time: croniter walks naive local datetimes, and each
+matching wall time is then mapped to exactly one instant:
+
+- a wall time that exists once -> that instant;
+- a wall time skipped by spring-forward (a DST gap) -> the first valid instant after it (the
+  transition itself), or nothing when the schedule's ``dst_gap_policy`` is ``skip``;
+- a wall time repeated by fall-back (a DST overlap) -> its first occurrence only.
+
+Several wall times that map to the same instant (``*/15`` inside a gap) fire once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from megahub.errors import DomainValidationError
+
+GAP_SHIFT = "shift"  # run at the first valid instant after the skipped wall time
+GAP_SKIP = "skip"  # do not run at all
+
+MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+# (name, lowest, highest, names mapped to lowest, lowest+1, ...)
+FIELDS = [
+    ("minute", 0, 59, None),
+    ("hour", 0, 23, None),
+    ("day of month", 1, 31, None),
+    ("month", 1, 12, MONTH_NAMES),
+    ("day of week", 0, 7, DAY_NAMES),
+]
+ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_PART = re.compile(r"^(?P<range>\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/(?P<step>[0-9]+))?$")
+
+
+class CronInvalid(DomainValidationError):
+    error_code = "CRON_INVALID"
+
+    def __init__(self, message: str, *, field: str = "cron_expression"):
+        super().__init__(f"Invalid cron expression: {message}", field_errors={field: [message]})
+
+
+class TimezoneInvalid(DomainValidationError):
+    error_code = "TIMEZONE_INVALID"
+
+    def __init__(self, name: str, *, field: str = "timezone"):
+        message = f'"{name}" is not a known IANA time zone (e.g. "Europe/Paris", "UTC").'
+        super().__init__(message, field_errors={field: [message]})
+
+
+def _value(token: str, field: str, lo: int, hi: int, names: list[str] | None) -> int:
+    if token.isdigit():
+        value = int(token)
+    elif names and token[:3] in names and len(token) == 3:
+        value = names.index(token) + lo
+    else:
+        raise CronInvalid(f"{field}: {token!r} is not a number" + (" or a name" if names else ""))
+    if not lo <= value <= hi:
+        raise CronInvalid(f"{field}: {value} is out of range {lo}-{hi}")
+    return value
+
+
+def cron_normalize(expression: str, *, field: str = "cron_expression") -> str:
+    """Validate a 5-field cron expression (or an @alias) and return its canonical spelling.
+
+    Raises CronInvalid naming the offending cron field (6-field expressions with seconds,
+    out-of-range values, garbage).
+    """
+    if not isinstance(expression, str) or not expression.strip():
+        raise CronInvalid("an expression is required", field=field)
+    text = " ".join(expression.lower().split())
+    text = ALIASES.get(text, text)
+    parts = text.split(" ")
+    if len(parts) != 5:
+        raise CronInvalid(
+            f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(parts)}",
+            field=field,
+        )
+    try:
+        for part, (name, lo, hi, names) in zip(parts, FIELDS, strict=True):
+            for item in part.split(","):
+                match = _PART.match(item)
+                if not match:
+                    raise CronInvalid(f"{name}: {item!r} is not valid cron syntax")
+                bounds = match["range"]
+                if bounds != "*":
+                    ends = [_value(t, name, lo, hi, names) for t in bounds.split("-")]
+                    if len(ends) == 2 and ends[0] > ends[1]:
+                        raise CronInvalid(f"{name}: range {bounds!r} goes backwards")
+                if match["step"] is not None and not 1 <= int(match["step"]) <= hi:
+                    raise CronInvalid(f"{name}: step {match['step']} is out of range 1-{hi}")
+    except CronInvalid as exc:
+        raise CronInvalid(exc.field_errors["cron_expression"][0], field=field)
+    if not croniter.is_valid(text):
+        raise CronInvalid("not a valid cron expression", field=field)
+    return text
+
+
+def timezone_get(name: str, *, field: str = "timezone") -> ZoneInfo:
+    """The ZoneInfo for an IANA name, or TimezoneInvalid."""
+    if not isinstance(name, str) or not name or len(name) > 64:
+        raise TimezoneInvalid(str(name)[:64], field=field)
+    try:
+        return _zone(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise TimezoneInvalid(name, field=field)
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def cron_describe(expression: str) -> str:
+    """A human description ("At 09:30, Monday through Friday")."""
+    from cron_descriptor import ExpressionDescriptor, Options
+
+    options = Options()
+    options.use_24hour_time_format = True
+    try:
+        return ExpressionDescriptor(expression, options).get_description()
+    except Exception:  # the library refuses a few valid spellings; the runs still explain it
+        return expression
+
+
+@dataclass(frozen=True)
+class Fire:
+    """One planned run: the instant (UTC), the local wall time the cron matched, and whether
+    that wall time fell in a DST gap (shifted) or overlap (first occurrence taken)."""
+
+    at: datetime
+    wall: datetime
+    dst: str | None = None  # None, "gap" or "overlap"
+
+
+def _transition_after(tz: ZoneInfo, start: datetime, end: datetime) -> datetime:
+    """The instant in (start, end] where tz's UTC offset changes (binary search, 1 s)."""
+    before = start.astimezone(tz).utcoffset()
+    lo, hi = start, end
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        if mid.astimezone(tz).utcoffset() == before:
+            lo = mid
+        else:
+            hi = mid
+    return hi.replace(microsecond=0)
+
+
+def wall_to_instant(wall: datetime, tz: ZoneInfo) -> tuple[datetime, str | None]:
+    """Map a naive local wall time to (UTC instant, dst flag) under the DST policy."""
+    first, second = wall.replace(tzinfo=tz, fold=0), wall.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return first.astimezone(UTC), None
+    at_first, at_second = first.astimezone(UTC), second.astimezone(UTC)
+    if at_first < at_second:  # repeated wall time: take its first occurrence
+        return at_first, "overlap"
+    # Skipped wall time: fold=1 reads it with the offset after the jump (too early), fold=0
+    # with the offset before (too late); the jump itself lies between.
+    return _transition_after(tz, at_second, at_first), "gap"
+
+
+@lru_cache(maxsize=4096)
+def _fires_after(expression: str, tz_name: str, gap_policy: str, after: datetime, count: int):
+    tz = _zone(tz_name)
+    start = after.astimezone(tz).replace(tzinfo=None, fold=0)
+    it = croniter(expression, start)
+    fires: list[Fire] = []
+    last: datetime | None = None
+    while len(fires) < count:
+        wall = it.get_next(datetime)
+        at, dst = wall_to_instant(wall, tz)
+        if dst == "gap" and gap_policy == GAP_SKIP:
+            continue
+        if at <= after or (last is not None and at <= last):
+            continue  # second pass of an overlap, or a wall time that collapsed into the last
+        fires.append(Fire(at=at, wall=wall, dst=dst))
+        last = at
+    return tuple(fires)
+
+
+def fires_after(
+    expression: str, tz_name: str, after: datetime, *, count: int = 1, gap_policy=GAP_SHIFT
+) -> list[Fire]:
+    """The next ``count`` runs strictly after ``after`` (aware), in increasing order."""
+    after = after.astimezone(UTC)
+    return list(_fires_after(expression, tz_name, gap_policy, after, count))
+
+
+def next_fire(expression: str, tz_name: str, after: datetime, *, gap_policy=GAP_SHIFT) -> Fire:
+    return fires_after(expression, tz_name, after, count=1, gap_policy=gap_policy)[0]
+
+
+def fires_between(
+    expression: str,
+    tz_name: str,
+    start: datetime,
+    end: datetime,
+    *,
+    limit: int,
+    gap_policy=GAP_SHIFT,
+    inclusive_start: bool = True,
+) -> list[Fire]:
+    """Runs in [start, end] (or (start, end]), at most ``limit`` of them."""
+    cursor = start - timedelta(microseconds=1) if inclusive_start else start
+    out: list[Fire] = []
+    while len(out) < limit:
+        batch = fires_after(
+            expression, tz_name, cursor, count=min(64, limit - len(out)), gap_policy=gap_policy
+        )
+        for fire in batch:
+            if fire.at > end:
+                return out
+            out.append(fire)
+        cursor = batch[-1].at
+    return out
