@@ -12,6 +12,23 @@ class BrandScopedAdmin(admin.ModelAdmin):
     """Limits staff users to the brands they are members of."""
 
     brand_field = "brand"
+    service_arg = "task"  # keyword under which apply_service passes each object
+
+    def apply_service(self, request, queryset, service, verb: str) -> None:
+        """An admin action: call ``service(<service_arg>=obj, user=...)`` for each selected row
+        and report what was done and what the service refused (and why)."""
+        done, refused = 0, []
+        for obj in queryset:
+            try:
+                service(**{self.service_arg: obj}, user=request.user)
+                done += 1
+            except DomainError as exc:
+                refused.append(f"{obj}: {exc.detail}")
+        plural = self.model._meta.verbose_name_plural
+        if done:
+            self.message_user(request, f"{verb} {done} {plural}.", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "Refused: " + "; ".join(refused[:20]), messages.WARNING)
 
     def get_queryset(self, request):
         qs = super().get_queryset(request)
@@ -92,26 +109,13 @@ class TaskAdmin(BrandScopedAdmin):
             task.progress_percentage,
         )
 
-    def _apply(self, request, queryset, service, verb):
-        done, refused = 0, []
-        for task in queryset:
-            try:
-                service(task=task, user=request.user)
-                done += 1
-            except DomainError as exc:
-                refused.append(f"{task.task_id}: {exc.detail}")
-        if done:
-            self.message_user(request, f"{verb} {done} task(s).", messages.SUCCESS)
-        if refused:
-            self.message_user(request, "Refused: " + "; ".join(refused[:20]), messages.WARNING)
-
     @admin.action(description="Retry selected failed/cancelled tasks")
     def retry_tasks(self, request, queryset):
-        self._apply(request, queryset, services.task_retry, "Retried")
+        self.apply_service(request, queryset, services.task_retry, "Retried")
 
     @admin.action(description="Cancel selected tasks")
     def cancel_tasks(self, request, queryset):
-        self._apply(request, queryset, services.task_cancel, "Cancelled")
+        self.apply_service(request, queryset, services.task_cancel, "Cancelled")
 
 
 @admin.register(TaskEvent)

@@ -2,9 +2,8 @@
 brands' rows (workers are the shared fleet); acknowledge/resolve call the same services as the
 API."""
 
-from django.contrib import admin, messages
+from django.contrib import admin
 
-from megahub.errors import DomainError
 from task_core.admin import BrandScopedAdmin
 from task_monitoring import selectors, services
 from task_monitoring.models import (
@@ -82,6 +81,7 @@ class NotificationInline(admin.TabularInline):
 
 @admin.register(Alert)
 class AlertAdmin(ReadOnlyAdmin):
+    service_arg = "alert"
     list_display = ["id", "rule", "brand", "status", "severity", "value", "fired_at", "resolved_at"]
     list_filter = ["status", "severity", "brand"]
     search_fields = ["rule__name", "message"]
@@ -93,26 +93,13 @@ class AlertAdmin(ReadOnlyAdmin):
     def has_change_permission(self, request, obj=None):
         return obj is None and super(ReadOnlyAdmin, self).has_change_permission(request, obj)
 
-    def _apply(self, request, queryset, service, verb):
-        done, refused = 0, []
-        for alert in queryset:
-            try:
-                service(alert=alert, user=request.user)
-                done += 1
-            except DomainError as exc:
-                refused.append(f"#{alert.pk}: {exc.detail}")
-        if done:
-            self.message_user(request, f"{verb} {done} alert(s).", messages.SUCCESS)
-        if refused:
-            self.message_user(request, "Refused: " + "; ".join(refused[:20]), messages.WARNING)
-
     @admin.action(description="Acknowledge selected firing alerts")
     def acknowledge_alerts(self, request, queryset):
-        self._apply(request, queryset, services.alert_acknowledge, "Acknowledged")
+        self.apply_service(request, queryset, services.alert_acknowledge, "Acknowledged")
 
     @admin.action(description="Resolve selected open alerts")
     def resolve_alerts(self, request, queryset):
-        self._apply(request, queryset, services.alert_resolve, "Resolved")
+        self.apply_service(request, queryset, services.alert_resolve, "Resolved")
 
 
 class AttemptInline(admin.TabularInline):

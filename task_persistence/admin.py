@@ -1,9 +1,8 @@
 """Admin for persistent jobs and checkpoints: progress, checkpoint timeline, resume/pause."""
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.utils.html import format_html
 
-from megahub.errors import DomainError
 from task_core.admin import BrandScopedAdmin
 from task_persistence import services
 from task_persistence.models import Checkpoint, PersistentJob
@@ -23,6 +22,7 @@ class CheckpointInline(admin.TabularInline):
 
 @admin.register(PersistentJob)
 class PersistentJobAdmin(BrandScopedAdmin):
+    service_arg = "job"
     list_display = [
         "id", "task", "brand", "task_type", "status", "progress_bar", "processed",
         "resume_count", "auto_resume_count", "last_checkpoint",
@@ -72,30 +72,17 @@ class PersistentJobAdmin(BrandScopedAdmin):
             '<progress value="{}" max="100" title="{}%"></progress> {}%', percent, percent, percent
         )
 
-    def _apply(self, request, queryset, service, verb):
-        done, refused = 0, []
-        for job in queryset:
-            try:
-                service(job=job, user=request.user)
-                done += 1
-            except DomainError as exc:
-                refused.append(f"job {job.pk}: {exc.detail}")
-        if done:
-            self.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)
-        if refused:
-            self.message_user(request, "Refused: " + "; ".join(refused[:20]), messages.WARNING)
-
     @admin.action(description="Resume selected jobs from their last checkpoint")
     def resume_jobs(self, request, queryset):
-        self._apply(request, queryset, services.job_resume, "Resumed")
+        self.apply_service(request, queryset, services.job_resume, "Resumed")
 
     @admin.action(description="Pause selected jobs at their next checkpoint")
     def pause_jobs(self, request, queryset):
-        self._apply(request, queryset, services.job_pause, "Pause requested for")
+        self.apply_service(request, queryset, services.job_pause, "Pause requested for")
 
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
-        self._apply(request, queryset, services.job_cancel, "Cancelled")
+        self.apply_service(request, queryset, services.job_cancel, "Cancelled")
 
 
 @admin.register(Checkpoint)

@@ -66,6 +66,7 @@ class ScheduleRunInline(admin.TabularInline):
 
 @admin.register(PeriodicSchedule)
 class PeriodicScheduleAdmin(BrandScopedAdmin):
+    service_arg = "schedule"
     form = ScheduleForm
     list_display = [
         "name", "brand", "task_type", "cron_expression", "timezone", "enabled", "next_run_at",
@@ -110,30 +111,17 @@ class PeriodicScheduleAdmin(BrandScopedAdmin):
             saved = services.schedule_create(brand=brand, user=request.user, **fields)
         obj.pk, obj.next_run_at = saved.pk, saved.next_run_at
 
-    def _apply(self, request, queryset, service, verb):
-        done, refused = 0, []
-        for schedule in queryset:
-            try:
-                service(schedule=schedule, user=request.user)
-                done += 1
-            except DomainError as exc:
-                refused.append(f"{schedule.name}: {exc.detail}")
-        if done:
-            self.message_user(request, f"{verb} {done} schedule(s).", messages.SUCCESS)
-        if refused:
-            self.message_user(request, "Refused: " + "; ".join(refused[:20]), messages.WARNING)
-
     @admin.action(description="Pause selected schedules")
     def pause_schedules(self, request, queryset):
-        self._apply(request, queryset, services.schedule_pause, "Paused")
+        self.apply_service(request, queryset, services.schedule_pause, "Paused")
 
     @admin.action(description="Resume selected schedules")
     def resume_schedules(self, request, queryset):
-        self._apply(request, queryset, services.schedule_resume, "Resumed")
+        self.apply_service(request, queryset, services.schedule_resume, "Resumed")
 
     @admin.action(description="Run selected schedules now")
     def run_schedules_now(self, request, queryset):
-        self._apply(request, queryset, services.schedule_run_now, "Ran")
+        self.apply_service(request, queryset, services.schedule_run_now, "Ran")
 
 
 @admin.register(ScheduleRun)
