@@ -1,0 +1,480 @@
+"""End-to-end drain: N `noop` tasks drained by K worker processes, vs bare Celery.
+
+Project, per repetition:
+  1. TRUNCATE the bench task tables; bulk-insert N `noop` rows as `pending` with
+     available_at=now, each with its `created` event (what N task_create calls leave behind).
+  2. Publish them the way the project publishes due tasks: `services.tasks_release_due()` in
+     batches of 500 until none is left (SELECT ... FOR UPDATE SKIP LOCKED, one confirmed publish
+     per task, one UPDATE + one bulk INSERT of `queued` events per batch).
+  3. Start `celery -A megahub worker -c K -Q <prefix>default` and wait for N terminal rows.
+  Rate = N / (max(completed_at) - min(started_at)); database transactions per task = the
+  pg_stat_database xact_commit delta of the bench database while the worker ran / N.
+
+Bare Celery (bench/bare_celery.py), per repetition: publish N messages to a queue declared
+with the same arguments, start the same worker command on it, wait until the pool processes
+report N tasks run. Rate = N / (last task end - first task start).
+
+Both workers start after their messages are queued, so the rates measure draining only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common
+
+DB = "megahub_bench"
+TARGET_RATIO = 0.7
+TARGET_XACTS = 3.0
+
+
+def worker_argv(app: str, queue: str, k: int, name: str) -> list[str]:
+    # The same command for both apps; mingle/gossip off only to make startup quicker.
+    return [
+        str(common.VENV_BIN / "celery"),
+        "-A",
+        app,
+        "worker",
+        "-P",
+        "prefork",
+        "-c",
+        str(k),
+        "-Q",
+        queue,
+        "-n",
+        f"{name}@%h",
+        "--loglevel",
+        common.CHILD_LOG_LEVEL,
+        "--without-mingle",
+        "--without-gossip",
+    ]
+
+
+class ProjectDrain:
+    def __init__(self, n: int, k: int, worker_settings: str):
+        from django.db import connection
+
+        from task_core.models import Brand
+
+        self.n, self.k = n, k
+        self.worker_settings = worker_settings
+        self.prefix = os.environ["CELERY_QUEUE_PREFIX"]
+        self.queue = f"{self.prefix}default"
+        self.connection = connection
+        self.brand, _ = Brand.objects.get_or_create(
+            slug="bench-drain", defaults={"name": "Bench drain"}
+        )
+
+    def load(self) -> None:
+        from django.core.management import call_command
+        from django.utils import timezone
+
+        from task_core.models import Task, TaskEvent
+
+        # The tree may have gained a migration since the last repetition (the worker loads the
+        # code afresh each time): keep the schema in step with it.
+        call_command("migrate", verbosity=0, interactive=False)
+        with self.connection.cursor() as cur:
+            # CASCADE: other apps' tables that point at tasks (metrics, checkpoints...).
+            cur.execute("TRUNCATE task_core_task, task_core_taskevent CASCADE")
+        now = timezone.now()
+        tasks = Task.objects.bulk_create(
+            (
+                Task(
+                    brand=self.brand,
+                    task_type="noop",
+                    queue="default",
+                    status=Task.Status.PENDING,
+                    context_data={},
+                    max_retries=0,
+                    available_at=now,
+                )
+                for _ in range(self.n)
+            ),
+            batch_size=2000,
+        )
+        TaskEvent.objects.bulk_create(
+            (
+                TaskEvent(
+                    task_id=t.pk,
+                    brand_id=self.brand.pk,
+                    kind=TaskEvent.Kind.CREATED,
+                    to_status=Task.Status.PENDING,
+                    actor="system:bench",
+                )
+                for t in tasks
+            ),
+            batch_size=2000,
+        )
+        with self.connection.cursor() as cur:
+            cur.execute("ANALYZE task_core_task")
+            cur.execute("ANALYZE task_core_taskevent")
+
+    def publish(self) -> dict:
+        from task_core import services
+
+        self.connection.close()
+        time.sleep(0.3)
+        x0 = common.xact_commits(DB)
+        t0 = time.perf_counter()
+        released = 0
+        while batch := services.tasks_release_due(limit=500):
+            released += batch
+        seconds = time.perf_counter() - t0
+        self.connection.close()
+        time.sleep(0.3)
+        xacts = common.xact_commits(DB) - x0
+        if released != self.n:
+            raise RuntimeError(f"release loop published {released} of {self.n} tasks")
+        return {"seconds": seconds, "rate": self.n / seconds, "xacts_per_task": xacts / self.n}
+
+    def drain(self, rep: int) -> dict:
+        import psycopg
+
+        depth = common.queue_depth_now(self.queue)
+        if depth != self.n:
+            raise RuntimeError(f"{self.queue} holds {depth} messages, expected {self.n}")
+        x0 = common.xact_commits(DB)
+        worker = common.Proc(
+            f"drain-project-{rep}",
+            worker_argv("megahub", self.queue, self.k, f"bench-drain-{os.getpid()}-{rep}"),
+            common.child_env(DJANGO_SETTINGS_MODULE=self.worker_settings),
+        )
+        polls = 0
+        pg = None
+        try:
+
+            def finished() -> bool:
+                nonlocal polls, pg
+                if not worker.alive():
+                    raise RuntimeError(f"worker exited:\n{worker.tail()}")
+                try:
+                    if pg is None or pg.closed:
+                        pg = common.pg_connect(DB)
+                    polls += 1  # each poll is one autocommit transaction in the bench database
+                    (done,) = pg.execute(
+                        "SELECT count(*) FROM task_core_task "
+                        "WHERE brand_id = %s AND completed_at IS NOT NULL",
+                        [self.brand.pk],
+                    ).fetchone()
+                except (OSError, psycopg.Error):  # the server dropped us: reconnect next poll
+                    pg = None
+                    return False
+                return done == self.n
+
+            common.wait_until(finished, timeout=180 + self.n / 10, interval=0.5, what="completions")
+        finally:
+            if pg is not None:
+                pg.close()
+            worker.stop()
+        time.sleep(0.5)  # exiting backends flush their transaction counters
+        xacts = common.xact_commits(DB) - x0 - polls
+        with common.pg_connect(DB) as pg:
+            first, last, completed, total = pg.execute(
+                "SELECT min(started_at), max(completed_at), "
+                "count(*) FILTER (WHERE status = 'completed'), count(*) "
+                "FROM task_core_task WHERE brand_id = %s",
+                [self.brand.pk],
+            ).fetchone()
+            (events,) = pg.execute(
+                "SELECT count(*) FROM task_core_taskevent WHERE brand_id = %s", [self.brand.pk]
+            ).fetchone()
+        if completed != self.n or total != self.n:
+            raise RuntimeError(f"{completed} of {total} tasks completed, expected {self.n}")
+        seconds = (last - first).total_seconds()
+        return {
+            "seconds": seconds,
+            "rate": self.n / seconds,
+            "xacts_per_task": xacts / self.n,
+            "events_per_task": events / self.n,
+        }
+
+
+class BareDrain:
+    def __init__(self, n: int, k: int):
+        from bench import bare_celery
+
+        self.n, self.k = n, k
+        self.bare = bare_celery
+
+    def publish(self) -> dict:
+        t0 = time.perf_counter()
+        self.bare.publish(self.n)
+        seconds = time.perf_counter() - t0
+        depth = common.queue_depth_now(self.bare.QUEUE)
+        if depth != self.n:
+            raise RuntimeError(f"{self.bare.QUEUE} holds {depth} messages, expected {self.n}")
+        return {"seconds": seconds, "rate": self.n / seconds}
+
+    def drain(self, rep: int) -> dict:
+        stats_dir = tempfile.mkdtemp(prefix="megahub-bench-bare-")
+        worker = common.Proc(
+            f"drain-bare-{rep}",
+            worker_argv(
+                "bench.bare_celery", self.bare.QUEUE, self.k, f"bench-bare-{os.getpid()}-{rep}"
+            ),
+            common.child_env(BENCH_BARE_STATS_DIR=stats_dir),
+        )
+        try:
+
+            def finished() -> bool:
+                if not worker.alive():
+                    raise RuntimeError(f"bare worker exited:\n{worker.tail()}")
+                return self.bare.read_stats(stats_dir)[2] >= self.n
+
+            common.wait_until(finished, timeout=120 + self.n / 50, interval=0.1, what="bare drain")
+        finally:
+            worker.stop()
+        first, last, count = self.bare.read_stats(stats_dir)
+        shutil.rmtree(stats_dir, ignore_errors=True)
+        if count < self.n:  # more is possible: a dropped connection redelivers unacked ones
+            raise RuntimeError(f"bare worker ran {count} tasks, expected {self.n}")
+        seconds = last - first
+        return {"seconds": seconds, "rate": self.n / seconds}
+
+
+# The claim and the finish of a task written as one statement each, for the breakdown below.
+RAW_CLAIM = """
+WITH t AS (
+    UPDATE task_core_task SET status = 'running', updated_at = now(), attempts = attempts + 1,
+        started_at = now(), heartbeat_at = now(), worker = 'bench', available_at = NULL,
+        error_message = NULL
+    WHERE id = %s AND status IN ('pending', 'queued') RETURNING *
+), e AS (
+    INSERT INTO task_core_taskevent (task_id, brand_id, kind, from_status, to_status, attempt,
+        actor, message, data, created_at)
+    SELECT id, brand_id, 'started', '', 'running', attempts, 'worker:bench', '', '{}', now()
+    FROM t
+)
+SELECT * FROM t
+"""
+RAW_FINISH = """
+WITH t AS (
+    UPDATE task_core_task SET status = 'completed', updated_at = now(), completed_at = now(),
+        result_data = '{}', progress_percentage = 100
+    WHERE id = %s AND status = 'running' AND attempts = 1 RETURNING *
+), e AS (
+    INSERT INTO task_core_taskevent (task_id, brand_id, kind, from_status, to_status, attempt,
+        actor, message, data, created_at)
+    SELECT id, brand_id, 'completed', 'running', 'completed', attempts, 'worker:bench', '',
+        '{}', now()
+    FROM t
+)
+SELECT * FROM t
+"""
+
+
+def breakdown(brand, n: int = 300) -> dict:
+    """Where a task's time goes, in this process (no Celery, one persistent connection).
+
+    ``services.task_execute`` per task, its database share, and the floor: the same claim
+    and finish as one SQL statement + COMMIT each through psycopg.
+    """
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from task_core import services
+    from task_core.models import Task
+
+    def queued(count: int) -> list[int]:
+        rows = Task.objects.bulk_create(
+            Task(brand=brand, task_type="noop", status=Task.Status.QUEUED) for _ in range(count)
+        )
+        return [t.pk for t in rows]
+
+    db_s = [0.0]
+
+    def timed(execute, sql, params, many, context):
+        t0 = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            db_s[0] += time.perf_counter() - t0
+
+    ids = queued(n + 20)
+    for pk in ids[:20]:  # warm: imports, connection, statement caches
+        services.task_execute(task_pk=pk, worker="bench")
+    t0 = time.perf_counter()
+    with connection.execute_wrapper(timed):
+        for pk in ids[20:]:
+            services.task_execute(task_pk=pk, worker="bench")
+    orm_ms = (time.perf_counter() - t0) / n * 1000
+    # Transactions and statements of one task on a persistent connection.
+    ids = queued(101)
+    services.task_execute(task_pk=ids[0], worker="bench")
+    with CaptureQueriesContext(connection) as captured:
+        services.task_execute(task_pk=ids[1], worker="bench")
+    connection.close()
+    time.sleep(0.3)
+    x0 = common.xact_commits(DB)
+    for pk in ids[2:]:
+        services.task_execute(task_pk=pk, worker="bench")
+    connection.close()
+    time.sleep(0.5)
+    # 99 tasks; the connection's own start-up and its first SET are 2 transactions.
+    xacts = (common.xact_commits(DB) - x0 - 2) / 99
+    ids = queued(n)
+    connection.close()
+    with common.pg_connect(DB, autocommit=False) as pg:
+        t0 = time.perf_counter()
+        for pk in ids:
+            pg.execute(RAW_CLAIM, [pk]).fetchone()
+            pg.commit()
+            pg.execute(RAW_FINISH, [pk]).fetchone()
+            pg.commit()
+        raw_ms = (time.perf_counter() - t0) / n * 1000
+    return {
+        "task_execute_ms": orm_ms,
+        # Statement time as Django sees it (COMMIT is not a statement: it is in the rest).
+        "task_execute_db_ms": db_s[0] / n * 1000,
+        "raw_two_statements_ms": raw_ms,
+        "task_execute_xacts": xacts,
+        "task_execute_statements": common.captured_statements(captured),
+    }
+
+
+def run_side(side: str, project: ProjectDrain, bare: BareDrain, rep: int) -> tuple[dict, dict]:
+    """One repetition of one side; redone (up to twice) if the broker or the database went
+    away meanwhile - the test suite's chaos tests stop RabbitMQ on this shared machine."""
+    queue = project.queue if side == "project" else bare.bare.QUEUE
+    for attempt in range(3):
+        try:
+            common.wait_for_services(DB)
+            if side == "project":
+                project.load()
+                return project.publish(), project.drain(rep)
+            return bare.publish(), bare.drain(rep)
+        except Exception as exc:
+            if attempt == 2:
+                raise
+            print(f"drain rep {rep + 1} {side}: {exc!r:.300}; redoing it", flush=True)
+            time.sleep(5)
+            common.wait_for_services(DB)
+            common.queue_purge(queue)  # stray messages of the failed attempt
+    raise AssertionError("unreachable")
+
+
+def run(n: int, k: int, reps: int, budget_s: float | None, worker_settings: str) -> dict:
+    info = common.configure(DB)
+    common.django_setup(DB)
+    prefix = info["prefix"]
+    project, bare = ProjectDrain(n, k, worker_settings), BareDrain(n, k)
+    per_task = breakdown(project.brand)
+    print(
+        f"drain: in-process task_execute {per_task['task_execute_ms']:.2f} ms/task, same "
+        f"two transitions in raw SQL {per_task['raw_two_statements_ms']:.2f} ms/task",
+        flush=True,
+    )
+    results: dict[str, list[dict]] = {"project": [], "bare": [], "project_publish": []}
+    results["bare_publish"] = []
+    started = time.monotonic()
+    pair_s: list[float] = []
+    try:
+        for rep in range(reps):
+            if budget_s and pair_s and time.monotonic() - started + max(pair_s) > budget_s:
+                print(f"drain: time budget reached after {rep} repetitions", flush=True)
+                break
+            t_pair = time.monotonic()
+            # Alternate which side runs first, so slow drift of the machine hits both alike.
+            order = ("project", "bare") if rep % 2 == 0 else ("bare", "project")
+            for side in order:
+                published, last = run_side(side, project, bare, rep)
+                results[f"{side}_publish"].append(published)
+                results[side].append(last)
+                print(
+                    f"drain rep {rep + 1}: {side:7s} {last['rate']:8.1f} tasks/s"
+                    + (
+                        f"  {last['xacts_per_task']:.2f} xacts/task"
+                        if "xacts_per_task" in last
+                        else ""
+                    ),
+                    flush=True,
+                )
+            pair_s.append(time.monotonic() - t_pair)
+    finally:
+        common.broker_cleanup(
+            [f"{prefix}default", f"{prefix}long", f"{prefix}bare"],
+            [f"{prefix}megahub.tasks", f"{prefix}bare.tasks", f"{prefix}megahub.events"],
+        )
+    p_rates = [r["rate"] for r in results["project"]]
+    b_rates = [r["rate"] for r in results["bare"]]
+    xacts = [r["xacts_per_task"] for r in results["project"]]
+    ratio = common.percentile(p_rates, 50) / common.percentile(b_rates, 50)
+    xacts_median = common.percentile(xacts, 50)
+    return {
+        "benchmark": "drain",
+        "params": {
+            "tasks": n,
+            "workers": k,
+            "reps_requested": reps,
+            "reps_done": len(p_rates),
+            "worker_settings": worker_settings,
+        },
+        "project": {
+            "rate": common.summary(p_rates),
+            "runs": results["project"],
+            "xacts_per_task": common.summary(xacts),
+            "events_per_task": results["project"][0]["events_per_task"],
+            "publish": results["project_publish"],
+            "publish_rate": common.summary([r["rate"] for r in results["project_publish"]]),
+            "release_xacts_per_task": common.summary(
+                [r["xacts_per_task"] for r in results["project_publish"]]
+            ),
+        },
+        "bare": {
+            "rate": common.summary(b_rates),
+            "runs": results["bare"],
+            "publish_rate": common.summary([r["rate"] for r in results["bare_publish"]]),
+        },
+        "breakdown": per_task,
+        "ratio": ratio,
+        "target_ratio": TARGET_RATIO,
+        "ratio_pass": ratio >= TARGET_RATIO,
+        "xacts_median": xacts_median,
+        "target_xacts": TARGET_XACTS,
+        "xacts_pass": xacts_median <= TARGET_XACTS,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--tasks", type=int, default=5000, help="tasks per drain (N; SPEC says 20000)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 2, help="worker processes (K)"
+    )
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of each side")
+    parser.add_argument(
+        "--budget-s", type=float, default=None, help="start no new repetition past this"
+    )
+    parser.add_argument(
+        "--worker-settings",
+        default="megahub.settings",
+        help="DJANGO_SETTINGS_MODULE of the project worker (to try a settings change)",
+    )
+    parser.add_argument("--result-name", default="drain", help="bench/results/<name>.json")
+    args = parser.parse_args(argv)
+    result = run(args.tasks, args.workers, args.reps, args.budget_s, args.worker_settings)
+    common.write_result(args.result_name, result)
+    p, b = result["project"], result["bare"]
+    print(
+        f"drain: project {p['rate']['median']:.1f}/s vs bare {b['rate']['median']:.1f}/s "
+        f"-> {result['ratio']:.2f}x (target >= {TARGET_RATIO}); "
+        f"{result['xacts_median']:.2f} xacts/task (target <= {TARGET_XACTS:g})",
+        flush=True,
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()
