@@ -75,6 +75,8 @@ class BrandScopedViewSet(viewsets.GenericViewSet):
     """
 
     permission_classes = [HasBrandRole]
+    # Ids are integers: "/tasks/monitoring/" and the like never match a detail route.
+    lookup_value_regex = r"\d+"
     action_roles: dict[str, str] = {}
     not_found_code = "NOT_FOUND"
     not_found_detail = "Not found or access denied."

@@ -43,7 +43,6 @@ class TaskViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, BrandScopedViewSet
 ):
     queryset = Task.objects.all()
-    lookup_value_regex = r"\d+"
     not_found_code = "TASK_NOT_FOUND"
     not_found_detail = "Task not found or access denied"
     search_fields = ["task_type", "description", "=task_id"]
@@ -155,7 +154,6 @@ class WebhookViewSet(
 
     queryset = Webhook.objects.all()
     serializer_class = WebhookSerializer
-    lookup_value_regex = r"\d+"
     not_found_code = "WEBHOOK_NOT_FOUND"
     not_found_detail = "Webhook not found or access denied"
     filter_backends = []

@@ -39,7 +39,6 @@ class MetricViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScope
     queryset = TaskMetric.objects.all()
     serializer_class = MetricSerializer
     filterset_class = MetricFilterSet
-    lookup_value_regex = r"\d+"
     not_found_code = "METRIC_NOT_FOUND"
     not_found_detail = "Metric not found or access denied"
     search_fields = [
@@ -87,7 +86,6 @@ class WorkerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScope
     queryset = Worker.objects.all()
     serializer_class = WorkerSerializer
     pagination_class = WorkerPagination
-    lookup_value_regex = r"\d+"
     not_found_code = "WORKER_NOT_FOUND"
     not_found_detail = "Worker not found"
     search_fields = ["hostname"]
@@ -125,7 +123,6 @@ class AlertRuleViewSet(
     queryset = AlertRule.objects.all()
     serializer_class = AlertRuleSerializer
     filterset_class = AlertRuleFilterSet
-    lookup_value_regex = r"\d+"
     not_found_code = "ALERT_RULE_NOT_FOUND"
     not_found_detail = "Alert rule not found or access denied"
     search_fields = ["name", "task_type", "metric"]
@@ -187,7 +184,6 @@ class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScoped
     queryset = Alert.objects.all()
     serializer_class = AlertSerializer
     filterset_class = AlertFilterSet
-    lookup_value_regex = r"\d+"
     not_found_code = "ALERT_NOT_FOUND"
     not_found_detail = "Alert not found or access denied"
     search_fields = ["message", "rule__name"]

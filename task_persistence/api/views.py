@@ -26,7 +26,6 @@ from task_persistence.models import Checkpoint, PersistentJob
 )
 class PersistentJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScopedViewSet):
     queryset = PersistentJob.objects.all()
-    lookup_value_regex = r"\d+"
     not_found_code = "JOB_NOT_FOUND"
     not_found_detail = "Job not found or access denied"
     filterset_class = JobFilterSet
@@ -121,7 +120,6 @@ class CheckpointViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandS
     queryset = Checkpoint.objects.all()
     serializer_class = CheckpointSerializer
     pagination_class = KeysetPagination
-    lookup_value_regex = r"\d+"
     not_found_code = "CHECKPOINT_NOT_FOUND"
     not_found_detail = "Checkpoint not found or access denied"
     filterset_class = CheckpointFilterSet

@@ -50,7 +50,6 @@ class LedgerPagination(KeysetPagination):
 class PeriodicScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScopedViewSet):
     queryset = PeriodicSchedule.objects.all()
     serializer_class = ScheduleSerializer
-    lookup_value_regex = r"\d+"
     not_found_code = "SCHEDULE_NOT_FOUND"
     not_found_detail = "Schedule not found or access denied"
     search_fields = ["name", "task_type", "description"]
@@ -185,7 +184,6 @@ class PeriodicScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
 class CalendarViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScopedViewSet):
     queryset = Calendar.objects.all()
     serializer_class = CalendarSerializer
-    lookup_value_regex = r"\d+"
     not_found_code = "CALENDAR_NOT_FOUND"
     not_found_detail = "Calendar not found or access denied"
     search_fields = ["name"]
@@ -276,7 +274,6 @@ class CronJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScop
     queryset = OneOffJob.objects.all()
     serializer_class = CronJobSerializer
     filterset_class = CronJobFilterSet
-    lookup_value_regex = r"\d+"
     not_found_code = "CRON_JOB_NOT_FOUND"
     not_found_detail = "Cron job not found or access denied"
     search_fields = ["name", "task_type"]
