@@ -25,6 +25,7 @@ class TaskRefSerializer(serializers.Serializer):
     status = serializers.CharField()
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class BrandCalendarField(serializers.PrimaryKeyRelatedField):
     """A calendar id of the request's brand; another brand's id is "not found" (400)."""
 

@@ -254,6 +254,7 @@ class CalendarViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandSco
         parameters=UPCOMING_PARAMS,
         responses=UpcomingSerializer,
         summary="Planned runs of all the brand's schedules in [from, to]",
+        operation_id="tasks_scheduled_calendars_upcoming_all",
     )
     @action(
         detail=False,
