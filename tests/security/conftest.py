@@ -62,7 +62,7 @@ def _objects(brand, mark: str) -> dict:
             task_type="noop",
             name=f"{mark} once",
             run_at=timezone.now() + timedelta(days=1),
-        ),  # fmt: skip
+        ),
     }
 
 

@@ -61,8 +61,8 @@ def test_every_operation_is_covered():
 
 @pytest.mark.parametrize("op", BRAND_OPERATIONS, ids=ids(BRAND_OPERATIONS))
 def test_own_brand_succeeds_without_foreign_data(op, world):
-    response = send(client_for(str(AccessToken.for_user(world.owner)), str(world.brand.pk)), op, world,
-                    own_pk(op, world))  # fmt: skip
+    client = client_for(str(AccessToken.for_user(world.owner)), str(world.brand.pk))
+    response = send(client, op, world, own_pk(op, world))
     assert response.status_code in op.success_codes, response.content[:500]
     assert_no_leak(response, world)
     kind = call_for(op).kind
