@@ -71,6 +71,7 @@ class World:
     brand: object
     other_brand: object
     owner: object  # admin of `brand` only
+    users: dict  # role -> a user with that role in `brand` only
     own: dict
     foreign: dict
 
@@ -100,9 +101,13 @@ def _world(django_db_setup, django_db_blocker):
             MembershipFactory(user=owner, brand=brand, role="admin")
             outsider = UserFactory(username="sec-outsider")
             MembershipFactory(user=outsider, brand=other_brand, role="admin")
+            users = {"admin": owner}
+            for role in ("viewer", "operator"):
+                users[role] = UserFactory(username=f"sec-{role}")
+                MembershipFactory(user=users[role], brand=brand, role=role)
             own, foreign = _objects(brand, "own"), _objects(other_brand, LEAK)
             own["worker"] = foreign["worker"] = WorkerFactory()
-            yield World(brand, other_brand, owner, own, foreign)
+            yield World(brand, other_brand, owner, users, own, foreign)
         finally:
             transaction.set_rollback(True)
             outer.__exit__(None, None, None)
