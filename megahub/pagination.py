@@ -5,6 +5,7 @@ response is ``{"next": url|null, "previous": url|null, "results": [...]}``.
 """
 
 from django.conf import settings
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
 
@@ -16,3 +17,12 @@ class KeysetPagination(CursorPagination):
         # Read per request, so env/test settings apply without re-importing this module.
         self.page_size = settings.API_PAGE_SIZE
         self.max_page_size = settings.API_MAX_PAGE_SIZE
+
+    def decode_cursor(self, request):
+        # DRF answers a bad cursor with 404, as if the list did not exist: it is bad input.
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise ValidationError(
+                {self.cursor_query_param: ["Invalid cursor: follow next/previous as given."]}
+            )

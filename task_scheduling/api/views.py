@@ -138,7 +138,10 @@ class PeriodicScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
         )
         return Response(ValidateCronSerializer(preview).data)
 
-    @extend_schema(summary="Schedules due now (the dispatcher's next work)")
+    @extend_schema(
+        responses=ScheduleSerializer(many=True),
+        summary="Schedules due now (the dispatcher's next work)",
+    )
     @action(detail=False, methods=["get"], url_path="ready-for-execution")
     def ready_for_execution(self, request):
         return self.list(request)

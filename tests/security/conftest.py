@@ -170,3 +170,13 @@ def own_pk(op: Op, world: World) -> int | None:
 def foreign_pk(op: Op, world: World) -> int | None:
     kind = call_for(op).kind
     return world.foreign[kind].pk if op.has_id else None
+
+
+def pytest_collection_modifyitems(items):
+    # schemathesis names each operation's item "test[GET /path]", but with pytest 9 the node id
+    # keeps only the function's name; pytest-xdist schedules by node id, so make them unique.
+    from schemathesis.pytest.plugin import SchemathesisFunction
+
+    for item in items:
+        if isinstance(item, SchemathesisFunction) and not item.nodeid.endswith("]"):
+            item._nodeid = f"{item.parent.nodeid}::{item.name}"
