@@ -18,6 +18,22 @@ class KeysetPagination(CursorPagination):
         self.page_size = settings.API_PAGE_SIZE
         self.max_page_size = settings.API_MAX_PAGE_SIZE
 
+    def get_page_size(self, request):
+        """``page_size`` above the maximum is capped; one that is not a positive integer is a
+        400 (DRF would silently use the default)."""
+        raw = request.query_params.get(self.page_size_query_param, "").strip()
+        if not raw:
+            return self.page_size
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValidationError(
+                {
+                    self.page_size_query_param: [
+                        f"A positive integer (at most {self.max_page_size})."
+                    ]
+                }
+            )
+        return min(int(raw), self.max_page_size)
+
     def decode_cursor(self, request):
         # DRF answers a bad cursor with 404, as if the list did not exist: it is bad input.
         try:
