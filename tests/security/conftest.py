@@ -19,6 +19,7 @@ from task_monitoring.tests.factories import AlertRuleFactory, MetricFactory, Wor
 from task_persistence.models import Checkpoint
 from task_persistence.tests.helpers import make_job
 from task_scheduling import services as scheduling
+from task_scheduling.models import PeriodicSchedule
 from tests.factories import BrandFactory, MembershipFactory, TaskFactory, UserFactory
 from tests.security.operations import Op, body_for, call_for
 
@@ -38,6 +39,10 @@ def _objects(brand, mark: str) -> dict:
         brand=brand, name=f"{mark} schedule", task_type="noop", cron_expression="0 3 * * *"
     )
     scheduling.schedule_run_now(schedule=schedule)
+    # Due now (no dispatcher runs in these tests): listed by ready-for-execution.
+    PeriodicSchedule.objects.filter(pk=schedule.pk).update(
+        next_run_at=timezone.now() - timedelta(minutes=1)
+    )
     paused_schedule = scheduling.schedule_create(
         brand=brand, name=f"{mark} paused", task_type="noop", cron_expression="0 4 * * *",
         enabled=False,
