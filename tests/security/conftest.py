@@ -184,4 +184,4 @@ def pytest_collection_modifyitems(items):
 
     for item in items:
         if isinstance(item, SchemathesisFunction) and not item.nodeid.endswith("]"):
-            item._nodeid = f"{item.parent.nodeid}::{item.name}"
+            item._id = item.parent.id.child(item.name)

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 from megahub.wsgi import application
 from tests.security.operations import CALLS, SCHEMA
 
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 20
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
