@@ -92,6 +92,8 @@ class TaskDetailSerializer(TaskListSerializer):
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_metrics(self, task):
+        if self.context.get("never_run"):  # a task created by this request: no attempt yet
+            return None
         provider = detail_sections.get("metrics")
         return provider(task) if provider else None
 

@@ -93,7 +93,7 @@ class TaskViewSet(
         )
         # `task` carries its brand and creator already, and the publish refreshed its status.
         return Response(
-            TaskDetailSerializer(task).data,
+            TaskDetailSerializer(task, context={"never_run": created}).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
