@@ -177,6 +177,33 @@ def test_list_filters(api, owner, brand):
     assert ids(f"created_before={minute_ago}") == []
 
 
+def test_list_rows_are_exactly_what_the_list_serializer_documents(api, owner, brand):
+    from task_core.api.serializers import TaskListSerializer
+
+    now = timezone.now().replace(microsecond=123456)
+    TaskFactory(brand=brand, created_by=owner, description="été ✓")
+    TaskFactory(brand=brand, created_by=None, status="failed", error_message="Boom: é",
+                attempts=2, started_at=now, completed_at=now + timedelta(seconds=3),
+                scheduled_for=now - timedelta(days=1), cancel_requested=True,
+                priority="critical", progress_percentage=42, queue="reports")  # fmt: skip
+    documented = json.loads(
+        json.dumps(
+            TaskListSerializer(
+                Task.objects.filter(brand=brand).select_related("brand", "created_by")
+                .order_by("-id"), many=True,
+            ).data
+        )
+    )  # fmt: skip
+    for query in ("", "?ordering=created_at", "?status=failed"):
+        response = api(owner, brand).get(f"/tasks/{query}")
+        assert response.status_code == 200
+        expected = documented[::-1] if "ordering" in query else documented
+        if "status" in query:
+            expected = [row for row in documented if row["status"] == "failed"]
+        assert response.json()["results"] == expected
+        assert [list(row) for row in response.json()["results"]] == [list(row) for row in expected]
+
+
 def test_list_rejects_an_unknown_status(api, owner, brand):
     body = assert_error(api(owner, brand).get("/tasks/?status=exploded"), 400, "VALIDATION_ERROR")
     assert "status" in body["field_errors"]
