@@ -150,7 +150,7 @@ REST_FRAMEWORK = {
     # Deny by default: every view must say who may use it.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        "megahub.filtering.DjangoFilterBackendIfAsked",
         "rest_framework.filters.SearchFilter",
         "rest_framework.filters.OrderingFilter",
     ],
