@@ -380,8 +380,10 @@ def task_publish(*, task: Task, actor: str = "system:publisher") -> bool:
         except Exception:
             logger.warning("could not record publish failure", exc_info=True)
         return False
+    outermost = not transaction.get_connection().in_atomic_block
     with transaction.atomic():
-        _commit_without_waiting_for_disk()
+        if outermost:  # never relax a caller's transaction
+            _commit_without_waiting_for_disk()
         sm.transition(
             task,
             to=S.QUEUED,
@@ -400,6 +402,7 @@ def _commit_without_waiting_for_disk() -> None:
     confirmed publish is one: lost, the task is still pending with a past available_at, so the
     release loop publishes it again and the claim ignores the duplicate message; and any later
     durable commit (the claim's) flushes it anyway. It saves a disk flush in the request path.
+    It applies to the whole transaction: call it only in a transaction of such writes.
     """
     connection = transaction.get_connection()
     if connection.vendor == "postgresql" and connection.in_atomic_block:

@@ -58,6 +58,26 @@ def test_create_publishes_after_commit(api, owner, brand, django_capture_on_comm
     assert list(task.events.values_list("kind", flat=True)) == ["created", "queued"]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_queued_mark_skips_the_disk_flush_only_in_its_own_transaction(brand):
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from task_core import services
+
+    def relaxed(queries):
+        return any("synchronous_commit = off" in q["sql"] for q in queries)
+
+    own, inside = (TaskFactory(brand=brand, status="pending") for _ in range(2))
+    with CaptureQueriesContext(connection) as ctx:
+        assert services.task_publish(task=own)
+    assert relaxed(ctx.captured_queries)
+    with CaptureQueriesContext(connection) as ctx, transaction.atomic():
+        assert services.task_publish(task=inside)  # a caller's transaction stays durable
+    assert not relaxed(ctx.captured_queries)
+    assert set(Task.objects.values_list("status", flat=True)) == {"queued"}
+
+
 @pytest.mark.parametrize(
     "field,value",
     [("status", "completed"), ("brand", 999), ("created_by", 1), ("result_data", {"x": 1}),
@@ -456,7 +476,8 @@ def test_create_costs_a_constant_number_of_queries(
         ):
             assert client.post("/tasks/", payload, format="json").status_code == 201
         counts.append(len([q for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]))
-    # user (JWT), membership, insert task + event; after commit, the queued mark: SET LOCAL
-    # synchronous_commit + one UPDATE ... RETURNING with its event = 6, plus one read per detail
-    # section other apps add to the response, except metrics (a new task has no attempt yet).
+    # user (JWT), membership, insert task + event; after commit, the queued mark: one UPDATE ...
+    # RETURNING with its event (+ SET LOCAL synchronous_commit outside a test transaction) = 6,
+    # plus one read per detail section other apps add to the response, except metrics (a new
+    # task has no attempt yet).
     assert counts[0] == counts[1] <= 6 + len(set(detail_sections) - {"metrics"})
