@@ -71,7 +71,7 @@ def test_queued_mark_skips_the_disk_flush_only_in_its_own_transaction(brand):
     own, inside = (TaskFactory(brand=brand, status="pending") for _ in range(2))
     with CaptureQueriesContext(connection) as ctx:
         assert services.task_publish(task=own)
-    assert relaxed(ctx.captured_queries)
+    assert relaxed(ctx.captured_queries) == (connection.vendor == "postgresql")  # not on SQLite
     with CaptureQueriesContext(connection) as ctx, transaction.atomic():
         assert services.task_publish(task=inside)  # a caller's transaction stays durable
     assert not relaxed(ctx.captured_queries)
