@@ -2,10 +2,22 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "megahub.settings")
 
 app = Celery("megahub")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect(weak=False)
+@signals.task_postrun.connect(weak=False)
+def _close_old_connections(sender=None, **kwargs):
+    """What Django does around a request: drop a connection that is past DB_CONN_MAX_AGE, broken
+    by an error, or left in a transaction, and health-check the kept one on its next use.
+    Celery's fixup leaves connections open when CELERY_DB_REUSE_MAX is set (settings.py)."""
+    from django.db import close_old_connections
+
+    if not getattr(getattr(sender, "request", None), "is_eager", False):  # as the fixup does
+        close_old_connections()

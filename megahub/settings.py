@@ -156,7 +156,7 @@ REST_FRAMEWORK = {
     # Deny by default: every view must say who may use it.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        "megahub.filtering.DjangoFilterBackendIfAsked",
         "rest_framework.filters.SearchFilter",
         "megahub.filters.StrictOrderingFilter",
     ],
@@ -261,6 +261,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a critical task can overtake a low-priority backlog
 CELERY_TASK_IGNORE_RESULT = True
+# Celery's Django fixup closes the database connection around every task unless this is set
+# (a new PostgreSQL backend per task). With it, connections live as in a web request:
+# megahub/celery.py runs close_old_connections() around each task, so DB_CONN_MAX_AGE and the
+# health check apply and a broken connection is replaced before the next task. 0 = a new
+# connection per task; otherwise the fixup also recycles it every this many tasks.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

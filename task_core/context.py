@@ -54,6 +54,9 @@ class TaskContext:
         self.attempt = task.attempts
         self.costs: list[dict] = []
         self.cancel_flag = False  # set by the worker heartbeat when cancel is requested
+        # The attempt's clocks (reset when its handler starts) and whether attempt_recorded ran.
+        self.started_cpu, self.started_wall = time.process_time(), time.monotonic()
+        self.outcome_recorded = False
         self._last_percent = task.progress_percentage
         self._last_write = 0.0
         self._last_cancel_check = time.monotonic()

@@ -16,6 +16,20 @@ logger = logging.getLogger("megahub.tasks")
 ACTIVE = [s for s in Task.Status.values if s not in Task.TERMINAL]
 
 
+# The columns of a /tasks/ list row (TaskListSerializer's fields, the creator's name joined).
+TASK_LIST_COLUMNS = (
+    "id", "task_id", "task_type", "status", "priority", "progress_percentage", "description",
+    "brand_id", "created_by_id", "created_by__username", "created_at", "started_at",
+    "completed_at", "attempts", "max_retries", "error_message", "queue", "scheduled_for",
+    "cancel_requested",
+)  # fmt: skip
+
+
+def task_list_rows(queryset):
+    """A page of the task list as plain rows: no model instances, only the listed columns."""
+    return queryset.values(*TASK_LIST_COLUMNS)
+
+
 def task_events(*, task: Task):
     return TaskEvent.objects.filter(task=task).order_by("id")
 

@@ -31,7 +31,7 @@ from task_core.context import (
 from task_core.heartbeat import heartbeat
 from task_core.models import Brand, BrandMembership, Task, TaskEvent
 from task_core.registry import PermanentError, TaskType, get_task_type
-from task_core.signals import attempt_finished, attempt_started
+from task_core.signals import attempt_finished, attempt_recorded, attempt_started
 
 logger = logging.getLogger("megahub.tasks")
 S = Task.Status
@@ -380,15 +380,34 @@ def task_publish(*, task: Task, actor: str = "system:publisher") -> bool:
         except Exception:
             logger.warning("could not record publish failure", exc_info=True)
         return False
-    sm.transition(
-        task,
-        to=S.QUEUED,
-        kind=K.QUEUED,
-        actor=actor,
-        frm=[S.PENDING],
-        fields={"queued_at": timezone.now(), "available_at": None},
-    )
+    outermost = not transaction.get_connection().in_atomic_block
+    with transaction.atomic():
+        if outermost:  # never relax a caller's transaction
+            _commit_without_waiting_for_disk()
+        sm.transition(
+            task,
+            to=S.QUEUED,
+            kind=K.QUEUED,
+            actor=actor,
+            frm=[S.PENDING],
+            fields={"queued_at": timezone.now(), "available_at": None},
+        )
     return True
+
+
+def _commit_without_waiting_for_disk() -> None:
+    """The current transaction commits without waiting for its WAL flush (PostgreSQL).
+
+    Only for writes whose loss in a database crash is harmless. The "queued" mark after a
+    confirmed publish is one: lost, the task is still pending with a past available_at, so the
+    release loop publishes it again and the claim ignores the duplicate message; and any later
+    durable commit (the claim's) flushes it anyway. It saves a disk flush in the request path.
+    It applies to the whole transaction: call it only in a transaction of such writes.
+    """
+    connection = transaction.get_connection()
+    if connection.vendor == "postgresql" and connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
 
 
 def tasks_release_due(*, limit: int | None = None) -> int:
@@ -523,21 +542,32 @@ def task_execute(*, task_pk: int, worker: str) -> str:
     for receiver, result in attempt_started.send_robust(sender=Task, task=task, ctx=ctx):
         if isinstance(result, Exception):
             logger.warning("attempt_started receiver failed", extra={"receiver": repr(receiver)})
-    cpu0, wall0 = time.process_time(), time.monotonic()
+    ctx.started_cpu, ctx.started_wall = time.process_time(), time.monotonic()
     outcome = "lost"
     try:
         outcome = _run_handler(task, spec, ctx, worker)
     finally:
         heartbeat.unregister(ctx)
         attempt_finished.send(
-            sender=Task,
-            task=task,
-            ctx=ctx,
-            outcome=outcome,
-            cpu_time_s=time.process_time() - cpu0,
-            wall_time_s=time.monotonic() - wall0,
-        )
+            sender=Task, task=task, ctx=ctx, outcome=outcome, recorded=ctx.outcome_recorded,
+            **_attempt_clocks(ctx),
+        )  # fmt: skip
     return outcome
+
+
+def _attempt_clocks(ctx: TaskContext) -> dict[str, float]:
+    return {
+        "cpu_time_s": time.process_time() - ctx.started_cpu,
+        "wall_time_s": time.monotonic() - ctx.started_wall,
+    }
+
+
+def _outcome_recorded(task: Task, ctx: TaskContext | None, outcome: str) -> None:
+    """Inside the outcome's transaction: let other apps write their rows (metrics) into it."""
+    if ctx is None:
+        return
+    ctx.outcome_recorded = True
+    attempt_recorded.send(sender=Task, task=task, ctx=ctx, outcome=outcome, **_attempt_clocks(ctx))
 
 
 def _run_handler(task: Task, spec: TaskType, ctx: TaskContext, worker: str) -> str:
@@ -546,29 +576,32 @@ def _run_handler(task: Task, spec: TaskType, ctx: TaskContext, worker: str) -> s
             raise TaskCancelled()
         result = spec.handler(ctx)
     except TaskCancelled:
-        return _finish(task, worker, to=S.CANCELLED, kind=K.CANCELLED)
+        return _finish(task, worker, to=S.CANCELLED, kind=K.CANCELLED, ctx=ctx)
     except TaskPaused as exc:
-        return _suspend(task, worker, to=S.PAUSED, kind=K.PAUSED, message=str(exc))
+        return _suspend(task, worker, to=S.PAUSED, kind=K.PAUSED, message=str(exc), ctx=ctx)
     except TaskHandedBack as exc:
-        return _suspend(task, worker, to=S.PENDING, kind=K.INTERRUPTED, message=str(exc))
+        return _suspend(task, worker, to=S.PENDING, kind=K.INTERRUPTED, message=str(exc), ctx=ctx)
     except TaskLost:
         logger.warning("attempt lost ownership; outcome dropped", extra={"task_id": task.task_id})
         return "lost"
     except SoftTimeLimitExceeded:
-        return _attempt_failed(task, spec, worker, "Soft time limit exceeded.", kind=K.TIMED_OUT)
+        return _attempt_failed(
+            task, spec, worker, "Soft time limit exceeded.", kind=K.TIMED_OUT, ctx=ctx
+        )
     except PermanentError as exc:
-        return _finish_failed(task, worker, f"{type(exc).__name__}: {exc}")
+        return _finish_failed(task, worker, f"{type(exc).__name__}: {exc}", ctx=ctx)
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, spec.retry.retry_on):
-            return _finish_failed(task, worker, message)
-        return _attempt_failed(task, spec, worker, message)
+            return _finish_failed(task, worker, message, ctx=ctx)
+        return _attempt_failed(task, spec, worker, message, ctx=ctx)
     return _finish(
         task,
         worker,
         to=S.COMPLETED,
         kind=K.COMPLETED,
         fields={"result_data": result if result is not None else {}, "progress_percentage": 100},
+        ctx=ctx,
     )
 
 
@@ -577,24 +610,42 @@ def _worker_actor(worker: str) -> str:
 
 
 def _finish(
-    task: Task, worker: str, *, to: str, kind: str, fields=None, message="", where=None
+    task: Task,
+    worker: str,
+    *,
+    to: str,
+    kind: str,
+    fields=None,
+    message="",
+    where=None,
+    ctx: TaskContext | None = None,
 ) -> str:
-    moved = sm.transition(
-        task,
-        to=to,
-        kind=kind,
-        actor=_worker_actor(worker),
-        frm=[S.RUNNING],
-        # A rescued task's zombie attempt cannot finish it.
-        where=Q(attempts=task.attempts) & (where or Q()),
-        fields={"completed_at": timezone.now(), **(fields or {})},
-        message=message,
-    )
+    with transaction.atomic():
+        moved = sm.transition(
+            task,
+            to=to,
+            kind=kind,
+            actor=_worker_actor(worker),
+            frm=[S.RUNNING],
+            # A rescued task's zombie attempt cannot finish it.
+            where=Q(attempts=task.attempts) & (where or Q()),
+            fields={"completed_at": timezone.now(), **(fields or {})},
+            message=message,
+        )
+        if moved is not None:
+            _outcome_recorded(task, ctx, to)
     return to if moved is not None else "lost"
 
 
 def _suspend(
-    task: Task, worker: str, *, to: str, kind: str, message: str = "", where: Q | None = None
+    task: Task,
+    worker: str,
+    *,
+    to: str,
+    kind: str,
+    message: str = "",
+    where: Q | None = None,
+    ctx: TaskContext | None = None,
 ) -> str:
     """A resumable attempt stopped right after a checkpoint: ``paused`` until an operator
     resumes it, or ``pending`` and published again (worker shutting down, worker lost)."""
@@ -603,16 +654,19 @@ def _suspend(
         fields["available_at"] = timezone.now() + timedelta(
             seconds=settings.TASK_PUBLISH_GRACE_SECONDS
         )
-    moved = sm.transition(
-        task,
-        to=to,
-        kind=kind,
-        actor=_worker_actor(worker),
-        frm=[S.RUNNING],
-        where=Q(attempts=task.attempts) & (where or Q()),
-        fields=fields,
-        message=message,
-    )
+    with transaction.atomic():
+        moved = sm.transition(
+            task,
+            to=to,
+            kind=kind,
+            actor=_worker_actor(worker),
+            frm=[S.RUNNING],
+            where=Q(attempts=task.attempts) & (where or Q()),
+            fields=fields,
+            message=message,
+        )
+        if moved is not None:
+            _outcome_recorded(task, ctx, to)
     if moved is None:
         return "lost"
     if to == S.PENDING:
@@ -620,9 +674,15 @@ def _suspend(
     return to
 
 
-def _finish_failed(task: Task, worker: str, message: str) -> str:
+def _finish_failed(task: Task, worker: str, message: str, *, ctx: TaskContext | None = None) -> str:
     return _finish(
-        task, worker, to=S.FAILED, kind=K.FAILED, fields={"error_message": message}, message=message
+        task,
+        worker,
+        to=S.FAILED,
+        kind=K.FAILED,
+        fields={"error_message": message},
+        message=message,
+        ctx=ctx,
     )
 
 
@@ -644,6 +704,7 @@ def _attempt_failed(
     *,
     kind: str = K.FAILED,
     where: Q | None = None,
+    ctx: TaskContext | None = None,
 ) -> str:
     """An attempt failed in a retryable way: schedule the next one, or fail for good."""
     actor = _worker_actor(worker)
@@ -669,6 +730,8 @@ def _attempt_failed(
             )
             if moved is None:  # another process owns the task now: no stray timeline entry
                 transaction.set_rollback(True)
+            else:
+                _outcome_recorded(task, ctx, S.RETRYING)
         return S.RETRYING if moved is not None else "lost"
     return _finish(
         task,
@@ -678,6 +741,7 @@ def _attempt_failed(
         fields={"error_message": message},
         message=f"{message} (attempt {task.attempts} of {task.max_retries + 1})",
         where=where,
+        ctx=ctx,
     )
 
 

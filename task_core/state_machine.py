@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from django.db import transaction
-from django.db.models import Q
+from django.db import connections, transaction
+from django.db.models import Q, sql
 from django.utils import timezone
 
 from task_core.models import Task, TaskEvent
@@ -72,38 +72,98 @@ def transition(
     """Move one task to ``to`` if its current status allows it; return the task, else None.
 
     ``fields`` are written in the same UPDATE (F() expressions allowed); ``where`` (a Q) adds
-    conditions (e.g. the attempt number a worker owns). Given a pk, the row is re-read after a
-    successful update; given an instance, the instance is refreshed from the database.
+    conditions (e.g. the attempt number a worker owns). Given a pk, the updated row is returned
+    as a new instance; given an instance, it is updated in place from the updated row.
     """
     allowed = _allowed(to, frm)
-    now = timezone.now()
     pk = task.pk if isinstance(task, Task) else task
-    with transaction.atomic():
-        updated = (
-            Task.objects.unscoped()
-            .filter(where or Q(), pk=pk, status__in=allowed)
-            .update(status=to, updated_at=now, **(fields or {}))
-        )
-        if not updated:
-            return None
-        row = Task.objects.unscoped().get(pk=pk)
-        TaskEvent.objects.create(
-            task_id=pk,
-            brand_id=row.brand_id,
-            kind=kind,
-            from_status=task.status if isinstance(task, Task) else "",
-            to_status=to,
-            attempt=row.attempts,
-            actor=actor,
-            message=message[:2000],
-            data=data or {},
-        )
+    queryset = Task.objects.unscoped().filter(where or Q(), pk=pk, status__in=allowed)
+    event = TaskEvent(
+        kind=kind,
+        from_status=task.status if isinstance(task, Task) else "",
+        to_status=to,
+        actor=actor,
+        message=message[:2000],
+        data=data or {},
+    )
+    values = {"status": to, "updated_at": timezone.now(), **(fields or {})}
+    if connections[queryset.db].vendor == "postgresql":
+        # One statement is its own transaction: no BEGIN round trip outside an atomic block.
+        with transaction.mark_for_rollback_on_error(queryset.db):
+            row = _update_returning_with_event(queryset, values, event)
+    else:
+        with transaction.atomic():
+            row = _update_then_insert_event(queryset, pk, values, event)
+    if row is None:
+        return None
     log_transition(row, kind=kind, actor=actor, message=message)
     if isinstance(task, Task):
         task.__dict__.update(
             {f.attname: getattr(row, f.attname) for f in Task._meta.concrete_fields}
         )
         return task
+    return row
+
+
+# The event columns the database fills from the updated task row rather than from the event.
+_FROM_TASK_ROW = {"task_id": "id", "brand_id": "brand_id", "attempt": "attempts"}
+
+
+def _update_returning_with_event(queryset, values: dict, event: TaskEvent) -> Task | None:
+    """One statement: the conditional UPDATE ... RETURNING the new row, and the timeline INSERT
+    fed by it (no row updated, no event), so a transition is one round trip plus its COMMIT.
+
+    Django's update() returns no rows, so the UPDATE is compiled by the ORM (F() expressions and
+    Q conditions as usual) and wrapped in a data-modifying CTE.
+    """
+    connection = connections[queryset.db]
+    query = queryset.query.chain(sql.UpdateQuery)
+    query.add_update_values(values)
+    query.clear_select_clause()
+    update_sql, update_params = query.get_compiler(queryset.db).as_sql()
+    task_fields = Task._meta.concrete_fields
+    qn = connection.ops.quote_name
+    returning = ", ".join(f"{qn(Task._meta.db_table)}.{qn(f.column)}" for f in task_fields)
+    event_columns, event_values, event_params = [], [], []
+    for f in TaskEvent._meta.concrete_fields:
+        if f.primary_key:
+            continue
+        event_columns.append(qn(f.column))
+        if f.attname in _FROM_TASK_ROW:
+            event_values.append(f"t.{qn(_FROM_TASK_ROW[f.attname])}")
+        else:
+            event_values.append("%s")
+            event_params.append(f.get_db_prep_save(f.pre_save(event, add=True), connection))
+    template = (
+        "WITH t AS ({} RETURNING {}), e AS (INSERT INTO {} ({}) SELECT {} FROM t) SELECT {} FROM t"
+    )
+    statement = template.format(
+        update_sql,
+        returning,
+        qn(TaskEvent._meta.db_table),
+        ", ".join(event_columns),
+        ", ".join(event_values),
+        ", ".join(f"t.{qn(f.column)}" for f in task_fields),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, (*update_params, *event_params))
+        found = cursor.fetchone()
+    if found is None:
+        return None
+    # Same value conversions (JSON, time zones...) as a SELECT through the ORM.
+    compiler = Task.objects.unscoped().none().query.get_compiler(queryset.db)
+    columns = [f.get_col(Task._meta.db_table) for f in task_fields]
+    (converted,) = compiler.apply_converters([list(found)], compiler.get_converters(columns))
+    return Task.from_db(queryset.db, [f.attname for f in task_fields], converted)
+
+
+def _update_then_insert_event(queryset, pk: int, values: dict, event: TaskEvent) -> Task | None:
+    """The same transition for databases without data-modifying CTEs (SQLite, test-fast)."""
+    if not queryset.update(**values):
+        return None
+    row = Task.objects.unscoped().get(pk=pk)
+    event.task_id, event.brand_id, event.attempt = row.pk, row.brand_id, row.attempts
+    event.save(force_insert=True)
     return row
 
 

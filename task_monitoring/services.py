@@ -105,8 +105,8 @@ def metric_record(
         cost_usd=cpu_cost + reported,
         costs=ctx.costs[:100],
     )
-    # One INSERT ... ON CONFLICT DO NOTHING in autocommit: a single round trip on the hot path,
-    # and a second write for the same attempt is a no-op.
+    # One INSERT ... ON CONFLICT DO NOTHING (on the hot path inside the transaction that records
+    # the outcome, see apps.py): a second write for the same attempt is a no-op.
     TaskMetric.objects.bulk_create([metric], ignore_conflicts=True)
     return metric
 

@@ -58,6 +58,26 @@ def test_create_publishes_after_commit(api, owner, brand, django_capture_on_comm
     assert list(task.events.values_list("kind", flat=True)) == ["created", "queued"]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_queued_mark_skips_the_disk_flush_only_in_its_own_transaction(brand):
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from task_core import services
+
+    def relaxed(queries):
+        return any("synchronous_commit = off" in q["sql"] for q in queries)
+
+    own, inside = (TaskFactory(brand=brand, status="pending") for _ in range(2))
+    with CaptureQueriesContext(connection) as ctx:
+        assert services.task_publish(task=own)
+    assert relaxed(ctx.captured_queries) == (connection.vendor == "postgresql")  # not on SQLite
+    with CaptureQueriesContext(connection) as ctx, transaction.atomic():
+        assert services.task_publish(task=inside)  # a caller's transaction stays durable
+    assert not relaxed(ctx.captured_queries)
+    assert set(Task.objects.values_list("status", flat=True)) == {"queued"}
+
+
 @pytest.mark.parametrize(
     "field,value",
     [("status", "completed"), ("brand", 999), ("created_by", 1), ("result_data", {"x": 1}),
@@ -175,6 +195,33 @@ def test_list_filters(api, owner, brand):
     minute_ago = quote((timezone.now() - timedelta(minutes=1)).isoformat())
     assert len(ids(f"created_after={minute_ago}")) == 3
     assert ids(f"created_before={minute_ago}") == []
+
+
+def test_list_rows_are_exactly_what_the_list_serializer_documents(api, owner, brand):
+    from task_core.api.serializers import TaskListSerializer
+
+    now = timezone.now().replace(microsecond=123456)
+    TaskFactory(brand=brand, created_by=owner, description="été ✓")
+    TaskFactory(brand=brand, created_by=None, status="failed", error_message="Boom: é",
+                attempts=2, started_at=now, completed_at=now + timedelta(seconds=3),
+                scheduled_for=now - timedelta(days=1), cancel_requested=True,
+                priority="critical", progress_percentage=42, queue="reports")  # fmt: skip
+    documented = json.loads(
+        json.dumps(
+            TaskListSerializer(
+                Task.objects.filter(brand=brand).select_related("brand", "created_by")
+                .order_by("-id"), many=True,
+            ).data
+        )
+    )  # fmt: skip
+    for query in ("", "?ordering=created_at", "?status=failed"):
+        response = api(owner, brand).get(f"/tasks/{query}")
+        assert response.status_code == 200
+        expected = documented[::-1] if "ordering" in query else documented
+        if "status" in query:
+            expected = [row for row in documented if row["status"] == "failed"]
+        assert response.json()["results"] == expected
+        assert [list(row) for row in response.json()["results"]] == [list(row) for row in expected]
 
 
 def test_list_rejects_an_unknown_status(api, owner, brand):
@@ -364,6 +411,8 @@ def test_create_costs_a_constant_number_of_queries(
         ):
             assert client.post("/tasks/", payload, format="json").status_code == 201
         counts.append(len([q for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]))
-    # user (JWT), membership, insert task + event; after commit: update, re-read, event = 7,
-    # plus one read per detail section other apps add to the response.
-    assert counts[0] == counts[1] <= 7 + len(detail_sections)
+    # user (JWT), membership, insert task + event; after commit, the queued mark: one UPDATE ...
+    # RETURNING with its event (+ SET LOCAL synchronous_commit outside a test transaction) = 6,
+    # plus one read per detail section other apps add to the response, except metrics (a new
+    # task has no attempt yet).
+    assert counts[0] == counts[1] <= 6 + len(set(detail_sections) - {"metrics"})

@@ -78,6 +78,39 @@ class TaskListSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+_datetime = serializers.DateTimeField()
+_LIST_PLAIN = (
+    "id", "task_id", "task_type", "status", "priority", "progress_percentage", "description",
+)  # fmt: skip
+_LIST_TAIL = ("attempts", "max_retries", "error_message", "queue")
+
+
+def task_list_data(rows, *, brand) -> list[dict]:
+    """TaskListSerializer's output (same keys, order and formats) from selectors.task_list_rows
+    rows of one brand: a list page without model instances or per-field serializer calls.
+    TaskListSerializer stays the documented shape; a test holds the two equal."""
+    brand_ref = {"id": brand.pk, "name": brand.name}
+    to_iso = _datetime.to_representation
+    data = []
+    for row in rows:
+        if row["brand_id"] != brand.pk:  # scoping is the viewset's; never print another name
+            raise ValueError("task_list_data got a row of another brand")
+        item = {name: row[name] for name in _LIST_PLAIN}
+        item["brand"] = brand_ref
+        creator = row["created_by_id"]
+        item["created_by"] = (
+            None if creator is None else {"id": creator, "username": row["created_by__username"]}
+        )
+        for name in ("created_at", "started_at", "completed_at"):
+            item[name] = to_iso(row[name])  # None stays None
+        for name in _LIST_TAIL:
+            item[name] = row[name]
+        item["scheduled_for"] = to_iso(row["scheduled_for"])
+        item["cancel_requested"] = row["cancel_requested"]
+        data.append(item)
+    return data
+
+
 class TaskDetailSerializer(TaskListSerializer):
     metrics = serializers.SerializerMethodField()
 
@@ -91,6 +124,8 @@ class TaskDetailSerializer(TaskListSerializer):
 
     @extend_schema_field({"type": "object", "additionalProperties": {}, "nullable": True})
     def get_metrics(self, task):
+        if self.context.get("never_run"):  # a task created by this request: no attempt yet
+            return None
         provider = detail_sections.get("metrics")
         return provider(task) if provider else None
 

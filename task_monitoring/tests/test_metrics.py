@@ -3,9 +3,11 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from task_core import services as core_services
+from task_core.models import Task
 from task_monitoring import services
 from task_monitoring.models import TaskMetric
 from task_monitoring.tests.factories import MetricFactory
@@ -88,6 +90,36 @@ def test_a_failing_metrics_write_never_fails_the_task(brand, monkeypatch):
     assert run(task) == "completed"
     task.refresh_from_db()
     assert task.status == "completed" and not TaskMetric.objects.filter(task=task).exists()
+
+
+def test_a_metrics_insert_the_database_refuses_never_fails_the_task(brand, monkeypatch):
+    def refused(**kwargs):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 / 0")  # an error inside the outcome's transaction
+
+    monkeypatch.setattr(services, "metric_record", refused)
+    task = queued(brand, "noop")
+    assert run(task) == "completed"
+    task.refresh_from_db()
+    assert task.status == "completed" and not TaskMetric.objects.filter(task=task).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_metrics_row_is_written_in_the_transaction_that_records_the_outcome(brand, monkeypatch):
+    seen = []
+    record = services.metric_record
+
+    def spy(*, task, outcome, **kwargs):
+        status = Task.objects.values_list("status", flat=True).get(pk=task.pk)
+        seen.append((outcome, status, connection.in_atomic_block))
+        return record(task=task, outcome=outcome, **kwargs)
+
+    monkeypatch.setattr(services, "metric_record", spy)
+    task = queued(brand, "noop")
+    assert run(task) == "completed"
+    # Inside the finish's transaction (no commit of its own), which already made it completed.
+    assert seen == [("completed", "completed", True)]
+    assert TaskMetric.objects.get(task=task).status == "completed"
 
 
 def test_metric_record_is_idempotent_per_attempt(brand):

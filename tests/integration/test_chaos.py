@@ -1,7 +1,9 @@
-"""Faults with real processes: killed workers, killed pool children, time limits."""
+"""Faults with real processes: killed workers, killed pool children, time limits, killed
+database connections."""
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -66,3 +68,36 @@ def test_hard_time_limit_kills_the_attempt_and_is_recorded(brand, worker, beat):
     assert "Hard time limit (4s) exceeded" in task.error_message
     assert kinds(task).count("timed_out") == 1
     assert worker.popen.poll() is None  # the worker replaced its killed child
+
+
+def _other_sessions_count(cursor) -> int:
+    cursor.execute("SELECT pg_stat_clear_snapshot()")
+    cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+    return cursor.fetchone()[0]
+
+
+def test_worker_keeps_its_database_connection_and_replaces_a_killed_one(brand, start_process):
+    from django.db import connection
+
+    start_process("worker", concurrency=1, env={"DB_CONN_MAX_AGE": "300"})
+    first, _ = services.task_create(brand=brand, task_type="noop")
+    wait_status(first.pk, "completed")
+    with connection.cursor() as cursor:
+        time.sleep(1.5)  # PostgreSQL flushes session counts at most once a second
+        before = _other_sessions_count(cursor)
+        burst = [services.task_create(brand=brand, task_type="noop")[0] for _ in range(10)]
+        for task in burst:
+            wait_status(task.pk, "completed")
+        time.sleep(1.5)
+        # One connection for the ten tasks (CELERY_DB_REUSE_MAX), not one per task.
+        assert _other_sessions_count(cursor) - before <= 3
+        # PostgreSQL drops every connection of the worker between two tasks.
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 1
+    after, _ = services.task_create(brand=brand, task_type="noop")
+    # The health check before the next task replaces the dead connection: no failed attempt.
+    after = wait_status(after.pk, "completed")
+    assert after.attempts == 1 and kinds(after) == ["created", "queued", "started", "completed"]
