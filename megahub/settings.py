@@ -156,7 +156,7 @@ REST_FRAMEWORK = {
     # Deny by default: every view must say who may use it.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": [
-        "megahub.filtering.DjangoFilterBackendIfAsked",
+        "megahub.filters.DjangoFilterBackendIfAsked",
         "rest_framework.filters.SearchFilter",
         "megahub.filters.StrictOrderingFilter",
     ],
