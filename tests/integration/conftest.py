@@ -173,6 +173,24 @@ def start_process(process_env, purge_queues, request):
 
 
 @pytest.fixture
+def effect_log(tmp_path):
+    return tmp_path / "effects.log"
+
+
+@pytest.fixture
+def effect_worker(start_process, effect_log):
+    """Start a worker that also runs the `effect_marker` type, recording into effect_log."""
+
+    def start(*, env: dict | None = None, **options):
+        env = {"MEGAHUB_EFFECT_LOG": str(effect_log), **(env or {})}
+        return start_process(
+            "worker", env=env, args=["--include", "tests.integration.effect_types"], **options
+        )
+
+    return start
+
+
+@pytest.fixture
 def worker(start_process):
     return start_process("worker")
 

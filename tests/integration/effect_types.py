@@ -9,6 +9,7 @@ O_APPEND, so the file counts effects across processes: an effect done twice show
 import os
 import time
 
+from task_core import services
 from task_core.registry import RetryPolicy, task_type
 
 
@@ -47,3 +48,11 @@ def effects(path) -> dict[int, int]:
                 pk = int(line.split()[0])
                 counts[pk] = counts.get(pk, 0) + 1
     return counts
+
+
+def create_effect_tasks(brand, n, seconds, **context):
+    return [
+        services.task_create(brand=brand, task_type="effect_marker",
+                             context_data={"seconds": seconds, **context})[0]
+        for _ in range(n)
+    ]  # fmt: skip

@@ -14,39 +14,12 @@ from django.conf import settings
 from django.db import connection
 from rest_framework_simplejwt.tokens import AccessToken
 
-from task_core import services
 from task_core.models import Task
 from tests.integration.conftest import free_port, wait_for
-from tests.integration.effect_types import effects
+from tests.integration.effect_types import create_effect_tasks, effects
 from tests.integration.test_worker import kinds, status_of, wait_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
-
-
-@pytest.fixture
-def effect_log(tmp_path):
-    return tmp_path / "effects.log"
-
-
-@pytest.fixture
-def effect_worker(start_process, effect_log):
-    """Start a worker that also runs the `effect_marker` type, recording into effect_log."""
-
-    def start(*, env: dict | None = None, **options):
-        env = {"MEGAHUB_EFFECT_LOG": str(effect_log), **(env or {})}
-        return start_process(
-            "worker", env=env, args=["--include", "tests.integration.effect_types"], **options
-        )
-
-    return start
-
-
-def create_effect_tasks(brand, n, seconds, **context):
-    return [
-        services.task_create(brand=brand, task_type="effect_marker",
-                             context_data={"seconds": seconds, **context})[0]
-        for _ in range(n)
-    ]  # fmt: skip
 
 
 def terminate_backends(application_name: str) -> int:
