@@ -220,6 +220,7 @@ def main() -> int:
         token.raise_for_status()
         access = token.json()["access"]
 
+        load_before = os.getloadavg()[0]
         print(f"locust: {opts.users} users for {opts.duration}s against {base}")
         started = time.monotonic()
         locust = subprocess.run(
@@ -236,6 +237,7 @@ def main() -> int:
             timeout=opts.duration + 120,
         )  # fmt: skip
         load_s = time.monotonic() - started
+        load_after = os.getloadavg()[0]
         if locust.returncode:
             raise SystemExit(f"locust exited with {locust.returncode}")
 
@@ -312,7 +314,8 @@ def main() -> int:
             "",
             f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
             f"- Command: `{command}`",
-            f"- Machine: {machine()}",
+            f"- Machine: {machine()}; 1-min load average {load_before:.1f} before the run, "
+            f"{load_after:.1f} at its end (other work shares the machine)",
             f"- Processes: gunicorn with {opts.web_workers} sync workers, one Celery worker "
             f"(prefork, concurrency {opts.worker_concurrency}), beat; PostgreSQL and RabbitMQ "
             "on loopback; locust in one process on the same machine",
@@ -322,7 +325,9 @@ def main() -> int:
             "",
             *table,
             "",
-            f"Status codes: {', '.join(f'{s}: {n}' for s, n in sorted(by_status.items()))}.",
+            "Status codes (counted by a request listener, so they include the requests that "
+            "finished during locust's stop timeout): "
+            f"{', '.join(f'{s}: {n}' for s, n in sorted(by_status.items()))}.",
             f"Tasks created: {created}; after the run: "
             f"{', '.join(f'{s} {n}' for s, n in sorted(counts.items()))}; queue drained "
             f"{drain_s:.1f}s after the load stopped.",
