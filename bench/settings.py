@@ -15,3 +15,4 @@ if not DATABASES["default"]["NAME"].startswith("megahub_bench"):  # noqa: F405
     )
 
 ROOT_URLCONF = "bench.urls"
+SECURE_SSL_REDIRECT = False  # the benchmarks call gunicorn over plain http on localhost

@@ -114,15 +114,19 @@ def _flatten(detail) -> str:
 
 def _field_errors(detail) -> dict:
     if isinstance(detail, dict):
-        return {
-            key: [str(v) for v in (value if isinstance(value, list) else [value])]
-            if not isinstance(value, dict)
-            else _field_errors(value)
-            for key, value in detail.items()
-        }
+        return {key: _field_messages(value) for key, value in detail.items()}
     return {
         "non_field_errors": [str(v) for v in (detail if isinstance(detail, list) else [detail])]
     }
+
+
+def _field_messages(value):
+    """Messages of one field; nested objects stay nested, list items are keyed by index."""
+    if isinstance(value, dict):
+        return _field_errors(value)
+    if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        return {str(i): _field_errors(v) for i, v in enumerate(value) if v}
+    return [str(v) for v in (value if isinstance(value, list) else [value])]
 
 
 def _code_for(exc: exceptions.APIException) -> str:

@@ -7,9 +7,9 @@ class TaskPersistenceConfig(AppConfig):
 
     def ready(self):
         """Plug into task_core through its extension points (task_core never imports us)."""
-        import django_filters
         from celery.signals import worker_shutting_down
 
+        from megahub.filters import StrictBooleanFilter
         from task_core.api.filters import register_task_filter
         from task_core.api.serializers import register_detail_section
         from task_core.context import checkpoint_hooks
@@ -23,7 +23,7 @@ class TaskPersistenceConfig(AppConfig):
         )
         register_task_filter(
             "is_resumable",
-            django_filters.BooleanFilter(
+            StrictBooleanFilter(
                 method=_filter_is_resumable, label="Task type is resumable (has a job)"
             ),
         )

@@ -1,4 +1,3 @@
-import django_filters
 from django.apps import AppConfig
 
 
@@ -17,11 +16,12 @@ class TaskSchedulingConfig(AppConfig):
     verbose_name = "Scheduling"
 
     def ready(self):
+        from megahub.filters import StrictBooleanFilter
         from task_core.api.filters import register_task_filter
 
         register_task_filter(
             "is_periodic",
-            django_filters.BooleanFilter(
+            StrictBooleanFilter(
                 method=filter_is_periodic,
                 help_text="true: tasks created by a periodic schedule; false: the others.",
             ),

@@ -11,6 +11,7 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-any-deployment
 
 from megahub.settings import *  # noqa: F403
 
+SECURE_SSL_REDIRECT = False  # the test client and live_server speak plain http
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user fixtures
 LOG_FORMAT = "text"
 LOGGING["handlers"]["console"]["formatter"] = "text"  # noqa: F405

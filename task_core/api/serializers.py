@@ -4,7 +4,6 @@ can reach a server-owned field."""
 from collections.abc import Callable
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -90,7 +89,7 @@ class TaskDetailSerializer(TaskListSerializer):
         ]  # fmt: skip
         read_only_fields = fields
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field({"type": "object", "additionalProperties": {}, "nullable": True})
     def get_metrics(self, task):
         provider = detail_sections.get("metrics")
         return provider(task) if provider else None

@@ -3,6 +3,7 @@
 import django_filters
 from django.db.models import Exists, OuterRef
 
+from megahub.filters import StrictBooleanFilter
 from task_monitoring.models import Alert, AlertRule, TaskMetric
 
 
@@ -87,7 +88,7 @@ class AlertFilterSet(django_filters.FilterSet):
 
 class AlertRuleFilterSet(django_filters.FilterSet):
     metric = django_filters.ChoiceFilter(choices=AlertRule.Metric.choices)
-    enabled = django_filters.BooleanFilter()
+    enabled = StrictBooleanFilter()
     task_type = django_filters.CharFilter()
 
     class Meta:

@@ -96,6 +96,9 @@ class WorkersOverviewSerializer(serializers.Serializer):
 class AlertRuleSerializer(serializers.ModelSerializer):
     """Output of a rule, for its brand's admins (the webhook secret included)."""
 
+    # A string, not a URI: empty when the rule notifies no webhook.
+    webhook_url = serializers.CharField(read_only=True)
+
     class Meta:
         model = AlertRule
         fields = [
@@ -159,8 +162,12 @@ class AlertRuleRefSerializer(serializers.ModelSerializer):
 
 class AlertSerializer(serializers.ModelSerializer):
     rule = AlertRuleRefSerializer(read_only=True)
-    acknowledged_by = serializers.CharField(source="acknowledged_by.username", default=None)
-    resolved_by = serializers.CharField(source="resolved_by.username", default=None)
+    acknowledged_by = serializers.CharField(
+        source="acknowledged_by.username", default=None, allow_null=True
+    )
+    resolved_by = serializers.CharField(
+        source="resolved_by.username", default=None, allow_null=True
+    )
 
     class Meta:
         model = Alert

@@ -67,7 +67,9 @@ class JobListSerializer(serializers.ModelSerializer):
 
 class JobDetailSerializer(JobListSerializer):
     state = serializers.SerializerMethodField()
-    error_message = serializers.CharField(source="task.error_message", read_only=True)
+    error_message = serializers.CharField(
+        source="task.error_message", read_only=True, allow_null=True
+    )
     context_data = serializers.JSONField(source="task.context_data", read_only=True)
 
     class Meta(JobListSerializer.Meta):

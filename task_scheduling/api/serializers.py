@@ -25,6 +25,7 @@ class TaskRefSerializer(serializers.Serializer):
     status = serializers.CharField()
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class BrandCalendarField(serializers.PrimaryKeyRelatedField):
     """A calendar id of the request's brand; another brand's id is "not found" (400)."""
 
@@ -86,7 +87,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
     def get_cron_description(self, schedule) -> str:
         return cron.cron_describe(schedule.cron_expression)
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_next_run_local(self, schedule):
         if schedule.next_run_at is None:
             return None
@@ -146,10 +147,21 @@ class BlackoutWindowInputSerializer(StrictInputSerializer):
     reason = serializers.CharField(max_length=200, allow_blank=True, default="")
 
 
+@extend_schema_field(BlackoutWindowInputSerializer(many=True))
+class BlackoutWindowsField(serializers.Field):
+    """The whole set of windows, each complete even in a PATCH (the set is replaced): DRF would
+    otherwise pass a partial update's "partial" down to every window."""
+
+    def to_internal_value(self, data):
+        windows = BlackoutWindowInputSerializer(data=data, many=True)
+        windows.is_valid(raise_exception=True)
+        return windows.validated_data
+
+
 class CalendarInputSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(max_length=5000, allow_blank=True, required=False)
-    blackout_windows = BlackoutWindowInputSerializer(many=True, required=False)
+    blackout_windows = BlackoutWindowsField(required=False)
 
 
 class CalendarSerializer(serializers.ModelSerializer):

@@ -138,7 +138,10 @@ class PeriodicScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
         )
         return Response(ValidateCronSerializer(preview).data)
 
-    @extend_schema(summary="Schedules due now (the dispatcher's next work)")
+    @extend_schema(
+        responses=ScheduleSerializer(many=True),
+        summary="Schedules due now (the dispatcher's next work)",
+    )
     @action(detail=False, methods=["get"], url_path="ready-for-execution")
     def ready_for_execution(self, request):
         return self.list(request)
@@ -254,6 +257,7 @@ class CalendarViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandSco
         parameters=UPCOMING_PARAMS,
         responses=UpcomingSerializer,
         summary="Planned runs of all the brand's schedules in [from, to]",
+        operation_id="tasks_scheduled_calendars_upcoming_all",
     )
     @action(
         detail=False,
