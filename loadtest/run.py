@@ -164,6 +164,7 @@ def main() -> int:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "megahub.settings",
         "DEBUG": "0",
+        "SECURE_SSL_REDIRECT": "0",  # plain http on loopback, no TLS proxy in front
         "DATABASE_URL": database_url,
         "CELERY_BROKER_URL": broker,
         "CELERY_QUEUE_PREFIX": prefix,

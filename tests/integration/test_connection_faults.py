@@ -130,6 +130,7 @@ def test_web_answers_503_while_its_database_is_unreachable_and_recovers(
         "DATABASE_URL": f"postgres://{db['USER']}@127.0.0.1:{proxy.port}/{db['NAME']}",
         "DB_CONN_MAX_AGE": "60",  # the production default: connections are kept and health-checked
         "DB_CONNECT_TIMEOUT": "2",
+        "SECURE_SSL_REDIRECT": "0",  # plain http on loopback
     })  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     http = requests.Session()
