@@ -8,7 +8,7 @@ AMQP_URL ?= amqp://guest:guest@localhost:5672//
 TEST_ENV = SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-not-for-any-deployment} \
   DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(AMQP_URL)}
 
-.PHONY: help install run migrate test test-outage test-fast lint fmt bench worker beat web consume check-services clean
+.PHONY: help install run migrate test test-outage test-fast lint fmt bench loadtest worker beat web consume check-services clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -71,6 +71,18 @@ fmt: install ## format and autofix
 
 bench: install ## benchmarks (see docs/benchmarks.md); needs PostgreSQL and RabbitMQ
 	$(TEST_ENV) $(PY) bench/run.py
+
+# Load test knobs: `make loadtest LOAD_USERS=20 LOAD_DURATION=60`.
+LOAD_USERS ?= 50
+LOAD_DURATION ?= 120
+LOAD_SPAWN_RATE ?= 10
+LOAD_WEB_WORKERS ?= 3
+LOAD_WORKER_CONCURRENCY ?= 2
+
+loadtest: install check-services ## locust load test on database megahub_load (not in make test; docs/loadtest.md)
+	$(TEST_ENV) $(PY) loadtest/run.py --users $(LOAD_USERS) --duration $(LOAD_DURATION) \
+	  --spawn-rate $(LOAD_SPAWN_RATE) --web-workers $(LOAD_WEB_WORKERS) \
+	  --worker-concurrency $(LOAD_WORKER_CONCURRENCY)
 
 clean:
 	rm -rf .run staticfiles .pytest_cache

@@ -13,7 +13,13 @@ import jsonschema
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    transaction,
+)
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
@@ -528,7 +534,13 @@ def task_claim(*, task_pk: int, worker: str) -> Task | None:
 
 def task_execute(*, task_pk: int, worker: str) -> str:
     """Run one delivery of a task: claim, call the handler, record the outcome."""
-    task = task_claim(task_pk=task_pk, worker=worker)
+    try:
+        task = task_claim(task_pk=task_pk, worker=worker)
+    except (OperationalError, InterfaceError):
+        # The connection kept from an earlier task died meanwhile (database restarted, backend
+        # terminated, idle timeout): reconnect once rather than leave the message unclaimed.
+        close_old_connections()
+        task = task_claim(task_pk=task_pk, worker=worker)
     if task is None:
         logger.info("duplicate or stale delivery ignored", extra={"task_pk": task_pk})
         return "ignored"
@@ -592,6 +604,10 @@ def _run_handler(task: Task, spec: TaskType, ctx: TaskContext, worker: str) -> s
         return _finish_failed(task, worker, f"{type(exc).__name__}: {exc}", ctx=ctx)
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, OperationalError | InterfaceError):
+            # The attempt lost its database connection: drop it so that recording the failure
+            # reconnects, instead of failing too and leaving the task running until the sweeper.
+            close_old_connections()
         if not isinstance(exc, spec.retry.retry_on):
             return _finish_failed(task, worker, message, ctx=ctx)
         return _attempt_failed(task, spec, worker, message, ctx=ctx)

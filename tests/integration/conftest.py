@@ -3,8 +3,10 @@ megahub's production settings against this test run's PostgreSQL database and Ra
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from contextlib import contextmanager, suppress
@@ -131,10 +133,14 @@ def purge_queues(transactional_db):
 def start_process(process_env, purge_queues, request):
     started: list[Proc] = []
 
-    def start(kind: str, *, concurrency: int = 2, env: dict | None = None, wait=True) -> Proc:
-        """kind: "worker", "beat", or a manage.py command name."""
+    def start(
+        kind: str, *, concurrency: int = 2, env: dict | None = None, wait=True, args=()
+    ) -> Proc:
+        """kind: "worker", "beat", "web" (gunicorn on env["PORT"]), or a manage.py command
+        name; `args` are appended to the command line."""
         name = f"{request.node.name[:60]}-{kind}-{len(started)}"
         full_env = {**process_env, **(env or {})}
+        extra = list(args)
         if kind == "worker":
             args = [
                 CELERY, "-A", "megahub", "worker", "-c", str(concurrency), "--pool", "prefork",
@@ -142,13 +148,20 @@ def start_process(process_env, purge_queues, request):
                 "--loglevel", "INFO",
             ]  # fmt: skip
             marker = "ready."
+        elif kind == "web":
+            args = [
+                str(Path(sys.executable).with_name("gunicorn")), "megahub.wsgi:application",
+                "-b", f"127.0.0.1:{full_env['PORT']}", "-w", str(concurrency),
+                "--preload",  # workers fork with the app loaded: ready when they boot
+            ]  # fmt: skip
+            marker = "Booting worker"
         elif kind == "beat":
             args = [CELERY, "-A", "megahub", "beat", "--loglevel", "INFO", "--pidfile="]
             marker = "beat: Starting"
         else:  # a manage.py command, e.g. consume_task_requests
             args = [sys.executable, "manage.py", kind]
             marker = "ready"
-        proc = Proc(name, args, full_env)
+        proc = Proc(name, args + extra, full_env)
         started.append(proc)
         if wait:
             proc.wait_ready(marker)
@@ -157,6 +170,24 @@ def start_process(process_env, purge_queues, request):
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def effect_log(tmp_path):
+    return tmp_path / "effects.log"
+
+
+@pytest.fixture
+def effect_worker(start_process, effect_log):
+    """Start a worker that also runs the `effect_marker` type, recording into effect_log."""
+
+    def start(*, env: dict | None = None, **options):
+        env = {"MEGAHUB_EFFECT_LOG": str(effect_log), **(env or {})}
+        return start_process(
+            "worker", env=env, args=["--include", "tests.integration.effect_types"], **options
+        )
+
+    return start
 
 
 @pytest.fixture
@@ -186,3 +217,94 @@ def broker_unreachable():
         if app._pool is not None:
             app._pool.force_close_all()
         app.conf.broker_write_url, app._pool, app.amqp._producer_pool = saved
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class TcpProxy:
+    """A loopback TCP relay to `target` that a test can cut and restore.
+
+    cut() closes every relayed connection (both sides see it end, as when a network path or a
+    peer goes away) and, until restore(), accepts new connections only to close them at once.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
+        self.target = (target_host, target_port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connected: list[float] = []  # monotonic time of each relayed connection
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._open = True
+        self._stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._stopped:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            with self._lock:
+                refuse = not self._open
+            if refuse:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._pairs.append((client, upstream))
+                self.connected.append(time.monotonic())
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self):
+        with self._lock:
+            self._open = False
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for sock in pair:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def restore(self):
+        with self._lock:
+            self._open = True
+
+    def close(self):
+        self._stopped = True
+        self.cut()
+        self.server.close()
+
+
+@pytest.fixture
+def tcp_proxy():
+    proxies: list[TcpProxy] = []
+
+    def make(target_port: int) -> TcpProxy:
+        proxies.append(TcpProxy(target_port))
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()

@@ -14,6 +14,8 @@ from kombu import Consumer, Queue
 from task_core import messaging, services
 from task_core.models import Task, TaskEvent
 from tests.integration.conftest import wait_for
+from tests.integration.effect_types import create_effect_tasks, effects
+from tests.integration.test_worker import kinds
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.broker_outage]
 
@@ -80,3 +82,27 @@ def test_no_task_and_no_event_is_lost_when_rabbitmq_stops(brand, start_process):
         assert [e["event"] for e in mine] == kinds  # in order per task
         assert kinds[0] == "created" and kinds[-1] == "completed"
         assert kinds.count("started") == 1
+
+
+def test_tasks_in_flight_complete_once_when_rabbitmq_restarts(
+    brand, effect_worker, effect_log, start_process
+):
+    worker = effect_worker(concurrency=2)
+    start_process("beat")
+    tasks = create_effect_tasks(brand, 8, seconds=3)  # 2 running (unacked), 6 on the queue
+    wait_for(lambda: Task.objects.filter(status="running").count() == 2, 30,
+             message="2 running tasks")  # fmt: skip
+    time.sleep(0.5)
+    running = set(Task.objects.filter(status="running").values_list("pk", flat=True))
+    with broker_stopped():
+        # The running attempts finish meanwhile; their acks have no connection to go to.
+        wait_for(lambda: Task.objects.filter(pk__in=running, status="completed").count() == 2,
+                 30, message="the running tasks to finish during the outage")  # fmt: skip
+    wait_for(lambda: Task.objects.filter(status="completed").count() == len(tasks), 120,
+             message="every task completed after the broker came back")  # fmt: skip
+    assert effects(effect_log) == {task.pk: 1 for task in tasks}
+    for task in Task.objects.all():
+        assert task.attempts == 1 and kinds(task).count("started") == 1, kinds(task)
+    # The two unacked messages were requeued by RabbitMQ, redelivered, and ignored.
+    wait_for(lambda: worker.output().count("duplicate or stale delivery ignored") == 2, 30,
+             message="2 redeliveries ignored")  # fmt: skip
