@@ -1,4 +1,4 @@
-"""The drain baseline: a bare Celery app (no Django, no database) with a no-op task.
+"""The Celery baseline: a bare Celery app (no Django, no database) with a no-op task.
 
 Broker, queue arguments and worker settings mirror megahub/settings.py's CELERY_* section, so the
 only difference from the project is what happens around the task: the project claims, runs
@@ -24,7 +24,10 @@ START_FILE = os.environ.get("BENCH_BARE_START_FILE", "")
 START = struct.Struct("d")
 RECORD = struct.Struct("ddq")  # first start, last end (time.time()), tasks run
 
-app = Celery("bench_bare", set_as_current=False)
+# fixups=[]: no Django. Celery installs its Django fix-up (django.setup() in the worker, the
+# project's apps and settings loaded, database connections closed around every task) whenever
+# DJANGO_SETTINGS_MODULE is in the environment, which the benchmarks' children inherit.
+app = Celery("bench_bare", set_as_current=False, fixups=[])
 app.conf.update(
     broker_url=os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@localhost:5672//"),
     broker_transport_options={"confirm_publish": True},

@@ -52,13 +52,13 @@ PARAMS: dict[str, list[tuple[str, float, float]]] = {
         ("schedules", 10_000, 1000),
         ("repeat", 5, 2),
         ("baseline-repeat", 1, 1),
-        ("baseline-timeout", 150, 60),
+        ("baseline-timeout", 120, 60),
     ],
     "schedule_edits": [("reps", 5, 2)],
     "latency": [("reps", 5, 2), ("samples", 40, 10)],
     "rss": [("tasks", 20_000, 1500), ("budget-s", 180, 60), ("interval", 2, 1)],
-    "requests": [("tasks", 1000, 200), ("reps", 5, 2)],
-    "outbox": [("tasks", 1000, 300), ("reps", 5, 2)],
+    "requests": [("tasks", 600, 200), ("reps", 5, 2)],
+    "outbox": [("tasks", 800, 300), ("reps", 5, 2)],
 }
 # Rough project and baseline speeds on the 2-CPU benchmark machine, for the estimate only.
 PROJECT_TASKS_S, BARE_TASKS_S, CREATES_S = 70.0, 1000.0, 60.0
