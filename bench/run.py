@@ -609,8 +609,15 @@ def render_schedules(sc: dict | None, se: dict | None) -> list[str]:
             kinds.setdefault(sample["kind"], []).append(sample)
         rows += [
             "**An edit takes effect within 5 s.** A dispatcher process runs "
-            f"`schedule_dispatch_due` every {params['dispatch_interval_s']:g} s, free-running "
-            "like beat's entry. Per repetition (one minute boundary B each, "
+            f"`schedule_dispatch_due` every {params['dispatch_interval_s']:g} s like beat's "
+            "entry; beat's phase relative to the minute is arbitrary, so each repetition starts "
+            "a dispatcher whose first tick at or after the boundary comes "
+            + (
+                f"{', '.join(f'{x:g}' for x in params['phases_s'])} s"
+                if "phases_s" in params
+                else "at whatever phase it had"
+            )
+            + " after it. Per repetition (one minute boundary B each, "
             f"{params['reps']} repetitions), four fresh `noop` schedules are edited through "
             "`task_scheduling.services` at B - delta (delta cycling over "
             f"{', '.join(f'{d:g}' for d in params['deltas_s'])} s): pause a `* * * * *` one, "

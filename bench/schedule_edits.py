@@ -1,8 +1,10 @@
 """Scheduling: how soon an edited schedule is honoured by a running dispatcher.
 
 A dispatcher process runs `task_scheduling.services.schedule_dispatch_due` every
-SCHEDULE_DISPATCH_INTERVAL_SECONDS, free-running as beat's entry does (its phase relative to
-the minute is arbitrary), and records when each tick started and ended.
+SCHEDULE_DISPATCH_INTERVAL_SECONDS as beat's entry does, and records when each tick started and
+ended. Beat's phase relative to the minute is arbitrary, so each repetition starts its own
+dispatcher with a different phase (its first tick at or after the boundary comes 0.1, 0.9,
+0.3, 0.7, 0.5 x the interval after it).
 
 Each repetition uses one minute boundary B and four `noop` schedules created a minute ahead,
 edited through `task_scheduling.services` at B - delta (delta cycles over --deltas):
@@ -38,6 +40,9 @@ DB_NAME = "megahub_bench_schedule_edits"
 TARGET_S = 5.0
 FAR = "0 0 1 1 *"
 EVERY = "* * * * *"
+# The dispatcher's first tick at or after B comes PHASES[rep] x the interval after B.
+PHASES = (0.1, 0.9, 0.3, 0.7, 0.5)
+LEAD_S = 10.0  # the dispatcher starts this long (minus the phase) before B
 # kind -> (initial fields, whether it must fire at B after the edit)
 KINDS = {
     "pause": ({"cron_expression": EVERY, "enabled": True}, False),
@@ -47,11 +52,13 @@ KINDS = {
 }
 
 
-def _dispatcher(interval: float, ticks, stop) -> None:
+def _dispatcher(interval: float, ticks, stop, start_at: float) -> None:
     from django.db import connections
 
     connections.close_all()
     from task_scheduling.services import schedule_dispatch_due
+
+    time.sleep(max(0.0, start_at - time.time()))
 
     while not stop.is_set():
         started = time.time()
@@ -83,78 +90,89 @@ def run(reps: int, deltas: list[float]) -> dict:
     schedules.reset()
     brand = schedules.brands()[0]
     interval = float(settings.SCHEDULE_DISPATCH_INTERVAL_SECONDS)
-    connections.close_all()
     ctx = multiprocessing.get_context("fork")
-    ticks_q, stop = ctx.Queue(), ctx.Event()
-    dispatcher = ctx.Process(target=_dispatcher, args=(interval, ticks_q, stop), daemon=True)
-    dispatcher.start()
-    ticks: list[tuple[float, float, int]] = []
     samples: list[dict] = []
-    try:
-        for rep in range(reps):
-            delta = deltas[rep % len(deltas)]
-            boundary = schedules.next_boundary(margin_s=delta + 3)
-            made = {
-                kind: services.schedule_create(
-                    brand=brand,
-                    name=f"edit-{rep}-{kind}",
-                    task_type="noop",
-                    overlap_policy="allow",
-                    **fields,
-                )
-                for kind, (fields, _) in KINDS.items()
-            }
+    for rep in range(reps):
+        delta = deltas[rep % len(deltas)]
+        phase = PHASES[rep % len(PHASES)] * interval
+        boundary = schedules.next_boundary(margin_s=LEAD_S + 3)
+        made = {
+            kind: services.schedule_create(
+                brand=brand,
+                name=f"edit-{rep}-{kind}",
+                task_type="noop",
+                overlap_policy="allow",
+                **fields,
+            )
+            for kind, (fields, _) in KINDS.items()
+        }
+        # A dispatcher per repetition, started LEAD_S - phase before B (LEAD_S is a multiple
+        # of the interval): its first tick at or after B comes `phase` after B, so the
+        # repetitions cover the dispatcher phases beat may have.
+        b = boundary.timestamp()
+        connections.close_all()  # before fork: the child must not share our connection
+        ticks_q, stop = ctx.Queue(), ctx.Event()
+        dispatcher = ctx.Process(
+            target=_dispatcher, args=(interval, ticks_q, stop, b - LEAD_S + phase), daemon=True
+        )
+        dispatcher.start()
+        ticks: list[tuple[float, float, int]] = []
+        try:
             schedules.sleep_until(boundary - timedelta(seconds=delta))
             committed = {}
             for kind, schedule in made.items():
                 edit(schedule, kind)
                 committed[kind] = time.time()
-            # Ticks up to the first one that ended after it started at or after B.
-            b = boundary.timestamp()
+            # Ticks up to the first one that started at or after B.
             while not any(t[0] >= b for t in ticks):
                 if not dispatcher.is_alive():
                     raise RuntimeError("the dispatcher process exited")
                 ticks.append(ticks_q.get(timeout=60))
-            acting = next(t for t in ticks if t[0] >= b)
-            fired = set(
-                ScheduleRun.objects.filter(
-                    schedule__in=made.values(), fire_time=boundary
-                ).values_list("schedule__name", flat=True)
+        finally:
+            stop.set()
+            dispatcher.join(10)
+            if dispatcher.is_alive():
+                dispatcher.kill()
+        acting = next(t for t in ticks if t[0] >= b)
+        fired = set(
+            ScheduleRun.objects.filter(schedule__in=made.values(), fire_time=boundary).values_list(
+                "schedule__name", flat=True
             )
-            for kind, (_, must_fire) in KINDS.items():
-                did_fire = f"edit-{rep}-{kind}" in fired
-                samples.append(
-                    {
-                        "rep": rep,
-                        "kind": kind,
-                        "delta_s": delta,
-                        "honoured": did_fire == must_fire,
-                        "bound_s": acting[1] - committed[kind],
-                        "tick_start_after_boundary_s": acting[0] - b,
-                    }
-                )
-            rep_samples = samples[-len(KINDS) :]
-            print(
-                f"edits rep {rep + 1}: edited {delta:.2f} s before "
-                f"{boundary.strftime('%H:%M')}, dispatcher tick at +{acting[0] - b:.2f} s; "
-                + ", ".join(
-                    f"{s['kind']} {'ok' if s['honoured'] else 'NOT honoured'} "
-                    f"<= {s['bound_s']:.2f} s"
-                    for s in rep_samples
-                ),
-                flush=True,
+        )
+        for kind, (_, must_fire) in KINDS.items():
+            did_fire = f"edit-{rep}-{kind}" in fired
+            samples.append(
+                {
+                    "rep": rep,
+                    "kind": kind,
+                    "delta_s": delta,
+                    "phase_s": phase,
+                    "honoured": did_fire == must_fire,
+                    "bound_s": acting[1] - committed[kind],
+                    "tick_start_after_boundary_s": acting[0] - b,
+                }
             )
-    finally:
-        stop.set()
-        dispatcher.join(10)
-        if dispatcher.is_alive():
-            dispatcher.kill()
-        schedules.delete_queues()
+        rep_samples = samples[-len(KINDS) :]
+        print(
+            f"edits rep {rep + 1}: edited {delta:.2f} s before "
+            f"{boundary.strftime('%H:%M')}, dispatcher tick at +{acting[0] - b:.2f} s; "
+            + ", ".join(
+                f"{s['kind']} {'ok' if s['honoured'] else 'NOT honoured'} <= {s['bound_s']:.2f} s"
+                for s in rep_samples
+            ),
+            flush=True,
+        )
+    schedules.delete_queues()
     bounds = [s["bound_s"] for s in samples]
     honoured = all(s["honoured"] for s in samples)
     return {
         "benchmark": "schedule_edits",
-        "params": {"reps": reps, "deltas_s": deltas, "dispatch_interval_s": interval},
+        "params": {
+            "reps": reps,
+            "deltas_s": deltas,
+            "phases_s": [p * interval for p in PHASES],
+            "dispatch_interval_s": interval,
+        },
         "samples": samples,
         "bound_s": {
             "median": statistics.median(bounds),
