@@ -1,7 +1,7 @@
 """Run the benchmarks (each in its own process) and rewrite docs/benchmarks.md.
 
     .venv/bin/python bench/run.py                      # all, ~35-40 min on 2 cores
-    .venv/bin/python bench/run.py --quick              # all, small sizes: a smoke run (~12 min)
+    .venv/bin/python bench/run.py --quick              # all, small sizes: a smoke run (~15 min)
     .venv/bin/python bench/run.py --only rest,list     # a subset (others keep their last result)
     .venv/bin/python bench/run.py --render-only        # rewrite the doc from bench/results/
 
@@ -701,8 +701,9 @@ def render_rss(rs: dict) -> list[str]:
         f"**Tasks run: project {p['tasks_done']:,} of the {rs['params']['tasks']:,} "
         f"requested (drain stopped after {p['seconds']:.0f} s, budget "
         f"{params['budget_s']:g} s), bare Celery {b['tasks_done']:,}; SPEC asks for flat "
-        "over 100,000 tasks.** 100k project tasks take about 20 min at this machine's drain "
-        "rate, so flatness is judged on the slope, extrapolated to 100k tasks "
+        f"over 100,000 tasks.** 100k project tasks would take about "
+        f"{100_000 / max(p['tasks_done'] / max(p['seconds'], 1), 1) / 60:.0f} min at the "
+        "drain rate of this run, so flatness is judged on the slope, extrapolated to 100k tasks "
         f"(flat = at most +{rs['flat_growth_pct']:g} %).",
         "",
         "| MB | project | bare Celery | ratio |",
