@@ -69,8 +69,8 @@ fmt: install ## format and autofix
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-bench: install ## benchmarks (see docs/benchmarks.md); needs PostgreSQL and RabbitMQ
-	$(TEST_ENV) $(PY) bench/run.py
+bench: install ## benchmarks (docs/benchmarks.md; ~35-40 min; BENCH_ARGS="--quick" or "--only x,y")
+	$(TEST_ENV) $(PY) bench/run.py $(BENCH_ARGS)
 
 # Load test knobs: `make loadtest LOAD_USERS=20 LOAD_DURATION=60`.
 LOAD_USERS ?= 50

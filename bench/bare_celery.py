@@ -1,9 +1,11 @@
-"""The drain baseline: a bare Celery app (no Django, no database) with a no-op task.
+"""The Celery baseline: a bare Celery app (no Django, no database) with a no-op task.
 
 Broker, queue arguments and worker settings mirror megahub/settings.py's CELERY_* section, so the
 only difference from the project is what happens around the task: the project claims, runs
 and finishes it in the database. Each pool process records its first task start, last task end
-and task count in a tiny file (one pwrite per task), read by bench/drain.py.
+and task count in a tiny file (one pwrite per task), read by bench/drain.py. With
+BENCH_BARE_START_FILE set (bench/idle_latency.py), the start time of every task is also written
+there (one task at a time: the last start is the current task's).
 """
 
 import os
@@ -18,9 +20,14 @@ QUEUE = f"{PREFIX}bare"
 EXCHANGE = f"{PREFIX}bare.tasks"
 TASK_NAME = "bench.bare_noop"
 STATS_DIR = os.environ.get("BENCH_BARE_STATS_DIR", "")
+START_FILE = os.environ.get("BENCH_BARE_START_FILE", "")
+START = struct.Struct("d")
 RECORD = struct.Struct("ddq")  # first start, last end (time.time()), tasks run
 
-app = Celery("bench_bare", set_as_current=False)
+# fixups=[]: no Django. Celery installs its Django fix-up (django.setup() in the worker, the
+# project's apps and settings loaded, database connections closed around every task) whenever
+# DJANGO_SETTINGS_MODULE is in the environment, which the benchmarks' children inherit.
+app = Celery("bench_bare", set_as_current=False, fixups=[])
 app.conf.update(
     broker_url=os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@localhost:5672//"),
     broker_transport_options={"confirm_publish": True},
@@ -59,6 +66,13 @@ _state = {"fd": None, "first": 0.0, "count": 0}
 
 @signals.task_prerun.connect
 def _started(**kwargs):
+    if START_FILE:
+        now = time.time()
+        fd = os.open(START_FILE, os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            os.pwrite(fd, START.pack(now), 0)
+        finally:
+            os.close(fd)
     if _state["fd"] is None and STATS_DIR:
         path = os.path.join(STATS_DIR, f"{os.getpid()}.bin")
         _state["fd"] = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
@@ -99,3 +113,13 @@ def publish(n: int, *, start: int = 0) -> None:
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
             )
+
+
+def read_start(path: str) -> float:
+    """The start time (time.time()) of the last task a pool process began, 0.0 if none."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(START.size)
+    except FileNotFoundError:
+        return 0.0
+    return START.unpack(data)[0] if len(data) == START.size else 0.0

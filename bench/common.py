@@ -437,3 +437,97 @@ def publish_latency_ms(n: int = 200) -> float:
             return (time.perf_counter() - t0) / n * 1000
         finally:
             broker_cleanup([name], [name])
+
+
+# --- servers and process memory -------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(name: str, workers: int = 2) -> tuple[Proc, int]:
+    """gunicorn megahub.wsgi (bench.settings) on a free loopback port, once /health/ answers."""
+    import http.client
+
+    port = free_port()
+    server = Proc(
+        name,
+        [
+            str(VENV_BIN / "gunicorn"),
+            "megahub.wsgi:application",
+            "--workers",
+            str(workers),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        child_env(DJANGO_SETTINGS_MODULE="bench.settings"),
+    )
+
+    def up() -> bool:
+        if not server.alive():
+            raise RuntimeError(f"gunicorn exited:\n{server.tail()}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/health/")
+            answered = conn.getresponse().status == 200
+            conn.close()
+            return answered
+        except OSError:
+            return False
+
+    try:
+        wait_until(up, timeout=60, interval=0.2, what="gunicorn")
+    except BaseException:
+        server.stop()
+        raise
+    return server, port
+
+
+def _proc_kb(pid: int, path: str, key: str) -> int:
+    with suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/{path}").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    return 0
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants (from /proc/<pid>/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        with suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with suppress(OSError, ValueError):
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def memory_of_tree(pid: int) -> dict:
+    """RSS of a process and of its descendants, and their PSS (shared pages split), in KB."""
+    tree = process_tree(pid)
+    children = tree[1:]
+    return {
+        "rss_parent_kb": _proc_kb(pid, "status", "VmRSS:"),
+        "rss_children_kb": sum(_proc_kb(c, "status", "VmRSS:") for c in children),
+        "pss_kb": sum(_proc_kb(p, "smaps_rollup", "Pss:") for p in tree),
+        "processes": len(tree),
+    }
+
+
+def linear_slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of ys over xs (NaN with fewer than 2 distinct xs)."""
+    n = len(xs)
+    if n < 2:
+        return float("nan")
+    mx, my = sum(xs) / n, sum(ys) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    if not var:
+        return float("nan")
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var

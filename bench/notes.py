@@ -22,7 +22,7 @@ def _code_has(path: str, *snippets: str) -> bool:
     return all(snippet in text for snippet in snippets)
 
 
-def drain(r: dict, fix: dict | None = None) -> str:
+def drain(r: dict) -> str:
     p, b, k = r["project"], r["bare"], r["params"]["workers"]
     bd = r.get("breakdown", {})
     xacts = p["xacts_per_task"]["median"]
@@ -33,15 +33,6 @@ def drain(r: dict, fix: dict | None = None) -> str:
     raw = bd.get("raw_two_statements_ms", NAN)
     items = []
     if xacts > 3.5 and not _code_has("megahub/settings.py", "CELERY_DB_REUSE_MAX"):
-        fixed = (
-            f"with it the drain measured **{fix['project']['rate']['median']:,.0f} tasks/s "
-            f"({fix['ratio']:.2f}x) and {fix['xacts_median']:.2f} transactions per task** "
-            f"(the task's own {bd.get('task_execute_xacts', NAN):.0f} + the health check's "
-            "SELECT 1) in the experiment above, against "
-            f"{p['rate']['median']:,.0f} tasks/s and {xacts:.2f}"
-            if fix
-            else "run `bench/drain.py --worker-settings bench.settings_db_reuse` to measure it"
-        )
         items.append(
             "**A new PostgreSQL connection per task.** Celery's Django fixup "
             "(`celery/fixups/django.py`, `DjangoWorkerFixup.close_database`, Celery 5.7) calls "
@@ -56,7 +47,7 @@ def drain(r: dict, fix: dict | None = None) -> str:
             "`megahub/settings.py` and connect `task_prerun`/`task_postrun` to "
             "`django.db.close_old_connections()` in `megahub/celery.py`, which keeps "
             "CONN_MAX_AGE and `conn_health_checks` semantics (a broken connection is still "
-            f"dropped). `bench/settings_db_reuse.py` does exactly that; {fixed}."
+            "dropped)."
         )
     if _code_has("task_core/state_machine.py", "Task.objects.unscoped().get(pk=pk)"):
         items.append(
@@ -229,20 +220,26 @@ METHOD: list[str] = [
     "",
     "- Each benchmark is a separate process started by `bench/run.py`; results land in "
     "`bench/results/*.json` (not in git) and process logs in `bench/results/logs/`.",
-    "- Databases: `megahub_bench` (drain, REST) and `megahub_bench_list` (the 1M rows, "
-    "kept between runs), created and migrated by the benchmarks; nothing else is touched. "
-    "Queues: `bench-<pid>.*`, deleted at the end of each benchmark.",
+    "- Databases: `megahub_bench` (drain, REST, idle latency, worker memory, messaging), "
+    "`megahub_bench_list` (the 1M rows, kept between runs), `megahub_bench_persist` "
+    "(checkpoints), `megahub_bench_schedules` and `megahub_bench_schedule_edits` "
+    "(scheduling), created and migrated by the benchmarks; nothing else is touched. Queues: "
+    "`bench-<pid>.*` and `bench-sched-<pid>.*`, deleted at the end of each benchmark.",
     "- Drain N defaults to 3,000 (`bench/run.py`; `bench/drain.py` alone: 5,000) instead of "
     "SPEC's 20,000: at the project's current 30-75 tasks/s on this shared machine one "
     "20,000-task drain takes 4.5-11 min, so 5 interleaved repetitions of both sides would "
-    "not fit the ~25 min budget of a run. The rate is a steady-state "
+    "not fit the ~35-40 min budget of a full run. The rate is a steady-state "
     "figure (first start to last completion) and does not depend on N beyond start-up "
     "effects; `--drain-tasks 20000` runs the SPEC size. A time budget (`--drain-budget-s`, "
     "1000 s) stops starting new repetitions; the table says how many ran.",
-    "- No beat runs during the drain: the periodic release loop, sweeper and lifecycle-event "
-    "relay are outside the measured window. The relay (`task_core/messaging.py`) adds, per "
-    "task, the publishing of its timeline rows (4 for a `noop`: "
-    "created, queued, started, completed) and an UPDATE stamping them.",
+    "- No beat runs during the drain (section 1): the periodic release loop, sweeper and "
+    "lifecycle-event relay are outside the measured window. Section 8 measures the drain "
+    "again with the relay (`task_core/messaging.py`) publishing the started/completed "
+    "timeline rows as they are written.",
+    "- Sizes: `make bench` runs `bench/run.py` with the full profile (`bench/run.py --help` "
+    "lists every size; `--quick` is a smoke run with small ones, `--only` a subset). Where a "
+    "full run stops short of SPEC's size (drain N, worker memory over 100k tasks, the "
+    "django-celery-beat baseline's time limit), the section says how much was run.",
     "- The processes under test log at the project's default level (INFO, JSON lines), as "
     "in production; the bare Celery worker logs at the same level. Project messages carry the "
     "`noop` type's soft/hard time limits (10/20 s), the bare ones none.",

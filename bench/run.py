@@ -1,8 +1,12 @@
 """Run the benchmarks (each in its own process) and rewrite docs/benchmarks.md.
 
-    .venv/bin/python bench/run.py                      # all, ~22 min on 2 cores
+    .venv/bin/python bench/run.py                      # all, ~35-40 min on 2 cores
+    .venv/bin/python bench/run.py --quick              # all, small sizes: a smoke run (~15 min)
     .venv/bin/python bench/run.py --only rest,list     # a subset (others keep their last result)
     .venv/bin/python bench/run.py --render-only        # rewrite the doc from bench/results/
+
+Sizes come from the full or the --quick profile; any --<benchmark>-<param> option overrides
+one. The run prints an estimate of its wall time before it starts.
 
 Needs PostgreSQL and RabbitMQ on loopback (DATABASE_URL / CELERY_BROKER_URL, as `make bench`
 sets them). Writes only to megahub_bench* databases and bench-<pid>.* queues.
@@ -30,9 +34,62 @@ SCRIPTS = {
     "drain": "bench/drain.py",
     "rest": "bench/rest_create.py",
     "list": "bench/list_pages.py",
-    # Not a SPEC benchmark: the drain again with the worker-side fix the drain note proposes.
-    "drain_db_reuse": "bench/drain.py",
+    "checkpoints": "bench/checkpoints.py",
+    "schedules": "bench/schedules.py",
+    "schedule_edits": "bench/schedule_edits.py",
+    "latency": "bench/idle_latency.py",
+    "rss": "bench/worker_rss.py",
+    "requests": "bench/task_requests.py",
+    "outbox": "bench/events_outbox.py",
 }
+# Sizes of a full run (`make bench`) and of a --quick smoke run: (option, full, quick).
+PARAMS: dict[str, list[tuple[str, float, float]]] = {
+    "drain": [("tasks", 3000, 500), ("reps", 5, 2), ("budget-s", 1000, 300)],
+    "rest": [("reps", 5, 2), ("seconds", 5, 2)],
+    "list": [("rows", 1_000_000, 1_000_000), ("reps", 5, 2), ("requests", 100, 50)],
+    "checkpoints": [("reps", 5, 2), ("writes", 300, 50), ("items", 5000, 1000)],
+    "schedules": [
+        ("schedules", 10_000, 1000),
+        ("repeat", 5, 2),
+        ("baseline-repeat", 1, 1),
+        ("baseline-timeout", 120, 60),
+    ],
+    "schedule_edits": [("reps", 5, 2)],
+    "latency": [("reps", 5, 2), ("samples", 40, 10)],
+    "rss": [("tasks", 20_000, 1500), ("budget-s", 180, 60), ("interval", 2, 1)],
+    "requests": [("tasks", 600, 200), ("reps", 5, 2)],
+    "outbox": [("tasks", 800, 300), ("reps", 5, 2)],
+}
+# Rough project and baseline speeds on the 2-CPU benchmark machine, for the estimate only.
+PROJECT_TASKS_S, BARE_TASKS_S, CREATES_S = 70.0, 1000.0, 60.0
+
+
+def estimate_s(name: str, p: dict) -> float:
+    """A rough wall-time estimate of one benchmark with these sizes (seconds)."""
+    if name == "drain":
+        rep = p["tasks"] / PROJECT_TASKS_S + 2 * p["tasks"] / BARE_TASKS_S + 25
+        return 30 + min(p["reps"] * rep, p["budget-s"] + rep)
+    if name == "rest":
+        return 40 + 2 * p["reps"] * 2 * p["seconds"]
+    if name == "list":
+        return 40 + p["reps"] * p["requests"] * 3 * 0.03
+    if name == "checkpoints":
+        return 15 + p["reps"] * (p["writes"] * 6 * 0.006 + 2 * p["items"] / 2000)
+    if name == "schedules":
+        return p["repeat"] * 70 + p["baseline-repeat"] * (p["baseline-timeout"] + 45)
+    if name == "schedule_edits":
+        return 15 + p["reps"] * 60
+    if name == "latency":
+        return 40 + (2 * p["reps"] * p["samples"] + 20) * 0.12
+    if name == "rss":
+        bare = 2 * p["tasks"] / BARE_TASKS_S
+        project = p["tasks"] / 600 + min(p["budget-s"], p["tasks"] / PROJECT_TASKS_S)
+        return 40 + bare + project
+    if name == "requests":
+        return 40 + p["reps"] * 2 * p["tasks"] / CREATES_S
+    if name == "outbox":
+        return 10 + p["reps"] * 2 * (p["tasks"] / PROJECT_TASKS_S + p["tasks"] / 400 + 20)
+    return 60
 
 
 def run_one(name: str, extra: list[str]) -> dict:
@@ -76,6 +133,8 @@ def spread(summary: dict, digits: int = 2) -> str:
 
 
 def render_machine(machine: dict) -> list[str]:
+    if "cpu" not in machine:
+        return ["## Machine", "", "Not recorded (no bench/results/machine.json).", ""]
     return [
         "## Machine",
         "",
@@ -110,23 +169,9 @@ def render_machine(machine: dict) -> list[str]:
     ]
 
 
-def render_drain(r: dict, fix: dict | None) -> list[str]:
+def render_drain(r: dict) -> list[str]:
     p, b, params = r["project"], r["bare"], r["params"]
-    fix_rows = []
-    if fix:
-        fix_rows = [
-            "",
-            "Experiment, same machine, separate repetitions: the project worker with "
-            "`bench/settings_db_reuse.py` (the connection fix proposed below; "
-            f"{fix['params']['tasks']:,} tasks, {fix['params']['reps_done']} repetitions):",
-            "",
-            "| | project + fix | bare Celery | ratio | transactions per task |",
-            "|---|---|---|---|---|",
-            f"| drain rate, tasks/s (median, min-max) | {fix['project']['rate']['median']:,.1f} "
-            f"({spread(fix['project']['rate'], 1)}) | {fix['bare']['rate']['median']:,.1f} "
-            f"({spread(fix['bare']['rate'], 1)}) | {fix['ratio']:.2f}x | "
-            f"{fix['xacts_median']:.2f} |",
-        ]
+    fix_rows: list[str] = []
     bd = r.get("breakdown")
     if bd:
         fix_rows += [
@@ -179,7 +224,7 @@ def render_drain(r: dict, fix: dict | None) -> list[str]:
         "`pg_stat_database.xact_commit` delta while the worker ran (its own polling subtracted), "
         "divided by N; they include the worker's start-up and heartbeat transactions.",
         "",
-        "**What limits it.** " + notes.drain(r, fix),
+        "**What limits it.** " + notes.drain(r),
         "",
     ]
 
@@ -344,13 +389,6 @@ def render_summary(results: dict) -> list[str]:
             f"| drain | <= {d['target_xacts']:g} DB transactions per task | "
             f"{d['xacts_median']:.2f} | {ok(d['xacts_pass'])} |",
         ]
-    fix = results.get("drain_db_reuse")
-    if fix:
-        rows.append(
-            f"| (experiment) drain with the proposed worker fix | same targets | "
-            f"{fix['ratio']:.2f}x, {fix['xacts_median']:.2f} transactions/task | "
-            f"{ok(fix['ratio_pass'])} / {ok(fix['xacts_pass'])} |"
-        )
     r = results.get("rest")
     if r:
         rows += [
@@ -375,7 +413,393 @@ def render_summary(results: dict) -> list[str]:
             f"{li['queries']['page1']['queries']} per page | "
             f"{ok(li['queries_constant'] and li['no_count_no_offset'])} |",
         ]
+    c = results.get("checkpoints")
+    if c:
+        lat = c["latency"]
+        rows += [
+            f"| checkpoints | checkpoint and progress writes <= {c['target_ratio']:g}x raw "
+            f"INSERT/UPDATE | 1 KB {lat['checkpoint_1kb']['ratio']:.2f}x, 10 KB "
+            f"{lat['checkpoint_10kb']['ratio']:.2f}x, progress {lat['progress']['ratio']:.2f}x "
+            f"| {ok(c['ratio_pass'])} |",
+            "| checkpoints | no transaction held open across a task | longest open "
+            f"{c['throughput']['longest_open_transaction_s'] * 1000:.0f} ms in a "
+            f"{c['throughput']['shortest_task_s']:.1f} s job | "
+            f"{ok(c['no_open_transaction_pass'])} |",
+        ]
+    sc = results.get("schedules")
+    if sc:
+        base = sc.get("baseline")
+        rows.append(
+            f"| scheduling | {sc['params']['schedules']:,} schedules due in the same minute: "
+            f"p95 lag <= {sc['target_p95_s']:g} s | {sc['project']['p95_s']['median']:.1f} s"
+            + (
+                f" (django-celery-beat: {base['p95_s']['median']:.1f} s over "
+                f"{base['sent']['median']:,.0f} sent"
+                + (
+                    f", gave up at {sc['params']['baseline_timeout_s']:g} s"
+                    if base["timed_out"]
+                    else ""
+                )
+                + ")"
+                if base
+                else ""
+            )
+            + f" | {ok(sc['p95_pass'])} |"
+        )
+    se = results.get("schedule_edits")
+    if se:
+        rows.append(
+            f"| scheduling | an edit takes effect within {se['target_s']:g} s | "
+            f"<= {se['bound_s']['max']:.1f} s (median {se['bound_s']['median']:.1f} s), "
+            f"{'all' if se['honoured'] else 'NOT all'} {se['bound_s']['n']} edits honoured | "
+            f"{ok(se['pass'])} |"
+        )
+    la = results.get("latency")
+    if la:
+        rows.append(
+            f"| idle latency | POST -> running <= bare apply_async -> start + "
+            f"{la['target_extra_ms']:g} ms | +{la['extra_ms']:.1f} ms "
+            f"({la['project']['p50_ms']['median']:.1f} vs {la['bare']['p50_ms']['median']:.1f}"
+            f" ms) | {ok(la['pass'])} |"
+        )
+    rs = results.get("rss")
+    if rs:
+        rows += [
+            f"| worker RSS | <= {rs['target_ratio']}x a bare Celery worker | "
+            f"{rs['ratio']:.2f}x ({mb(rs['project']['end_rss_kb'])} vs "
+            f"{mb(rs['bare']['end_rss_kb'])} MB) | {ok(rs['ratio_pass'])} |",
+            f"| worker RSS | flat over 100k tasks | "
+            f"{rs['project']['growth_100k_pct']:+.1f} % extrapolated from "
+            f"{rs['project']['tasks_done']:,} tasks run | {ok(rs['flat_pass'])} |",
+        ]
+    rq = results.get("requests")
+    if rq:
+        rows.append(
+            f"| messaging (no target) | tasks created/s: queue consumer vs POST /tasks/ | "
+            f"{rq['ratio']:.2f}x ({rq['queue']['rate']['median']:.0f} vs "
+            f"{rq['rest']['rate']['median']:.0f}/s) | - |"
+        )
+    ob = results.get("outbox")
+    if ob:
+        rows.append(
+            f"| messaging (no target) | drain with the event relay on / off | "
+            f"{ob['ratio']:.2f}x ({ob['on']['rate']['median']:.0f} vs "
+            f"{ob['off']['rate']['median']:.0f} tasks/s) | - |"
+        )
+    missing = [n for n in SCRIPTS if n not in results]
+    if missing:
+        rows.append(f"| {', '.join(missing)} | | not measured | - |")
     return [*rows, ""]
+
+
+def mb(kb: float) -> str:
+    return f"{kb / 1024:.1f}"
+
+
+def not_measured(title: str, name: str) -> list[str]:
+    return [
+        title,
+        "",
+        f"Not measured: no result in bench/results/{name}.json (run `bench/run.py --only {name}`).",
+        "",
+    ]
+
+
+def render_checkpoints(c: dict) -> list[str]:
+    params, lat, thr = c["params"], c["latency"], c["throughput"]
+    labels = {
+        "checkpoint_1kb": "checkpoint, 1 KB state vs raw INSERT",
+        "checkpoint_10kb": "checkpoint, 10 KB state vs raw INSERT",
+        "progress": "progress write vs raw UPDATE",
+    }
+    rows = [
+        "## 4. Checkpoints and progress (`bench/checkpoints.py`)",
+        "",
+        "`task_persistence.services.checkpoint_save` (task progress + heartbeat, the job's "
+        "position and the checkpoint row: one statement, one transaction) vs a raw `INSERT` of "
+        "the same JSON into a plain table; `TaskContext.progress` (progress percentage + "
+        "heartbeat of the running attempt) vs a raw `UPDATE` of the same two columns of the "
+        "same row. Each write in its own transaction through the same connection, in-process, "
+        f"alternated; {params['writes']} writes of each per repetition, {params['reps']} "
+        "repetitions; median of the per-repetition medians, min-max in brackets. Database "
+        "`megahub_bench_persist`.",
+        "",
+        "| write (ms) | project | raw SQL | ratio | target | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label in labels.items():
+        r = lat[key]
+        rows.append(
+            f"| {label} | {ms(r['project_ms'], 'median')} ({spread(r['project_ms'], 3)}) | "
+            f"{ms(r['raw_ms'], 'median')} ({spread(r['raw_ms'], 3)}) | {r['ratio']:.2f}x | "
+            f"<= {c['target_ratio']:g}x | {ok(r['ratio'] <= c['target_ratio'])} |"
+        )
+    rates = thr["rates"]
+    rows += [
+        "",
+        f"Job throughput (`seo_keyword_audit`, {params['items']:,} items, no per-item delay, "
+        "executed in-process by `services.task_execute`): checkpoint every 100 items "
+        f"{rates['every 100 items']['median']:,.0f} items/s "
+        f"({spread(rates['every 100 items'], 0)}) vs no checkpoint during the run "
+        f"{rates['none during the run']['median']:,.0f} items/s "
+        f"({spread(rates['none during the run'], 0)}): {thr['ratio']:.2f}x.",
+        "",
+        "No transaction held open across a task: a second connection sampled "
+        "`pg_stat_activity.xact_start` of the executing backend every 5 ms during every job "
+        f"run; the longest open transaction seen was "
+        f"{thr['longest_open_transaction_s'] * 1000:.1f} ms, against "
+        f"{thr['shortest_task_s']:.2f} s for the shortest job - "
+        f"{ok(c['no_open_transaction_pass'])} (required: under a quarter of the job and "
+        "under 1 s).",
+        "",
+    ]
+    return rows
+
+
+def render_schedules(sc: dict | None, se: dict | None) -> list[str]:
+    rows = ["## 5. Scheduling (`bench/schedules.py`, `bench/schedule_edits.py`)", ""]
+    if sc:
+        params, p, base = sc["params"], sc["project"], sc.get("baseline")
+        rows += [
+            f"{params['schedules']:,} `* * * * *` schedules over 10 brands, all due at the same "
+            f"minute boundary; {params['dispatchers']} dispatcher processes run "
+            "`schedule_dispatch_due` from the boundary on, every "
+            f"{params['dispatch_interval_s']:g} s as beat's entry does. Lag of a fire = the "
+            "task's `queued_at` - the fire time. Baseline: stock django-celery-beat, "
+            f"{params['schedules']:,} PeriodicTask rows on one crontab, its DatabaseScheduler "
+            "ticking in one process, lag = when it sent the entry - the fire time. "
+            f"{params['reps']} repetitions of the project, {params['baseline_reps']} of the "
+            f"baseline (given up after {params['baseline_timeout_s']:g} s: it needs minutes, "
+            "which is the point of the comparison); medians, min-max in brackets.",
+            "",
+            "| | megahub | django-celery-beat | target | result |",
+            "|---|---|---|---|---|",
+            f"| p95 lag (s) | {p['p95_s']['median']:.2f} ({spread(p['p95_s'])}) | "
+            + (f"{base['p95_s']['median']:.2f} ({spread(base['p95_s'])})" if base else "-")
+            + f" | <= {sc['target_p95_s']:g} s | {ok(sc['p95_pass'])} |",
+            f"| p50 / max lag (s) | {p['p50_s']['median']:.2f} / {p['max_s']['median']:.2f} | "
+            + (f"{base['p50_s']['median']:.2f} / {base['max_s']['median']:.2f}" if base else "-")
+            + " | | |",
+            f"| fires published | {params['schedules']:,} of {params['schedules']:,} in every "
+            f"run: {ok(p['complete'])}, duplicates {p['duplicates']} | "
+            + (
+                f"{base['sent']['median']:,.0f} of {params['schedules']:,}"
+                + (" (timed out)" if base["timed_out"] else "")
+                if base
+                else "-"
+            )
+            + " | | |",
+            f"| SQL queries per run | {p['queries']['median']:,.0f} | "
+            + (f"{base['queries']['median']:,.0f}" if base else "-")
+            + " | | |",
+            f"| ledger rows recorded, p95 (s after the boundary) | "
+            f"{p['recorded_p95_s']['median']:.2f} | | | |",
+            "",
+        ]
+    else:
+        rows += [
+            "Schedules due in the same minute: not measured (no bench/results/"
+            "schedules.json; run `bench/run.py --only schedules`).",
+            "",
+        ]
+    if se:
+        params = se["params"]
+        kinds: dict[str, list[dict]] = {}
+        for sample in se["samples"]:
+            kinds.setdefault(sample["kind"], []).append(sample)
+        rows += [
+            "**An edit takes effect within 5 s.** A dispatcher process runs "
+            f"`schedule_dispatch_due` every {params['dispatch_interval_s']:g} s like beat's "
+            "entry; beat's phase relative to the minute is arbitrary, so each repetition starts "
+            "a dispatcher whose first tick at or after the boundary comes "
+            + (
+                f"{', '.join(f'{x:g}' for x in params['phases_s'])} s"
+                if "phases_s" in params
+                else "at whatever phase it had"
+            )
+            + " after it. Per repetition (one minute boundary B each, "
+            f"{params['reps']} repetitions), four fresh `noop` schedules are edited through "
+            "`task_scheduling.services` at B - delta (delta cycling over "
+            f"{', '.join(f'{d:g}' for d in params['deltas_s'])} s): pause a `* * * * *` one, "
+            "resume a paused one, change `0 0 1 1 *` to `* * * * *`, change `* * * * *` to "
+            "`0 0 1 1 *`. Cron fires fall on minute boundaries, so B is the first dispatch "
+            "decision an edit can change: it is honoured when the ledger at B is what the "
+            "edited schedule asks for (fired or not). Time to take effect is bounded by the "
+            "end of the first dispatcher tick that started at or after B, minus the edit's "
+            "commit (delta + the dispatcher's phase + one tick).",
+            "",
+            "| edit | honoured | time to take effect, median (min-max) s | target | result |",
+            "|---|---|---|---|---|",
+        ]
+        for kind, samples in kinds.items():
+            bounds = [x["bound_s"] for x in samples]
+            good = all(x["honoured"] for x in samples)
+            rows.append(
+                f"| {kind.replace('_', ' ')} | {sum(x['honoured'] for x in samples)} of "
+                f"{len(samples)} | <= {common.percentile(bounds, 50):.2f} "
+                f"({min(bounds):.2f}-{max(bounds):.2f}) | <= {se['target_s']:g} s | "
+                f"{ok(good and max(bounds) <= se['target_s'])} |"
+            )
+        rows.append("")
+    else:
+        rows += [
+            "Edit latency: not measured (no bench/results/schedule_edits.json; run "
+            "`bench/run.py --only schedule_edits`).",
+            "",
+        ]
+    return rows
+
+
+def render_latency(la: dict) -> list[str]:
+    params, p, b = la["params"], la["project"], la["bare"]
+    return [
+        "## 6. Idle latency (`bench/idle_latency.py`)",
+        "",
+        "One task at a time on an idle system (the next sample starts after the previous task "
+        f"finished and {params['pause_s'] * 1000:.0f} ms passed). Project: `POST /tasks/` "
+        "(`noop`) through gunicorn (2 sync workers) to `celery -A megahub worker -c "
+        f"{params['workers']}`; latency = the task's `started_at` (the worker's claim) - the "
+        "client's clock before the request. Baseline: `send_task` (apply_async) of "
+        "bench/bare_celery.py's no-op to the same worker command; latency = `task_prerun` in "
+        "the pool process - the clock before the call. Same machine, same clock. "
+        f"{params['reps']} repetitions x {params['samples']} samples per side, sides "
+        "alternated; median of the per-repetition p50s, min-max in brackets.",
+        "",
+        "| (ms) | POST /tasks/ -> running | apply_async -> start | delta | target | result |",
+        "|---|---|---|---|---|---|",
+        f"| p50 | {ms(p['p50_ms'])} ({spread(p['p50_ms'])}) | {ms(b['p50_ms'])} "
+        f"({spread(b['p50_ms'])}) | +{la['extra_ms']:.2f} | <= +{la['target_extra_ms']:g} | "
+        f"{ok(la['pass'])} |",
+        f"| p95 | {ms(p['p95_ms'])} | {ms(b['p95_ms'])} | | | |",
+        "",
+        "The project's figure contains the whole `POST /tasks/` request (section 2: JWT, "
+        "membership, the create transaction, the confirmed publish and the QUEUED transition "
+        "happen before the response; the worker can start as soon as the publish is "
+        "confirmed) and the worker's claim transaction; the baseline's only the publish and "
+        "the delivery.",
+        "",
+    ]
+
+
+def render_rss(rs: dict) -> list[str]:
+    params, p, b = rs["params"], rs["project"], rs["bare"]
+
+    def row(label: str, key: str) -> str:
+        return f"| {label} | {mb(p[key])} | {mb(b[key])} | {p[key] / b[key]:.2f}x |"
+
+    return [
+        "## 7. Worker memory (`bench/worker_rss.py`)",
+        "",
+        f"Both workers (`celery worker -P prefork -c {params['workers']}`, the project's on "
+        "megahub, the baseline's on bench/bare_celery.py) drain no-op tasks while the "
+        f"benchmark reads /proc every {params['interval_s']:g} s: RSS of the main process + "
+        "RSS of the pool children (SPEC's measure; shared pages count in every process), and "
+        "the PSS of the tree (shared pages split). One long run per side; memory does not "
+        "need repetitions the way rates do, and the slope over the run is the figure that "
+        "matters.",
+        "",
+        f"**Tasks run: project {p['tasks_done']:,} of the {rs['params']['tasks']:,} "
+        f"requested (drain stopped after {p['seconds']:.0f} s, budget "
+        f"{params['budget_s']:g} s), bare Celery {b['tasks_done']:,}; SPEC asks for flat "
+        f"over 100,000 tasks.** 100k project tasks would take about "
+        f"{100_000 / max(p['tasks_done'] / max(p['seconds'], 1), 1) / 60:.0f} min at the "
+        "drain rate of this run, so flatness is judged on the slope, extrapolated to 100k tasks "
+        f"(flat = at most +{rs['flat_growth_pct']:g} %).",
+        "",
+        "| MB | project | bare Celery | ratio |",
+        "|---|---|---|---|",
+        row("RSS once warm (main + children)", "warm_rss_kb"),
+        row("RSS at the end (main + children)", "end_rss_kb"),
+        row("  of which the main process", "end_rss_parent_kb"),
+        row("  of which the pool children", "end_rss_children_kb"),
+        row("PSS at the end (tree)", "end_pss_kb"),
+        row("RSS max", "max_rss_kb"),
+        "",
+        "| | project | bare Celery | target | result |",
+        "|---|---|---|---|---|",
+        f"| RSS ratio at the end | {rs['ratio']:.2f}x | 1 | <= {rs['target_ratio']}x | "
+        f"{ok(rs['ratio_pass'])} |",
+        f"| growth, KB per 10k tasks (least squares from 25 % of the run) | "
+        f"{p['slope_kb_per_10k']:+,.0f} | {b['slope_kb_per_10k']:+,.0f} | | |",
+        f"| growth extrapolated to 100k tasks | {p['growth_100k_pct']:+.1f} % | "
+        f"{b['growth_100k_pct']:+.1f} % | <= +{rs['flat_growth_pct']:g} % | "
+        f"{ok(rs['flat_pass'])} |",
+        "",
+    ]
+
+
+def render_messaging(rq: dict | None, ob: dict | None) -> list[str]:
+    rows = [
+        "## 8. Messaging (`bench/task_requests.py`, `bench/events_outbox.py`)",
+        "",
+        "SPEC §3.6 sets no performance target; these figures size the two paths.",
+        "",
+    ]
+    if rq:
+        params = rq["params"]
+        rows += [
+            "**Task creation: `megahub.task_requests` queue vs `POST /tasks/`.** Queue: "
+            f"{params['consumers']} `manage.py consume_task_requests` processes (as many as "
+            "gunicorn's workers), ready before the repetition; the benchmark publishes "
+            f"{params['tasks']:,} JSON requests (persistent) to the quorum queue and waits for "
+            f"{params['tasks']:,} tasks. REST: {params['tasks']:,} `POST /tasks/` from a "
+            f"closed-loop client with {params['concurrency']} threads, gunicorn with 2 sync "
+            "workers. Both create through `services.task_create` (create transaction, "
+            "confirmed publish, QUEUED transition); no worker runs. Rate = N / (last - first "
+            f"`created_at`); {params['reps']} repetitions per side, alternated; medians, "
+            "min-max in brackets.",
+            "",
+            "| tasks created/s | queue consumer | POST /tasks/ | ratio |",
+            "|---|---|---|---|",
+            f"| rate (database timestamps) | {rq['queue']['rate']['median']:.1f} "
+            f"({spread(rq['queue']['rate'], 1)}) | {rq['rest']['rate']['median']:.1f} "
+            f"({spread(rq['rest']['rate'], 1)}) | {rq['ratio']:.2f}x |",
+            f"| end to end (first publish or request to the last task) | "
+            f"{rq['queue']['end_to_end_rate']['median']:.1f} | "
+            f"{rq['rest']['end_to_end_rate']['median']:.1f} | |",
+            "",
+        ]
+    else:
+        rows += [
+            "Task creation through the queue: not measured (no bench/results/"
+            "requests.json; run `bench/run.py --only requests`).",
+            "",
+        ]
+    if ob:
+        params = ob["params"]
+        rows += [
+            "**Events outbox: drain with the event relay on vs off.** Every transition writes "
+            "its TaskEvent row in the same transaction either way; the relay "
+            "(`task_core.messaging.events_relay`, advisory-locked, publishing unpublished rows "
+            "with confirms and stamping `published_at`) is what differs. Per repetition: "
+            f"{params['tasks']:,} `noop` tasks loaded and released as in section 1, the "
+            "events so far stamped as published, then `celery -A megahub worker -c "
+            f"{params['workers']} -Q default,system` drains them. Relay on: "
+            "`megahub.tasks_relay_events` sent to the system queue every "
+            f"{params['relay_interval_s']:g} s as beat does, run by the same worker; a durable "
+            "queue bound to `megahub.events` with `#` stands for a subscriber. Relay off: no "
+            f"relay; the events stay in the outbox. {params['reps']} repetitions per side, "
+            "alternated; medians, min-max in brackets.",
+            "",
+            "| | relay on | relay off | ratio |",
+            "|---|---|---|---|",
+            f"| drain rate, tasks/s | {ob['on']['rate']['median']:.1f} "
+            f"({spread(ob['on']['rate'], 1)}) | {ob['off']['rate']['median']:.1f} "
+            f"({spread(ob['off']['rate'], 1)}) | {ob['ratio']:.2f}x |",
+            f"| events published per drain | "
+            f"{common.percentile([r['events_published'] for r in ob['on']['runs']], 50):,.0f}"
+            f" | 0 | |",
+            f"| relay lag after the last completion (s) | {ob['relay_lag_s']['median']:.2f} "
+            f"({spread(ob['relay_lag_s'])}) | - | |",
+            "",
+        ]
+    else:
+        rows += [
+            "Events outbox overhead: not measured (no bench/results/outbox.json; run "
+            "`bench/run.py --only outbox`).",
+            "",
+        ]
+    return rows
 
 
 def render(results: dict, failures: dict, machine: dict, command: str) -> str:
@@ -387,6 +811,14 @@ def render(results: dict, failures: dict, machine: dict, command: str) -> str:
         "its baseline in the same run, on the same machine.",
         "",
         f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        *(
+            [
+                "- **Smoke run (`--quick`): sizes and repetitions below the full run's; the "
+                "figures only show that every benchmark works.**"
+            ]
+            if machine.get("quick")
+            else []
+        ),
         f"- Last command: `{command}` (`make bench` runs them all; each benchmark's own "
         "command and time follow)",
     ]
@@ -405,12 +837,27 @@ def render(results: dict, failures: dict, machine: dict, command: str) -> str:
                 + (" - **FAILED**, see bench/results/logs/" if name in failures else "")
             )
     lines += ["", *render_machine(machine), *render_summary(results)]
-    if "drain" in results:
-        lines += render_drain(results["drain"], results.get("drain_db_reuse"))
-    if "rest" in results:
-        lines += render_rest(results["rest"])
-    if "list" in results:
-        lines += render_list(results["list"])
+    sections = [
+        ("drain", "## 1. End-to-end drain (`bench/drain.py`)", render_drain),
+        ("rest", "## 2. REST create (`bench/rest_create.py`)", render_rest),
+        ("list", "## 3. Lists at 1M tasks (`bench/list_pages.py`)", render_list),
+        ("checkpoints", "## 4. Checkpoints and progress (`bench/checkpoints.py`)",
+         render_checkpoints),
+    ]  # fmt: skip
+    for name, title, fn in sections:
+        lines += fn(results[name]) if name in results else not_measured(title, name)
+    lines += render_schedules(results.get("schedules"), results.get("schedule_edits"))
+    lines += (
+        render_latency(results["latency"])
+        if "latency" in results
+        else not_measured("## 6. Idle latency (`bench/idle_latency.py`)", "latency")
+    )
+    lines += (
+        render_rss(results["rss"])
+        if "rss" in results
+        else not_measured("## 7. Worker memory (`bench/worker_rss.py`)", "rss")
+    )
+    lines += render_messaging(results.get("requests"), results.get("outbox"))
     lines += notes.METHOD
     return "\n".join(lines).rstrip() + "\n"
 
@@ -421,56 +868,47 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated subset")
     parser.add_argument("--render-only", action="store_true", help="only rewrite the doc")
-    parser.add_argument("--drain-tasks", type=int, default=3000)
-    parser.add_argument("--drain-workers", type=int, default=None)
-    parser.add_argument("--drain-reps", type=int, default=5)
-    parser.add_argument("--drain-budget-s", type=float, default=1000)
-    parser.add_argument("--fix-reps", type=int, default=3, help="drain_db_reuse repetitions")
-    parser.add_argument("--rest-reps", type=int, default=5)
-    parser.add_argument("--rest-seconds", type=float, default=5)
-    parser.add_argument("--list-rows", type=int, default=1_000_000)
-    parser.add_argument("--list-reps", type=int, default=5)
-    parser.add_argument("--list-requests", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--drain-workers", type=int, default=None, help="K (default: nproc)")
+    for name, options in PARAMS.items():
+        for option, full, quick in options:
+            parser.add_argument(
+                f"--{name.replace('_', '-')}-{option}",
+                type=type(full),
+                default=None,
+                help=f"{name} --{option} (full {full:g}, quick {quick:g})",
+            )
     args = parser.parse_args(argv)
     only = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = set(only) - set(SCRIPTS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    sizes: dict[str, dict] = {}
+    for name, options in PARAMS.items():
+        sizes[name] = {}
+        for option, full, quick in options:
+            value = getattr(args, f"{name}_{option}".replace("-", "_"))
+            sizes[name][option] = value if value is not None else (quick if args.quick else full)
     extras = {
-        "drain": [
-            "--tasks",
-            str(args.drain_tasks),
-            "--reps",
-            str(args.drain_reps),
-            "--budget-s",
-            str(args.drain_budget_s),
-            *(["--workers", str(args.drain_workers)] if args.drain_workers else []),
-        ],
-        "drain_db_reuse": [
-            "--tasks",
-            str(args.drain_tasks),
-            "--reps",
-            str(args.fix_reps),
-            "--budget-s",
-            str(args.drain_budget_s / 2),
-            "--worker-settings",
-            "bench.settings_db_reuse",
-            "--result-name",
-            "drain_db_reuse",
-            *(["--workers", str(args.drain_workers)] if args.drain_workers else []),
-        ],
-        "rest": ["--reps", str(args.rest_reps), "--seconds", str(args.rest_seconds)],
-        "list": [
-            "--rows",
-            str(args.list_rows),
-            "--reps",
-            str(args.list_reps),
-            "--requests",
-            str(args.list_requests),
-        ],
+        name: [
+            item
+            for option, value in sizes[name].items()
+            for item in (f"--{option}", f"{value:g}" if isinstance(value, float) else str(value))
+        ]
+        for name in SCRIPTS
     }
+    if args.drain_workers:
+        extras["drain"] += ["--workers", str(args.drain_workers)]
     command = shlex.join([".venv/bin/python", "bench/run.py", *(argv or sys.argv[1:])])
     if not args.render_only:
+        estimates = {name: estimate_s(name, sizes[name]) for name in only}
+        print(
+            "estimated wall time (2 CPUs, rough): "
+            + ", ".join(f"{n} {s / 60:.0f} min" for n, s in estimates.items())
+            + f"; total ~{sum(estimates.values()) / 60:.0f} min"
+            + (" (+ loading the list rows once, ~3 min, if absent)" if "list" in only else ""),
+            flush=True,
+        )
         for name in only:
             (common.RESULTS / f"{name}.failed.json").unlink(missing_ok=True)
             run_one(name, extras[name])
@@ -480,6 +918,7 @@ def main(argv: list[str] | None = None) -> None:
         machine["commit_ms"] = common.commit_latency_ms(common.BENCH_DB_PREFIX)
         machine["publish_ms"] = common.publish_latency_ms()
         machine["command"] = command
+        machine["quick"] = args.quick
         common.write_result("machine", machine)
     machine = common.read_result("machine") or {}
     command = machine.get("command", command)

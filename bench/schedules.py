@@ -11,10 +11,15 @@ message per entry. Lag = when beat sent the entry minus the fire time.
 
 Both publish to RabbitMQ queues of their own (``bench-sched-<pid>.*``, deleted afterwards) and
 run in a PostgreSQL database of their own (``megahub_bench_schedules``, created and migrated
-here). Prints one line per run and the medians over the repetitions.
+here). Prints one line per run and the medians over the repetitions; writes
+bench/results/schedules.json.
 
     .venv/bin/python bench/schedules.py [--schedules 10000] [--dispatchers 2] [--repeat 5]
-                                        [--no-baseline]
+                                        [--baseline-repeat 2] [--baseline-timeout 240]
+
+The baseline takes minutes per run at 10k entries (that is the point of the comparison), so
+it runs --baseline-repeat times (default 2), each given up after --baseline-timeout seconds;
+lags are then over the entries it sent in time, and the count says how many that was.
 """
 
 from __future__ import annotations
@@ -31,14 +36,17 @@ from urllib.parse import urlparse, urlunparse
 
 REPO = Path(__file__).resolve().parent.parent
 DB_NAME = "megahub_bench_schedules"
+TARGET_P95_S = 10.0
 
 
-def configure() -> None:
-    source = os.environ.get("DATABASE_URL", "postgres://postgres@localhost:5432/megahub")
+def configure(db_name: str = DB_NAME) -> None:
+    source = os.environ.get("BENCH_SOURCE_DATABASE_URL") or os.environ.get(
+        "DATABASE_URL", "postgres://postgres@localhost:5432/megahub"
+    )
     parsed = urlparse(source)
     if not parsed.scheme.startswith("postgres"):
         raise SystemExit("this benchmark needs PostgreSQL (DATABASE_URL=postgres://...)")
-    os.environ["DATABASE_URL"] = urlunparse(parsed._replace(path=f"/{DB_NAME}"))
+    os.environ["DATABASE_URL"] = urlunparse(parsed._replace(path=f"/{db_name}"))
     os.environ.setdefault("CELERY_BROKER_URL", "amqp://guest:guest@localhost:5672//")
     if not os.environ["CELERY_BROKER_URL"].startswith(("amqp://", "pyamqp://")):
         raise SystemExit("this benchmark needs RabbitMQ (CELERY_BROKER_URL=amqp://...)")
@@ -51,9 +59,9 @@ def configure() -> None:
 
     admin = urlunparse(parsed._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name]).fetchone()
         if not exists:
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+            conn.execute(f'CREATE DATABASE "{db_name}"')
     import django
 
     django.setup()
@@ -266,41 +274,48 @@ def delete_queues() -> None:
             queue.exchange(channel).delete()
 
 
-def main() -> None:
+def _summary(values: list[float]) -> dict:
+    values = [v for v in values if v == v]  # drop NaN (a run that published nothing)
+    if not values:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def _line(label: str, rep: int, result: dict) -> str:
+    return f"{label} run {rep}: " + ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--schedules", type=int, default=10_000)
     parser.add_argument("--dispatchers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--baseline-repeat", type=int, default=2)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument(
-        "--baseline-timeout", type=float, default=600, help="seconds before giving beat up"
+        "--baseline-timeout", type=float, default=240, help="seconds before giving beat up"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     configure()
     ours, theirs = [], []
+    baseline_reps = 0 if args.no_baseline else args.baseline_repeat
     try:
-        for rep in range(1, args.repeat + 1):
-            result = run_megahub(args.schedules, args.dispatchers)
-            ours.append(result)
-            print(
-                f"megahub  run {rep}: "
-                + ", ".join(
-                    f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in result.items()
-                ),
-                flush=True,
-            )
-            if not args.no_baseline:
+        for rep in range(1, max(args.repeat, baseline_reps) + 1):
+            if rep <= args.repeat:
+                result = run_megahub(args.schedules, args.dispatchers)
+                ours.append(result)
+                print(_line("megahub ", rep, result), flush=True)
+            if rep <= baseline_reps:
                 result = run_baseline(args.schedules, args.baseline_timeout)
                 theirs.append(result)
-                print(
-                    f"baseline run {rep}: "
-                    + ", ".join(
-                        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in result.items()
-                    ),
-                    flush=True,
-                )
+                print(_line("baseline", rep, result), flush=True)
     finally:
         delete_queues()
     print(
@@ -322,11 +337,53 @@ def main() -> None:
                     else ""
                 )
             )
-    if ours and theirs:
-        ratio = statistics.median(r["p95_s"] for r in theirs) / statistics.median(
-            r["p95_s"] for r in ours
-        )
-        print(f"  p95 lag: django-celery-beat / megahub = {ratio:.1f}x")
+    p95 = _summary([r["p95_s"] for r in ours])
+    result = {
+        "benchmark": "schedules",
+        "params": {
+            "schedules": args.schedules,
+            "dispatchers": args.dispatchers,
+            "reps": args.repeat,
+            "baseline_reps": baseline_reps,
+            "baseline_timeout_s": args.baseline_timeout,
+            "dispatch_interval_s": _dispatch_interval(),
+        },
+        "project": {
+            "p50_s": _summary([r["p50_s"] for r in ours]),
+            "p95_s": p95,
+            "max_s": _summary([r["max_s"] for r in ours]),
+            "recorded_p95_s": _summary([r["recorded_p95_s"] for r in ours]),
+            "queries": _summary([r["queries"] for r in ours]),
+            "complete": all(r["queued"] == args.schedules for r in ours),
+            "duplicates": sum(r["duplicates"] for r in ours),
+            "runs": ours,
+        },
+        "baseline": {
+            "p50_s": _summary([r["p50_s"] for r in theirs]),
+            "p95_s": _summary([r["p95_s"] for r in theirs]),
+            "max_s": _summary([r["max_s"] for r in theirs]),
+            "sent": _summary([r["sent"] for r in theirs]),
+            "queries": _summary([r["queries"] for r in theirs]),
+            "timed_out": any(r["timed_out"] for r in theirs),
+            "runs": theirs,
+        }
+        if theirs
+        else None,
+        "target_p95_s": TARGET_P95_S,
+        "p95_pass": p95["median"] <= TARGET_P95_S
+        and all(r["queued"] == args.schedules and not r["duplicates"] for r in ours),
+    }
+    sys.path.insert(0, str(REPO))
+    from bench import common
+
+    common.write_result("schedules", result)
+    return result
+
+
+def _dispatch_interval() -> float:
+    from django.conf import settings
+
+    return settings.SCHEDULE_DISPATCH_INTERVAL_SECONDS
 
 
 if __name__ == "__main__":
