@@ -96,7 +96,7 @@ class BareSide:
 
 def run(reps: int, samples: int, k: int) -> dict:
     from bench import bare_celery
-    from bench.rest_create import setup_fixtures
+    from bench.rest_create import auth_headers, setup_fixtures
 
     info = common.configure(DB)
     common.django_setup(DB)
@@ -105,11 +105,7 @@ def run(reps: int, samples: int, k: int) -> dict:
     from django.db import connection
 
     connection.close()
-    headers = {
-        "Authorization": f"Bearer {fixtures['token']}",
-        "X-Brand-ID": str(fixtures["brand_id"]),
-        "Content-Type": "application/json",
-    }
+    headers = auth_headers(fixtures)
     tmp = tempfile.mkdtemp(prefix="megahub-bench-latency-")
     start_file = os.path.join(tmp, "start.bin")
     stats_dir = os.path.join(tmp, "stats")

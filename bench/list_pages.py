@@ -295,28 +295,26 @@ def count_queries(project: Project, brand_id: int, cursor: str) -> dict:
 
 
 def list_breakdown(brand_id: int, n: int = 50) -> dict:
-    """The list view's parts in isolation (median ms): ORM fetch, serializer, JSON render."""
+    """The list view's parts in isolation (median ms): row fetch, shaping, JSON render."""
     from rest_framework.renderers import JSONRenderer
 
-    from task_core.api.serializers import TaskListSerializer
+    from task_core import selectors
+    from task_core.api.serializers import task_list_data
     from task_core.models import Brand, Task
 
     brand = Brand.objects.get(pk=brand_id)
 
     def fetch():
-        # The queryset TaskViewSet builds for a list page (scope_queryset + keyset LIMIT).
+        # The rows TaskViewSet.list reads for a page (selectors.task_list_rows + keyset LIMIT).
         return list(
-            Task.objects.for_brand(brand)
-            .select_related("brand", "created_by")
-            .defer("context_data", "result_data")
-            .order_by("-id")[: PAGE + 1]
+            selectors.task_list_rows(Task.objects.for_brand(brand).order_by("-id"))[: PAGE + 1]
         )
 
     rows = fetch()
-    data = TaskListSerializer(rows[:PAGE], many=True).data
+    data = task_list_data(rows[:PAGE], brand=brand)
     parts = {
         "orm_fetch_ms": fetch,
-        "serializer_ms": lambda: TaskListSerializer(rows[:PAGE], many=True).data,
+        "serializer_ms": lambda: task_list_data(rows[:PAGE], brand=brand),
         "json_render_ms": lambda: JSONRenderer().render({"results": data}),
     }
     out = {}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import socket
 import sys
 import threading
 import time
@@ -144,10 +143,13 @@ def create_breakdown(fixtures: dict, n: int = 100) -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def auth_headers(fixtures: dict) -> dict[str, str]:
+    """Headers of an API call as the fixtures' brand admin."""
+    return {
+        "Authorization": f"Bearer {fixtures['token']}",
+        "X-Brand-ID": str(fixtures["brand_id"]),
+        "Content-Type": "application/json",
+    }
 
 
 def one_request(port: int, path: str, headers: dict) -> tuple[float, int]:
@@ -213,46 +215,14 @@ def run(reps: int, seconds: float, concurrency: int, gunicorn_workers: int) -> d
         "queries": count_queries(fixtures),
         "create_breakdown": create_breakdown(fixtures),
     }
-    headers = {
-        "Authorization": f"Bearer {fixtures['token']}",
-        "X-Brand-ID": str(fixtures["brand_id"]),
-        "Content-Type": "application/json",
-    }
+    headers = auth_headers(fixtures)
     from django.db import connection
 
     connection.close()
-    port = free_port()
-    server = common.Proc(
-        "rest-gunicorn",
-        [
-            str(common.VENV_BIN / "gunicorn"),
-            "megahub.wsgi:application",
-            "--workers",
-            str(gunicorn_workers),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        common.child_env(DJANGO_SETTINGS_MODULE="bench.settings"),
-    )
+    server, port = common.start_gunicorn("rest-gunicorn", gunicorn_workers)
     phases = {"latency": 1, "throughput": concurrency}
     runs: dict = {phase: {name: [] for name in ENDPOINTS} for phase in phases}
     try:
-
-        def up() -> bool:
-            if not server.alive():
-                raise RuntimeError(f"gunicorn exited:\n{server.tail()}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/health/")
-                ok = conn.getresponse().status == 200
-                conn.close()
-                return ok
-            except OSError:
-                return False
-
-        common.wait_until(up, timeout=60, interval=0.2, what="gunicorn")
         for path in ENDPOINTS.values():  # warm every worker: connections, imports, JWT
             load(port, path, headers, threads=concurrency, seconds=1.5)
         for phase, threads in phases.items():

@@ -118,7 +118,7 @@ def rest_side(n: int, port: int, headers: dict, concurrency: int, pg) -> dict:
 
 
 def run(n: int, reps: int, consumers: int, concurrency: int) -> dict:
-    from bench.rest_create import setup_fixtures
+    from bench.rest_create import auth_headers, setup_fixtures
 
     info = common.configure(DB)
     common.django_setup(DB)
@@ -127,11 +127,7 @@ def run(n: int, reps: int, consumers: int, concurrency: int) -> dict:
     from django.db import connection
 
     connection.close()
-    headers = {
-        "Authorization": f"Bearer {fixtures['token']}",
-        "X-Brand-ID": str(fixtures["brand_id"]),
-        "Content-Type": "application/json",
-    }
+    headers = auth_headers(fixtures)
     procs: list[common.Proc] = []
     runs: dict[str, list[dict]] = {"queue": [], "rest": []}
     pg = common.pg_connect(DB)
