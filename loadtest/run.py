@@ -316,7 +316,7 @@ def main() -> int:
             f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
             f"- Command: `{command}`",
             f"- Machine: {machine()}; 1-min load average {load_before:.1f} before the run, "
-            f"{load_after:.1f} at its end (other work shares the machine)",
+            f"{load_after:.1f} at its end",
             f"- Processes: gunicorn with {opts.web_workers} sync workers, one Celery worker "
             f"(prefork, concurrency {opts.worker_concurrency}), beat; PostgreSQL and RabbitMQ "
             "on loopback; locust in one process on the same machine",
