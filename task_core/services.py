@@ -625,6 +625,35 @@ def _worker_actor(worker: str) -> str:
     return f"worker:{worker}" if worker else "system:sweeper"
 
 
+def _record_outcome(
+    task: Task,
+    worker: str,
+    *,
+    to: str,
+    kind: str,
+    fields: dict,
+    message: str,
+    where: Q | None,
+    ctx: TaskContext | None,
+) -> Task | None:
+    """Move a running attempt to its outcome and record it in the same transaction; None when
+    the attempt no longer owns the task (a rescued task's zombie attempt cannot end it)."""
+    with transaction.atomic():
+        moved = sm.transition(
+            task,
+            to=to,
+            kind=kind,
+            actor=_worker_actor(worker),
+            frm=[S.RUNNING],
+            where=Q(attempts=task.attempts) & (where or Q()),
+            fields=fields,
+            message=message,
+        )
+        if moved is not None:
+            _outcome_recorded(task, ctx, to)
+    return moved
+
+
 def _finish(
     task: Task,
     worker: str,
@@ -636,20 +665,16 @@ def _finish(
     where=None,
     ctx: TaskContext | None = None,
 ) -> str:
-    with transaction.atomic():
-        moved = sm.transition(
-            task,
-            to=to,
-            kind=kind,
-            actor=_worker_actor(worker),
-            frm=[S.RUNNING],
-            # A rescued task's zombie attempt cannot finish it.
-            where=Q(attempts=task.attempts) & (where or Q()),
-            fields={"completed_at": timezone.now(), **(fields or {})},
-            message=message,
-        )
-        if moved is not None:
-            _outcome_recorded(task, ctx, to)
+    moved = _record_outcome(
+        task,
+        worker,
+        to=to,
+        kind=kind,
+        fields={"completed_at": timezone.now(), **(fields or {})},
+        message=message,
+        where=where,
+        ctx=ctx,
+    )
     return to if moved is not None else "lost"
 
 
@@ -670,19 +695,9 @@ def _suspend(
         fields["available_at"] = timezone.now() + timedelta(
             seconds=settings.TASK_PUBLISH_GRACE_SECONDS
         )
-    with transaction.atomic():
-        moved = sm.transition(
-            task,
-            to=to,
-            kind=kind,
-            actor=_worker_actor(worker),
-            frm=[S.RUNNING],
-            where=Q(attempts=task.attempts) & (where or Q()),
-            fields=fields,
-            message=message,
-        )
-        if moved is not None:
-            _outcome_recorded(task, ctx, to)
+    moved = _record_outcome(
+        task, worker, to=to, kind=kind, fields=fields, message=message, where=where, ctx=ctx
+    )
     if moved is None:
         return "lost"
     if to == S.PENDING:
