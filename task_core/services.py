@@ -534,13 +534,9 @@ def task_claim(*, task_pk: int, worker: str) -> Task | None:
 
 def task_execute(*, task_pk: int, worker: str) -> str:
     """Run one delivery of a task: claim, call the handler, record the outcome."""
-    try:
-        task = task_claim(task_pk=task_pk, worker=worker)
-    except (OperationalError, InterfaceError):
-        # The connection kept from an earlier task died meanwhile (database restarted, backend
-        # terminated, idle timeout): reconnect once rather than leave the message unclaimed.
-        close_old_connections()
-        task = task_claim(task_pk=task_pk, worker=worker)
+    # A connection kept from an earlier task and dead meanwhile is replaced before this claim:
+    # megahub/celery.py runs close_old_connections() at task_prerun (health check on next use).
+    task = task_claim(task_pk=task_pk, worker=worker)
     if task is None:
         logger.info("duplicate or stale delivery ignored", extra={"task_pk": task_pk})
         return "ignored"

@@ -8,14 +8,12 @@ import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 import requests
 from django.conf import settings
 from django.db import connection
 from rest_framework_simplejwt.tokens import AccessToken
 
-from task_core import services
 from task_core.models import Task
 from tests.integration.conftest import free_port, wait_for
 from tests.integration.effect_types import create_effect_tasks, effects
@@ -204,17 +202,3 @@ def test_web_answers_503_while_its_database_is_unreachable_and_recovers(
         timeline = kinds(task)
         assert timeline[0] == "created" and timeline.count("created") == 1, timeline
         assert timeline.count("started") == 1 and timeline[-1] == "completed", timeline
-
-
-def test_claim_reconnects_when_the_kept_connection_died_between_tasks(brand, purge_queues):
-    """A worker keeping its connection across tasks (CELERY_DB_REUSE_MAX, CONN_MAX_AGE) finds it
-    dead at the next claim: it reconnects once instead of dropping the delivery."""
-    task, _ = services.task_create(brand=brand, task_type="noop")
-    pid = connection.connection.info.backend_pid  # kept open, idle, as between two tasks
-    db = connection.settings_dict
-    with psycopg.connect(host=db["HOST"] or "localhost", port=db["PORT"] or 5432,
-                         user=db["USER"], dbname=db["NAME"], autocommit=True) as admin:  # fmt: skip
-        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
-    assert services.task_execute(task_pk=task.pk, worker="test-worker") == "completed"
-    assert connection.connection.info.backend_pid != pid
-    assert kinds(Task.objects.get(pk=task.pk))[-2:] == ["started", "completed"]
