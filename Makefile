@@ -4,7 +4,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := .venv/bin/python
 PG_URL ?= postgres://postgres@localhost:5432/megahub
 AMQP_URL ?= amqp://guest:guest@localhost:5672//
-# Test runs need no secrets of their own; real deployments set SECRET_KEY (README).
+# Test runs need no secrets of their own; real deployments set SECRET_KEY (docs/production.md).
 TEST_ENV = SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-not-for-any-deployment} \
   DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(AMQP_URL)}
 

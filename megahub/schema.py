@@ -10,7 +10,7 @@ from megahub.tenancy import BrandScopedViewSet
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
-    error_code = serializers.CharField(help_text="UPPER_SNAKE code, listed in the README.")
+    error_code = serializers.CharField(help_text="UPPER_SNAKE code, listed in docs/errors.md.")
     field_errors = serializers.DictField(
         required=False,
         child=serializers.JSONField(),

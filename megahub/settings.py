@@ -1,6 +1,6 @@
 """megahub settings: one module, configured by environment variables only (12-factor).
 
-Every variable is documented in README.md ("Configuration"). With no environment at all the
+Every variable is documented in docs/configuration.md. With no environment at all the
 project runs on embedded defaults that need no server: SQLite and kombu's filesystem transport.
 """
 

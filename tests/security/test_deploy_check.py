@@ -1,4 +1,4 @@
-"""``manage.py check --deploy`` with the production environment the README documents."""
+"""``manage.py check --deploy`` with the production environment docs/production.md documents."""
 
 import os
 import secrets
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# The production environment of the README ("Production"): only what a deployment must set.
+# The production environment of docs/production.md: only what a deployment must set.
 PRODUCTION_ENV = {
     "DEBUG": "0",
     "SECRET_KEY": secrets.token_urlsafe(64),
