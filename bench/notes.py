@@ -178,7 +178,7 @@ def lists(r: dict) -> str:
     items = [
         f"**The fixed cost of any brand-scoped DRF request** (GET /bench/noop/: {floor:.1f} "
         "ms p95): JWT decoding + `SELECT auth_user` (simplejwt `JWTAuthentication.get_user`) "
-        "+ the membership query in `megahub/tenancy.py` `resolve_brand` + the throttle's "
+        "+ the membership query in `task_core/tenancy.py` `resolve_brand` + the throttle's "
         "cache read/write + DRF dispatch. That alone is "
         f"{floor / raw:.1f}x the raw page, so no list implementation meets 2x unless this "
         "shrinks too (e.g. cache the (user, brand) membership for a few seconds; take the "

@@ -135,9 +135,9 @@ def run(reps: int, deltas: list[float]) -> dict:
                 dispatcher.kill()
         acting = next(t for t in ticks if t[0] >= b)
         fired = set(
-            ScheduleRun.objects.filter(schedule__in=made.values(), fire_time=boundary).values_list(
-                "schedule__name", flat=True
-            )
+            ScheduleRun.objects.unscoped()
+            .filter(schedule__in=made.values(), fire_time=boundary)
+            .values_list("schedule__name", flat=True)
         )
         for kind, (_, must_fire) in KINDS.items():
             did_fire = f"edit-{rep}-{kind}" in fired

@@ -9,9 +9,9 @@ GET /bench/noop/ is the same floor for a read (bench/list_pages.py reports it).
 from django.urls import path
 from rest_framework.response import Response
 
-from megahub.tenancy import BrandScopedViewSet
 from megahub.urls import handler400, handler403, handler404, handler500  # noqa: F401
 from megahub.urls import urlpatterns as project_urlpatterns
+from task_core.api.tenancy import BrandScopedViewSet
 from task_core.models import Task
 
 

@@ -5,7 +5,7 @@ from drf_spectacular.openapi import AutoSchema
 from rest_framework import permissions, serializers
 from rest_framework_simplejwt.views import TokenViewBase
 
-from megahub.tenancy import BrandScopedViewSet
+from task_core.api.tenancy import BrandScopedViewSet
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -31,11 +31,11 @@ from django.utils import timezone
 from kombu import Exchange, Queue
 
 from megahub.errors import DomainError, DomainValidationError
-from megahub.tenancy import ROLE_RANK
 from megahub.webhooks import WebhookRefused, webhook_post, webhook_url_problem
 from task_core import services
-from task_core.models import Brand, BrandMembership, Task, TaskEvent, Webhook, WebhookDelivery
+from task_core.models import Task, TaskEvent, Webhook, WebhookDelivery
 from task_core.signals import webhook_disabled
+from task_core.tenancy import Role, member_with_role
 
 logger = logging.getLogger("megahub.messaging")
 
@@ -199,18 +199,15 @@ def task_request_handle(raw: bytes) -> tuple[Task, bool]:
     data = dict(serializer.validated_data)
     brand_id, username = data.pop("brand_id"), data.pop("requested_by")
     idempotency_key = data.pop("idempotency_key", None)
-    brand = Brand.objects.filter(pk=brand_id, is_active=True).first()
     user = get_user_model().objects.filter(username=username, is_active=True).first()
-    membership = (
-        BrandMembership.objects.filter(user=user, brand=brand).first() if brand and user else None
-    )
-    if membership is None or ROLE_RANK[membership.role] < ROLE_RANK["operator"]:
+    membership = user and member_with_role(user=user, brand_id=brand_id, required=Role.OPERATOR)
+    if not membership:
         raise RequestRejected(
             f"{username!r} may not create tasks in brand {brand_id}", "BRAND_FORBIDDEN"
         )
     try:
         return services.task_create(
-            brand=brand,
+            brand=membership.brand,
             user=user,
             idempotency_key=idempotency_key,
             actor=f"queue:{username}",

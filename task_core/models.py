@@ -6,44 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from megahub.tenancy import BrandScopedQuerySet
-
-
-class Brand(models.Model):
-    name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=100, unique=True)
-    is_active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class BrandMembership(models.Model):
-    class Role(models.TextChoices):
-        VIEWER = "viewer", "Viewer"
-        OPERATOR = "operator", "Operator"
-        ADMIN = "admin", "Admin"
-
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = BrandScopedQuerySet.as_manager()
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["user", "brand"], name="membership_unique_user_brand")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.user} @ {self.brand} ({self.role})"
+# Brand and BrandMembership are defined with the rest of tenancy and belong to this app.
+from task_core.tenancy import Brand, BrandMembership, BrandScopedManager  # noqa: F401
 
 
 def new_task_id() -> str:
@@ -104,7 +68,7 @@ class Task(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["-id"]
@@ -180,7 +144,7 @@ class TaskEvent(models.Model):
     # to the megahub.events exchange and stamps them here.
     published_at = models.DateTimeField(null=True, blank=True)
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["id"]
@@ -217,7 +181,7 @@ class Webhook(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["-id"]
@@ -253,7 +217,7 @@ class WebhookDelivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["-id"]

@@ -31,7 +31,7 @@ def task_list_rows(queryset):
 
 
 def task_events(*, task: Task):
-    return TaskEvent.objects.filter(task=task).order_by("id")
+    return TaskEvent.objects.unscoped().filter(task=task).order_by("id")
 
 
 def broker_queue_stats(queue_names: list[str]) -> dict:

@@ -79,7 +79,7 @@ def membership_grant(*, user, brand: Brand, role: str) -> BrandMembership:
         raise DomainValidationError(
             field_errors={"role": [f'"{role}" is not one of {BrandMembership.Role.values}.']}
         )
-    membership, _ = BrandMembership.objects.update_or_create(
+    membership, _ = BrandMembership.objects.unscoped().update_or_create(
         user=user, brand=brand, defaults={"role": role}
     )
     return membership

@@ -56,7 +56,7 @@ def dashboard_context(*, user, brand_param: str | None) -> dict:
     completed = [(h.strftime("%H:00"), agg[f"c{i}"]) for i, h in enumerate(hours)]
     failed = [(h.strftime("%H:00"), agg[f"f{i}"]) for i, h in enumerate(hours)]
 
-    workers = list(Worker.objects.unscoped().order_by("hostname")[:100])
+    workers = list(Worker.objects.order_by("hostname")[:100])
     for w in workers:
         w.is_online = selectors.worker_is_online(w, now)
         w.state = "stopped" if w.stopped_at else ("online" if w.is_online else "offline")

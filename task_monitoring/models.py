@@ -6,8 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from megahub.tenancy import BrandScopedQuerySet
 from task_core.models import Brand, Task
+from task_core.tenancy import BrandScopedManager
 
 
 class TaskMetric(models.Model):
@@ -38,7 +38,7 @@ class TaskMetric(models.Model):
     costs = models.JSONField(default=list, blank=True)  # what the handler reported, itemised
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["-id"]
@@ -62,16 +62,6 @@ class TaskMetric(models.Model):
         return f"{self.task_id}#{self.attempt} {self.execution_time_ms}ms"
 
 
-class WorkerQuerySet(models.QuerySet):
-    def for_brand(self, brand) -> "WorkerQuerySet":
-        # The worker fleet is shared infrastructure and carries no brand data: every member of
-        # any brand sees the same fleet (hostnames, queues, load), never a brand's tasks.
-        return self.all()
-
-    def unscoped(self) -> "WorkerQuerySet":
-        return self.all()
-
-
 class Worker(models.Model):
     """A Celery worker as last reported by its own heartbeat (see task_monitoring.workers)."""
 
@@ -89,8 +79,6 @@ class Worker(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat_at = models.DateTimeField()
     stopped_at = models.DateTimeField(null=True, blank=True)  # warm shutdown reported
-
-    objects = WorkerQuerySet.as_manager()
 
     class Meta:
         ordering = ["hostname"]
@@ -149,7 +137,7 @@ class AlertRule(models.Model):
     last_evaluated_at = models.DateTimeField(null=True, blank=True)
     last_value = models.FloatField(null=True, blank=True)
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["-id"]
@@ -194,7 +182,7 @@ class Alert(models.Model):
     )
     resolution = models.CharField(max_length=16, blank=True, default="")  # "cleared" | "manual"
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["-id"]
@@ -235,7 +223,7 @@ class AlertEvaluation(models.Model):
     detail = models.TextField(blank=True, default="")
     evaluated_at = models.DateTimeField(auto_now_add=True)
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["-id"]
@@ -279,7 +267,7 @@ class AlertNotification(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["-id"]

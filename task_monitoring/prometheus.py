@@ -137,7 +137,7 @@ def render() -> str:
     out.family("megahub_workers_online", "gauge", "Workers whose heartbeat is recent.")
     out.sample("megahub_workers_online", selectors.workers_online(now).count())
     out.family("megahub_workers_seen", "gauge", "Workers ever seen (online or not).")
-    out.sample("megahub_workers_seen", Worker.objects.unscoped().count())
+    out.sample("megahub_workers_seen", Worker.objects.count())
 
     out.family("megahub_alerts_firing", "gauge", "Open alerts (firing or acknowledged).")
     alerts = (

@@ -84,7 +84,7 @@ def _money(value) -> float:
 
 
 def latest_metric(*, task: Task) -> TaskMetric | None:
-    return TaskMetric.objects.filter(task=task).order_by("-attempt").first()
+    return TaskMetric.objects.unscoped().filter(task=task).order_by("-attempt").first()
 
 
 def metric_detail_section(task: Task) -> dict | None:
@@ -230,7 +230,7 @@ def worker_offline_cutoff(now: datetime | None = None) -> datetime:
 
 
 def workers_online(now: datetime | None = None) -> QuerySet:
-    return Worker.objects.unscoped().filter(
+    return Worker.objects.filter(
         stopped_at__isnull=True, last_heartbeat_at__gte=worker_offline_cutoff(now)
     )
 
@@ -243,7 +243,7 @@ def workers_overview(*, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     cutoff = worker_offline_cutoff(now)
     online = Q(stopped_at__isnull=True, last_heartbeat_at__gte=cutoff)
-    counts = Worker.objects.unscoped().aggregate(
+    counts = Worker.objects.aggregate(
         total=Count("id"),
         online=Count("id", filter=online),
         concurrency=Sum("concurrency", filter=online),

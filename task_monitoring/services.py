@@ -150,9 +150,7 @@ def worker_heartbeat_record(
 
 def worker_stopped(*, hostname: str) -> None:
     """A worker reported its warm shutdown: offline now, not after the allowance."""
-    Worker.objects.unscoped().filter(hostname=hostname).update(
-        stopped_at=timezone.now(), active_tasks=0
-    )
+    Worker.objects.filter(hostname=hostname).update(stopped_at=timezone.now(), active_tasks=0)
 
 
 # --- alert rules ------------------------------------------------------------------------------
@@ -212,7 +210,7 @@ def alert_rule_evaluate(*, rule: AlertRule, now: datetime | None = None) -> str:
         alert = open_alert
         if breached and open_alert is not None:
             outcome = Out.BREACHED
-            Alert.objects.filter(pk=open_alert.pk).update(last_value=value)
+            Alert.objects.unscoped().filter(pk=open_alert.pk).update(last_value=value)
         elif breached:
             cooldown_from = now - timedelta(minutes=rule.cooldown_minutes)
             recent = rule.alerts.filter(resolved_at__gte=cooldown_from).exists()
@@ -243,7 +241,9 @@ def alert_rule_evaluate(*, rule: AlertRule, now: datetime | None = None) -> str:
             outcome=outcome,
             detail=_describe(rule, value),
         )
-        AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_value=value)
+        AlertRule.objects.unscoped().filter(pk=rule.pk).update(
+            last_evaluated_at=now, last_value=value
+        )
     return str(outcome)
 
 
@@ -266,7 +266,7 @@ def _resolve(alert: Alert, *, user, resolution: str, value: float | None = None)
     }
     if value is not None:
         fields["last_value"] = value
-    moved = Alert.objects.filter(pk=alert.pk, status__in=Alert.OPEN).update(**fields)
+    moved = Alert.objects.unscoped().filter(pk=alert.pk, status__in=Alert.OPEN).update(**fields)
     if moved:
         alert.refresh_from_db()
         _notify(alert, AlertNotification.Event.RESOLVED)
@@ -275,8 +275,12 @@ def _resolve(alert: Alert, *, user, resolution: str, value: float | None = None)
 
 def alert_acknowledge(*, alert: Alert, user) -> Alert:
     """firing -> acknowledged (the episode stays open; no new notification)."""
-    moved = Alert.objects.filter(pk=alert.pk, status=Alert.Status.FIRING).update(
-        status=Alert.Status.ACKNOWLEDGED, acknowledged_at=timezone.now(), acknowledged_by=user
+    moved = (
+        Alert.objects.unscoped()
+        .filter(pk=alert.pk, status=Alert.Status.FIRING)
+        .update(
+            status=Alert.Status.ACKNOWLEDGED, acknowledged_at=timezone.now(), acknowledged_by=user
+        )
     )
     alert.refresh_from_db()
     if not moved:
@@ -427,7 +431,7 @@ def notification_deliver(*, notification: AlertNotification) -> bool:
             fields.update(status=AlertNotification.Status.FAILED, next_attempt_at=None)
         else:
             fields["next_attempt_at"] = now + timedelta(seconds=notification_retry_delay_s(number))
-        AlertNotification.objects.filter(pk=notification.pk).update(**fields)
+        AlertNotification.objects.unscoped().filter(pk=notification.pk).update(**fields)
     if not ok:
         logger.warning(
             "alert notification failed",
@@ -445,7 +449,8 @@ def alert_notifications_deliver(*, limit: int = 50) -> int:
         now = timezone.now()
         with transaction.atomic():
             notification = (
-                AlertNotification.objects.select_for_update(skip_locked=True)
+                AlertNotification.objects.unscoped()
+                .select_for_update(skip_locked=True)
                 .filter(Q(next_attempt_at__lte=now), status=AlertNotification.Status.PENDING)
                 .select_related("alert__rule")
                 .order_by("next_attempt_at")
@@ -453,7 +458,9 @@ def alert_notifications_deliver(*, limit: int = 50) -> int:
             )
             if notification is None:
                 break
-            AlertNotification.objects.filter(pk=notification.pk).update(next_attempt_at=now + lease)
+            AlertNotification.objects.unscoped().filter(pk=notification.pk).update(
+                next_attempt_at=now + lease
+            )
         delivered += notification_deliver(notification=notification)
     return delivered
 
@@ -463,7 +470,7 @@ def monitoring_prune(*, now: datetime | None = None) -> dict[str, int]:
     WORKER_FORGET_AFTER_DAYS (the hourly beat entry)."""
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.ALERT_EVALUATION_RETENTION_DAYS)
-    evaluations, _ = AlertEvaluation.objects.filter(evaluated_at__lt=cutoff).delete()
+    evaluations, _ = AlertEvaluation.objects.unscoped().filter(evaluated_at__lt=cutoff).delete()
     forget = now - timedelta(days=settings.WORKER_FORGET_AFTER_DAYS)
-    workers, _ = Worker.objects.unscoped().filter(last_heartbeat_at__lt=forget).delete()
+    workers, _ = Worker.objects.filter(last_heartbeat_at__lt=forget).delete()
     return {"evaluations": evaluations, "workers": workers}

@@ -4,8 +4,8 @@ from django.db import models
 from django.db.models import OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from megahub.tenancy import BrandScopedQuerySet
 from task_core.models import Brand, Task
+from task_core.tenancy import BrandScopedManager, BrandScopedQuerySet
 
 
 class PersistentJobQuerySet(BrandScopedQuerySet):
@@ -23,7 +23,7 @@ class PersistentJobQuerySet(BrandScopedQuerySet):
 
 class PersistentJob(models.Model):
     """The resumable side of a task: its policy and flags. Its position (processed items,
-    last sequence) is its last checkpoint: ``PersistentJob.objects.with_position()``."""
+    last sequence) is its last checkpoint: ``PersistentJob.objects.unscoped().with_position()``."""
 
     # The (brand, -id) index serves brand lookups.
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+", db_index=False)
@@ -42,7 +42,7 @@ class PersistentJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = PersistentJobQuerySet.as_manager()
+    objects = BrandScopedManager.from_queryset(PersistentJobQuerySet)()
 
     class Meta:
         ordering = ["-id"]
@@ -93,7 +93,7 @@ class Checkpoint(models.Model):
     attempt = models.PositiveIntegerField()
     created_at = models.DateTimeField()
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["-id"]
@@ -119,7 +119,7 @@ class ProcessedItem(models.Model):
     attempt = models.PositiveIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         indexes = [

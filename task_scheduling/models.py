@@ -5,8 +5,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from megahub.tenancy import BrandScopedQuerySet
 from task_core.models import Brand, Task
+from task_core.tenancy import BrandScopedManager
 
 
 class Calendar(models.Model):
@@ -19,7 +19,7 @@ class Calendar(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["name"]
@@ -105,7 +105,7 @@ class PeriodicSchedule(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["-id"]
@@ -163,7 +163,7 @@ class ScheduleRun(models.Model):
     detail = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["-fire_time"]
@@ -204,7 +204,7 @@ class OneOffJob(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = BrandScopedQuerySet.as_manager()
+    objects = BrandScopedManager()
 
     class Meta:
         ordering = ["-id"]

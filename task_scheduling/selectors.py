@@ -20,7 +20,7 @@ def schedules_ready(*, queryset: QuerySet, now: datetime | None = None) -> Query
 
 
 def schedule_runs(*, schedule: PeriodicSchedule) -> QuerySet:
-    return ScheduleRun.objects.filter(schedule=schedule).select_related("task")
+    return ScheduleRun.objects.unscoped().filter(schedule=schedule).select_related("task")
 
 
 def cron_preview(

@@ -331,14 +331,16 @@ def _dispatch_batch(
             lo = min(s.next_run_at for s in schedules)
             windows = _blackouts(schedules, lo, now)
             active: dict[int, list[str]] = defaultdict(list)
-            for schedule_id, status in ScheduleRun.objects.filter(
-                schedule_id__in=ids, task__status__in=ACTIVE_STATUSES
-            ).values_list("schedule_id", "task__status"):
+            for schedule_id, status in (
+                ScheduleRun.objects.unscoped()
+                .filter(schedule_id__in=ids, task__status__in=ACTIVE_STATUSES)
+                .values_list("schedule_id", "task__status")
+            ):
                 active[schedule_id].append(status)
             recorded = set(
-                ScheduleRun.objects.filter(
-                    schedule_id__in=ids, fire_time__gte=lo, fire_time__lte=now
-                ).values_list("schedule_id", "fire_time")
+                ScheduleRun.objects.unscoped()
+                .filter(schedule_id__in=ids, fire_time__gte=lo, fire_time__lte=now)
+                .values_list("schedule_id", "fire_time")
             )
             runs: list[ScheduleRun] = []
             requests: list[tuple[ScheduleRun, core.TaskRequest]] = []

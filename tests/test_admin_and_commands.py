@@ -20,7 +20,10 @@ def test_brand_grant_sets_and_replaces_a_role(db):
     UserFactory(username="martin")
     call_command("brand_grant", "martin", "humari", "viewer")
     call_command("brand_grant", "martin", str(brand.pk), "operator")
-    assert BrandMembership.objects.get(user__username="martin", brand=brand).role == "operator"
+    assert (
+        BrandMembership.objects.unscoped().get(user__username="martin", brand=brand).role
+        == "operator"
+    )
 
 
 @pytest.mark.parametrize(
@@ -39,7 +42,7 @@ def test_task_enqueue_creates_tasks_through_the_service(db):
     call_command("task_enqueue", "humari", "seo_keyword_analysis",
                  "--context", '{"keyword_ids": [1, 2]}', "--count", "3")  # fmt: skip
     assert Task.objects.filter(brand=brand, task_type="seo_keyword_analysis").count() == 3
-    assert set(Task.objects.values_list("status", flat=True)) == {"pending"}
+    assert set(Task.objects.unscoped().values_list("status", flat=True)) == {"pending"}
 
 
 @pytest.mark.parametrize(
@@ -56,7 +59,7 @@ def test_task_enqueue_bad_input_is_a_clear_error(db, args, message):
     BrandFactory(slug="humari")
     with pytest.raises(CommandError, match=message):
         call_command("task_enqueue", *args)
-    assert not Task.objects.exists()
+    assert not Task.objects.unscoped().exists()
 
 
 def test_seed_demo_prints_credentials_and_a_curl_line(db, capsys):
@@ -106,8 +109,8 @@ def test_admin_staff_sees_only_their_brands_tasks(client, staff_of_brand):
     client.force_login(user)
     page = client.get("/admin/task_core/task/").content.decode()
     assert mine.task_id in page
-    assert Task.objects.exclude(brand=brand).get().task_id not in page
-    foreign = Task.objects.exclude(brand=brand).get()
+    assert Task.objects.unscoped().exclude(brand=brand).get().task_id not in page
+    foreign = Task.objects.unscoped().exclude(brand=brand).get()
     assert client.get(f"/admin/task_core/task/{foreign.pk}/change/").status_code in (302, 404)
 
 
@@ -122,7 +125,7 @@ def test_admin_actions_retry_and_cancel_call_the_services(client, staff_of_brand
     client.post(
         "/admin/task_core/task/", {"action": "cancel_tasks", "_selected_action": [queued.pk]}
     )
-    statuses = dict(Task.objects.values_list("pk", "status"))
+    statuses = dict(Task.objects.unscoped().values_list("pk", "status"))
     assert statuses == {failed.pk: "pending", queued.pk: "cancelled", done.pk: "completed"}
     assert failed.events.filter(kind="retry_requested", actor="user:staffer").exists()
 

@@ -124,7 +124,7 @@ def test_retries_exhausted_then_failed_with_the_error(brand):
     outcomes = []
     for _ in range(4):
         outcomes.append(run(task))
-        Task.objects.filter(pk=task.pk, status="retrying").update(status="queued")
+        Task.objects.unscoped().filter(pk=task.pk, status="retrying").update(status="queued")
     assert outcomes == ["retrying", "retrying", "retrying", "failed"]
     task.refresh_from_db()
     assert task.status == "failed" and task.attempts == 4
@@ -142,7 +142,7 @@ def test_permanent_error_is_not_retried(brand):
 
 def test_cancel_requested_before_the_handler_starts_is_honoured(brand):
     task, _ = services.task_create(brand=brand, task_type="sleep", context_data={"seconds": 5})
-    Task.objects.filter(pk=task.pk).update(cancel_requested=True)
+    Task.objects.unscoped().filter(pk=task.pk).update(cancel_requested=True)
     assert run(task) == "cancelled"
 
 
@@ -150,7 +150,7 @@ def test_cancel_requested_before_the_handler_starts_is_honoured(brand):
 def test_running_task_stops_at_its_next_progress_call(brand):
     task, _ = services.task_create(brand=brand, task_type="sleep", context_data={"seconds": 30})
     timer = threading.Timer(
-        0.3, lambda: Task.objects.filter(pk=task.pk).update(cancel_requested=True)
+        0.3, lambda: Task.objects.unscoped().filter(pk=task.pk).update(cancel_requested=True)
     )
     timer.start()
     started = timezone.now()
@@ -163,7 +163,9 @@ def test_running_task_stops_at_its_next_progress_call(brand):
 def test_zombie_attempt_cannot_finish_a_rescued_task(brand):
     task, _ = services.task_create(brand=brand, task_type="noop")
     claimed = services.task_claim(task_pk=task.pk, worker="old")
-    Task.objects.filter(pk=task.pk).update(attempts=2)  # the sweeper gave it a new attempt
+    Task.objects.unscoped().filter(pk=task.pk).update(
+        attempts=2
+    )  # the sweeper gave it a new attempt
     assert services._finish(claimed, "old", to="completed", kind="completed") == "lost"
 
 
@@ -174,7 +176,7 @@ def test_sweeper_rescues_a_task_whose_worker_died(brand, settings):
     )
     services.task_claim(task_pk=task.pk, worker="dead@host")
     stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT_SECONDS + 5)
-    Task.objects.filter(pk=task.pk).update(heartbeat_at=stale)
+    Task.objects.unscoped().filter(pk=task.pk).update(heartbeat_at=stale)
     assert services.tasks_sweep() == 1
     task.refresh_from_db()
     assert task.status == "retrying" and "dead@host" in task.error_message
@@ -197,7 +199,9 @@ def test_release_publishes_due_tasks_and_skips_future_ones(brand, monkeypatch):
     later, _ = services.task_create(
         brand=brand, task_type="noop", scheduled_for=timezone.now() + timedelta(hours=2)
     )
-    Task.objects.filter(pk=due.pk).update(available_at=timezone.now() - timedelta(seconds=1))
+    Task.objects.unscoped().filter(pk=due.pk).update(
+        available_at=timezone.now() - timedelta(seconds=1)
+    )
     assert services.tasks_release_due() == 1
     assert sent == [due.pk]
     due.refresh_from_db()
@@ -211,7 +215,9 @@ def test_release_keeps_tasks_when_the_broker_is_down(brand, monkeypatch):
 
     monkeypatch.setattr(services, "_send", down)
     task, _ = services.task_create(brand=brand, task_type="noop")
-    Task.objects.filter(pk=task.pk).update(available_at=timezone.now() - timedelta(seconds=1))
+    Task.objects.unscoped().filter(pk=task.pk).update(
+        available_at=timezone.now() - timedelta(seconds=1)
+    )
     assert services.tasks_release_due() == 0
     task.refresh_from_db()
     assert task.status == "pending" and task.available_at > timezone.now()
@@ -222,7 +228,9 @@ def test_sweeper_does_not_rescue_a_task_whose_heartbeat_arrived_meanwhile(brand,
     claimed = services.task_claim(task_pk=task.pk, worker="slow@host")
     stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT_SECONDS + 5)
     claimed.heartbeat_at = stale  # what the sweeper read...
-    Task.objects.filter(pk=task.pk).update(heartbeat_at=timezone.now())  # ...then a beat came
+    Task.objects.unscoped().filter(pk=task.pk).update(
+        heartbeat_at=timezone.now()
+    )  # ...then a beat came
     cutoff = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT_SECONDS)
     outcome = services._attempt_failed(
         claimed, None, "", "lost?", kind="worker_lost", where=Q(heartbeat_at__lt=cutoff)

@@ -43,7 +43,7 @@ def test_create_returns_the_seed_detail_shape(api, owner, brand):
     assert body["created_by"] == {"id": owner.id, "username": "owner"}
     assert body["task_id"].startswith("task_")
     assert body["max_retries"] == 3 and body["attempts"] == 0
-    task = Task.objects.get(pk=body["id"])
+    task = Task.objects.unscoped().get(pk=body["id"])
     assert task.brand == brand and task.context_data == SEO["context_data"]
     assert list(task.events.values_list("kind", flat=True)) == ["created"]
 
@@ -53,7 +53,7 @@ def test_create_publishes_after_commit(api, owner, brand, django_capture_on_comm
         response = api(owner, brand).post("/tasks/", SEO, format="json")
     assert response.status_code == 201
     assert len(callbacks) == 1
-    task = Task.objects.get(pk=response.json()["id"])
+    task = Task.objects.unscoped().get(pk=response.json()["id"])
     assert task.status == "queued" and task.queued_at is not None
     assert list(task.events.values_list("kind", flat=True)) == ["created", "queued"]
 
@@ -75,7 +75,7 @@ def test_queued_mark_skips_the_disk_flush_only_in_its_own_transaction(brand):
     with CaptureQueriesContext(connection) as ctx, transaction.atomic():
         assert services.task_publish(task=inside)  # a caller's transaction stays durable
     assert not relaxed(ctx.captured_queries)
-    assert set(Task.objects.values_list("status", flat=True)) == {"queued"}
+    assert set(Task.objects.unscoped().values_list("status", flat=True)) == {"queued"}
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_server_owned_fields_are_refused_and_nothing_is_created(api, owner, bran
     response = api(owner, brand).post("/tasks/", {**SEO, field: value}, format="json")
     body = assert_error(response, 400, "VALIDATION_ERROR")
     assert field in body["field_errors"]
-    assert not Task.objects.exists()
+    assert not Task.objects.unscoped().exists()
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_server_owned_fields_are_refused_and_nothing_is_created(api, owner, bran
 def test_bad_create_input_is_a_400_with_field_errors(api, owner, brand, payload, code, field):
     body = assert_error(api(owner, brand).post("/tasks/", payload, format="json"), 400, code)
     assert field in body["field_errors"], body
-    assert not Task.objects.exists()
+    assert not Task.objects.unscoped().exists()
 
 
 def test_invalid_priority_message_matches_the_contract(api, owner, brand):
@@ -132,7 +132,7 @@ def test_idempotency_key_returns_the_same_task_with_200(api, owner, brand):
     again = client.post("/tasks/", SEO, format="json", HTTP_IDEMPOTENCY_KEY="order-42")
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["id"] == again.json()["id"]
-    assert Task.objects.count() == 1
+    assert Task.objects.unscoped().count() == 1
 
 
 def test_idempotency_key_is_per_brand(api, member, brand, other_brand):
@@ -148,7 +148,7 @@ def test_idempotency_key_reused_for_another_request_is_409(api, owner, brand):
     other = {**SEO, "context_data": {"keyword_ids": [9]}}
     response = client.post("/tasks/", other, format="json", HTTP_IDEMPOTENCY_KEY="k1")
     assert_error(response, 409, "IDEMPOTENCY_KEY_REUSED")
-    assert Task.objects.count() == 1
+    assert Task.objects.unscoped().count() == 1
 
 
 def test_scheduled_task_waits_in_the_database(
@@ -161,7 +161,7 @@ def test_scheduled_task_waits_in_the_database(
         )
     assert response.status_code == 201
     assert callbacks == []  # nothing published now: the release loop does it when due
-    task = Task.objects.get(pk=response.json()["id"])
+    task = Task.objects.unscoped().get(pk=response.json()["id"])
     assert task.status == "pending" and task.available_at == when
 
 

@@ -21,7 +21,7 @@ def test_admin_subscribes_and_sees_the_secret_once(api, owner, brand):
     assert [w["id"] for w in listed] == [created.json()["id"]] and "secret" not in listed[0]
     detail = client.get(f"/tasks/webhooks/{created.json()['id']}/").json()
     assert "secret" not in detail
-    assert Webhook.objects.get().brand == brand
+    assert Webhook.objects.unscoped().get().brand == brand
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def test_admin_subscribes_and_sees_the_secret_once(api, owner, brand):
 def test_unsafe_webhook_urls_are_refused(api, owner, brand, url):
     response = api(owner, brand).post("/tasks/webhooks/", {**HOOK, "url": url}, format="json")
     assert response.status_code == 400 and "url" in response.json()["field_errors"]
-    assert not Webhook.objects.exists()
+    assert not Webhook.objects.unscoped().exists()
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_unsafe_webhook_urls_are_refused(api, owner, brand, url):
 def test_bad_webhook_input_is_a_400(api, owner, brand, payload, field):
     response = api(owner, brand).post("/tasks/webhooks/", payload, format="json")
     assert response.status_code == 400 and field in response.json()["field_errors"], response.json()
-    assert not Webhook.objects.exists()
+    assert not Webhook.objects.unscoped().exists()
 
 
 def test_relayed_events_fan_out_to_matching_webhooks_of_their_brand(brand, other_brand):
@@ -66,13 +66,15 @@ def test_relayed_events_fan_out_to_matching_webhooks_of_their_brand(brand, other
     assert sorted(on_all.deliveries.values_list("event_name", flat=True)) == [
         "completed", "created", "started",
     ]  # fmt: skip
-    assert WebhookDelivery.objects.count() == 4
+    assert WebhookDelivery.objects.unscoped().count() == 4
     messaging.events_relay()  # nothing left to relay: no duplicate delivery
-    assert WebhookDelivery.objects.count() == 4
+    assert WebhookDelivery.objects.unscoped().count() == 4
 
 
 def _deliver_now():
-    WebhookDelivery.objects.filter(status="pending").update(next_attempt_at=timezone.now())
+    WebhookDelivery.objects.unscoped().filter(status="pending").update(
+        next_attempt_at=timezone.now()
+    )
     return messaging.webhooks_deliver_due()
 
 
@@ -84,7 +86,7 @@ def test_delivery_is_signed_and_retried_after_a_500(brand, settings):
         task, _ = services.task_create(brand=brand, task_type="noop")
         services.task_execute(task_pk=task.pk, worker="w")
         messaging.events_relay()
-        delivery = WebhookDelivery.objects.get()
+        delivery = WebhookDelivery.objects.unscoped().get()
         assert _deliver_now() == 1
         delivery.refresh_from_db()
         assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
@@ -126,7 +128,7 @@ def test_webhook_is_disabled_after_consecutive_failures(brand, settings):
     hook.refresh_from_db()
     assert not hook.is_active and "3 consecutive" in hook.disabled_reason
     assert disabled == [hook.disabled_reason]
-    assert not WebhookDelivery.objects.filter(status="pending").exists()
+    assert not WebhookDelivery.objects.unscoped().filter(status="pending").exists()
 
 
 def test_a_hanging_receiver_times_out_and_is_recorded(brand, settings):
@@ -139,7 +141,7 @@ def test_a_hanging_receiver_times_out_and_is_recorded(brand, settings):
         _deliver_now()
     finally:
         receiver.close()
-    delivery = WebhookDelivery.objects.get(webhook=hook)
+    delivery = WebhookDelivery.objects.unscoped().get(webhook=hook)
     assert delivery.status == "pending" and "timed out" in delivery.last_error.lower()
 
 

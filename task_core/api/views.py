@@ -6,7 +6,6 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from megahub.pagination import KeysetPagination
-from megahub.tenancy import BrandScopedViewSet
 from task_core import messaging, selectors, services
 from task_core.api.filters import task_filterset
 from task_core.api.serializers import (
@@ -21,8 +20,10 @@ from task_core.api.serializers import (
     WebhookSerializer,
     task_list_data,
 )
-from task_core.models import Task, Webhook, WebhookDelivery
+from task_core.api.tenancy import BrandScopedViewSet
+from task_core.models import Task, Webhook
 from task_core.registry import all_task_types
+from task_core.tenancy import Role
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
@@ -50,14 +51,14 @@ class TaskViewSet(
     ordering_fields = ["id", "created_at"]
     ordering = ["-id"]
     action_roles = {
-        "list": "viewer",
-        "retrieve": "viewer",
-        "events": "viewer",
-        "queue_stats": "viewer",
-        "types": "viewer",
-        "create": "operator",
-        "retry": "operator",
-        "cancel": "operator",
+        "list": Role.VIEWER,
+        "retrieve": Role.VIEWER,
+        "events": Role.VIEWER,
+        "queue_stats": Role.VIEWER,
+        "types": Role.VIEWER,
+        "create": Role.OPERATOR,
+        "retry": Role.OPERATOR,
+        "cancel": Role.OPERATOR,
     }
 
     @property
@@ -166,7 +167,7 @@ class WebhookViewSet(
     filter_backends = []
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     action_roles = {
-        action: "admin"
+        action: Role.ADMIN
         for action in ("list", "retrieve", "create", "partial_update", "destroy", "deliveries")
     }
 
@@ -190,8 +191,6 @@ class WebhookViewSet(
     @extend_schema(responses=WebhookDeliverySerializer(many=True), summary="Delivery attempts")
     @action(detail=True, methods=["get"], pagination_class=KeysetPagination)
     def deliveries(self, request, pk=None):
-        deliveries = WebhookDelivery.objects.for_brand(request.brand).filter(
-            webhook=self.get_object()
-        )
-        page = self.paginate_queryset(deliveries.order_by("-id"))
+        # The webhook was read through the brand's queryset; its deliveries are its own.
+        page = self.paginate_queryset(self.get_object().deliveries.order_by("-id"))
         return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)

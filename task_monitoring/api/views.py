@@ -6,7 +6,8 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from megahub.pagination import KeysetPagination
-from megahub.tenancy import BrandScopedViewSet
+from task_core.api.tenancy import BrandScopedViewSet
+from task_core.tenancy import Role
 from task_monitoring import selectors, services
 from task_monitoring.api.filters import AlertFilterSet, AlertRuleFilterSet, MetricFilterSet
 from task_monitoring.api.serializers import (
@@ -49,7 +50,7 @@ class MetricViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScope
         "queue_wait_ms",
     ]  # fmt: skip
     ordering = ["-id"]
-    action_roles = {"list": "viewer", "retrieve": "viewer", "dashboard": "viewer"}
+    action_roles = {"list": Role.VIEWER, "retrieve": Role.VIEWER, "dashboard": Role.VIEWER}
 
     def scope_queryset(self, queryset):
         return queryset.select_related("task").defer(
@@ -81,8 +82,9 @@ class WorkerPagination(KeysetPagination):
     retrieve=extend_schema(summary="One worker"),
 )
 class WorkerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScopedViewSet):
-    # Workers belong to no brand: Worker.objects.for_brand() returns the whole fleet, which
-    # carries no brand data (see WorkerQuerySet). Any member of the named brand may read it.
+    # Workers belong to no brand: the fleet is shared infrastructure and carries no brand data
+    # (hostnames, queues, load), so any member of the named brand reads it whole.
+    brand_owned = False
     queryset = Worker.objects.all()
     serializer_class = WorkerSerializer
     pagination_class = WorkerPagination
@@ -91,7 +93,7 @@ class WorkerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScope
     search_fields = ["hostname"]
     ordering_fields = ["hostname", "last_heartbeat_at"]
     ordering = ["hostname"]
-    action_roles = {"list": "viewer", "retrieve": "viewer", "overview": "viewer"}
+    action_roles = {"list": Role.VIEWER, "retrieve": Role.VIEWER, "overview": Role.VIEWER}
 
     @extend_schema(
         responses=WorkersOverviewSerializer, summary="Fleet counts and per-queue consumers"
@@ -129,14 +131,14 @@ class AlertRuleViewSet(
     ordering_fields = ["id", "name", "created_at"]
     ordering = ["-id"]
     action_roles = {
-        "list": "admin",
-        "retrieve": "admin",
-        "create": "admin",
-        "update": "admin",
-        "partial_update": "admin",
-        "destroy": "admin",
-        "evaluations": "admin",
-        "evaluate": "admin",
+        "list": Role.ADMIN,
+        "retrieve": Role.ADMIN,
+        "create": Role.ADMIN,
+        "update": Role.ADMIN,
+        "partial_update": Role.ADMIN,
+        "destroy": Role.ADMIN,
+        "evaluations": Role.ADMIN,
+        "evaluate": Role.ADMIN,
     }
 
     def get_serializer_class(self):
@@ -163,7 +165,7 @@ class AlertRuleViewSet(
     @extend_schema(responses=AlertEvaluationSerializer(many=True), summary="The rule's evaluations")
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=EvaluationPagination)
     def evaluations(self, request, pk=None):
-        rows = AlertEvaluation.objects.filter(rule=self.get_object()).order_by("-id")
+        rows = AlertEvaluation.objects.unscoped().filter(rule=self.get_object()).order_by("-id")
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(AlertEvaluationSerializer(page, many=True).data)
 
@@ -172,7 +174,7 @@ class AlertRuleViewSet(
     def evaluate(self, request, pk=None):
         rule = self.get_object()
         services.alert_rule_evaluate(rule=rule)
-        latest = AlertEvaluation.objects.filter(rule=rule).order_by("-id").first()
+        latest = AlertEvaluation.objects.unscoped().filter(rule=rule).order_by("-id").first()
         return Response(AlertEvaluationSerializer(latest).data)
 
 
@@ -190,11 +192,11 @@ class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScoped
     ordering_fields = ["id", "fired_at"]
     ordering = ["-id"]
     action_roles = {
-        "list": "viewer",
-        "retrieve": "viewer",
-        "notifications": "viewer",
-        "acknowledge": "operator",
-        "resolve": "operator",
+        "list": Role.VIEWER,
+        "retrieve": Role.VIEWER,
+        "notifications": Role.VIEWER,
+        "acknowledge": Role.OPERATOR,
+        "resolve": Role.OPERATOR,
     }
 
     def scope_queryset(self, queryset):
@@ -219,7 +221,8 @@ class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScoped
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def notifications(self, request, pk=None):
         rows = (
-            AlertNotification.objects.filter(alert=self.get_object())
+            AlertNotification.objects.unscoped()
+            .filter(alert=self.get_object())
             .prefetch_related("attempt_log")
             .order_by("id")
         )

@@ -16,7 +16,7 @@ def firing_alert(brand, name):
     rule = AlertRuleFactory(brand=brand, name=name, threshold=0, email_to=["ops@example.com"])
     TaskFactory(brand=brand, status="queued")
     services.alert_rule_evaluate(rule=rule)
-    return Alert.objects.get(rule=rule)
+    return Alert.objects.unscoped().get(rule=rule)
 
 
 @pytest.fixture

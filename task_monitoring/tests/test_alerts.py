@@ -26,7 +26,7 @@ def fill_queue(brand, n):
 
 
 def evaluate(rule):
-    return services.alert_rule_evaluate(rule=AlertRule.objects.get(pk=rule.pk))
+    return services.alert_rule_evaluate(rule=AlertRule.objects.unscoped().get(pk=rule.pk))
 
 
 # --- rules API --------------------------------------------------------------------------------
@@ -39,7 +39,7 @@ def test_admin_creates_lists_updates_and_deletes_a_rule(api, owner, brand, recei
     assert response.status_code == 201, response.json()
     rule = response.json()
     assert rule["metric"] == "queue_depth" and len(rule["webhook_secret"]) >= 32
-    assert AlertRule.objects.get(pk=rule["id"]).brand == brand
+    assert AlertRule.objects.unscoped().get(pk=rule["id"]).brand == brand
     assert [r["id"] for r in client.get(RULES).json()["results"]] == [rule["id"]]
     response = client.patch(f"{RULES}{rule['id']}/", {"threshold": 7.5}, format="json")
     assert response.status_code == 200 and response.json()["threshold"] == 7.5
@@ -74,7 +74,7 @@ def test_bad_rules_are_400_with_field_errors(api, owner, brand, payload, field):
     body = response.json()
     assert body["error_code"] == "VALIDATION_ERROR"
     assert field in body["field_errors"], body
-    assert not AlertRule.objects.exists()
+    assert not AlertRule.objects.unscoped().exists()
 
 
 def test_rules_need_the_admin_role(api, user_with_role, brand):
@@ -104,18 +104,20 @@ def test_a_rule_fires_once_per_episode_and_resolves_when_clear(brand, receiver):
     assert evaluate(rule) == "fired"
     assert evaluate(rule) == "breached"
     assert evaluate(rule) == "breached"
-    alert = Alert.objects.get()
+    alert = Alert.objects.unscoped().get()
     assert alert.status == "firing" and alert.value == 3.0 and alert.severity == rule.severity
-    assert AlertNotification.objects.filter(event="fired").count() == 1  # no storm
+    assert AlertNotification.objects.unscoped().filter(event="fired").count() == 1  # no storm
     TaskFactory._meta.model.objects.filter(brand=brand).update(status="completed")
     assert evaluate(rule) == "resolved"
     alert.refresh_from_db()
     assert alert.status == "resolved" and alert.resolution == "cleared"
-    assert list(AlertNotification.objects.order_by("id").values_list("event", flat=True)) == [
-        "fired", "resolved",
-    ]  # fmt: skip
+    events = AlertNotification.objects.unscoped().order_by("id").values_list("event", flat=True)
+    assert list(events) == ["fired", "resolved"]
     outcomes = list(
-        AlertEvaluation.objects.filter(rule=rule).order_by("id").values_list("outcome", flat=True)
+        AlertEvaluation.objects.unscoped()
+        .filter(rule=rule)
+        .order_by("id")
+        .values_list("outcome", flat=True)
     )
     assert outcomes == ["ok", "fired", "breached", "breached", "resolved"]
 
@@ -124,11 +126,11 @@ def test_cooldown_holds_a_new_episode_back(brand):
     rule = AlertRuleFactory(brand=brand, threshold=0, cooldown_minutes=30)
     fill_queue(brand, 1)
     assert evaluate(rule) == "fired"
-    services.alert_resolve(alert=Alert.objects.get(), user=None)
+    services.alert_resolve(alert=Alert.objects.unscoped().get(), user=None)
     assert evaluate(rule) == "cooldown"
-    Alert.objects.update(resolved_at=timezone.now() - timedelta(minutes=31))
+    Alert.objects.unscoped().update(resolved_at=timezone.now() - timedelta(minutes=31))
     assert evaluate(rule) == "fired"
-    assert Alert.objects.count() == 2
+    assert Alert.objects.unscoped().count() == 2
 
 
 @pytest.mark.parametrize(
@@ -163,12 +165,12 @@ def test_rule_values(brand, other_brand, metric, setup, expected):
 def test_one_broken_rule_never_stops_the_others(brand, monkeypatch):
     good = AlertRuleFactory(brand=brand, threshold=0)
     bad = AlertRuleFactory(brand=brand, metric="queue_depth")
-    AlertRule.objects.filter(pk=bad.pk).update(comparison="??")
+    AlertRule.objects.unscoped().filter(pk=bad.pk).update(comparison="??")
     fill_queue(brand, 1)
     outcomes = services.alert_rules_evaluate()
     assert outcomes == {"fired": 1, "error": 1}
-    assert Alert.objects.get().rule_id == good.pk
-    assert AlertEvaluation.objects.get(rule=bad).outcome == "error"
+    assert Alert.objects.unscoped().get().rule_id == good.pk
+    assert AlertEvaluation.objects.unscoped().get(rule=bad).outcome == "error"
 
 
 def test_evaluation_beat_entry_is_routed_to_the_system_queue():
@@ -184,7 +186,7 @@ def firing(brand):
     rule = AlertRuleFactory(brand=brand, threshold=0, name="Backlog")
     fill_queue(brand, 1)
     evaluate(rule)
-    return Alert.objects.get(rule=rule)
+    return Alert.objects.unscoped().get(rule=rule)
 
 
 def test_alerts_list_and_acknowledge_then_resolve(api, user_with_role, brand, firing):
@@ -238,7 +240,7 @@ def test_webhook_is_signed_and_verifiable(brand, receiver):
     assert abs(int(timestamp) - time.time()) < 60
     assert headers["X-Megahub-Event"] == "alert.fired"
     assert request["json"]["rule"]["id"] == rule.pk and request["json"]["alert"]["value"] == 1.0
-    notification = AlertNotification.objects.get()
+    notification = AlertNotification.objects.unscoped().get()
     assert notification.status == "delivered" and notification.attempts == 1
 
 
@@ -254,11 +256,11 @@ def test_failing_webhook_is_retried_with_backoff_and_every_attempt_recorded(
     for _ in range(3):
         before = timezone.now()
         services.alert_notifications_deliver()
-        notification = AlertNotification.objects.get()
+        notification = AlertNotification.objects.unscoped().get()
         if notification.next_attempt_at:
             delays.append((notification.next_attempt_at - before).total_seconds())
             assert services.alert_notifications_deliver() == 0  # not due yet
-            AlertNotification.objects.update(next_attempt_at=timezone.now())
+            AlertNotification.objects.unscoped().update(next_attempt_at=timezone.now())
     notification.refresh_from_db()
     assert notification.status == "failed" and notification.attempts == 3
     assert notification.last_error == "HTTP 500"
@@ -280,7 +282,7 @@ def test_a_slow_webhook_times_out_and_is_recorded_without_blocking(brand, receiv
     started = time.monotonic()
     services.alert_notifications_deliver()
     assert time.monotonic() - started < 2.5
-    notification = AlertNotification.objects.get()
+    notification = AlertNotification.objects.unscoped().get()
     assert notification.status == "pending" and notification.attempts == 1
     assert "timed out" in notification.last_error.lower()
     assert notification.attempt_log.get().ok is False
@@ -288,11 +290,13 @@ def test_a_slow_webhook_times_out_and_is_recorded_without_blocking(brand, receiv
 
 def test_a_webhook_to_a_link_local_address_is_refused_at_delivery(brand):
     rule = AlertRuleFactory(brand=brand, threshold=0, webhook_url="http://example.invalid/x")
-    AlertRule.objects.filter(pk=rule.pk).update(webhook_url="http://169.254.169.254/latest")
+    AlertRule.objects.unscoped().filter(pk=rule.pk).update(
+        webhook_url="http://169.254.169.254/latest"
+    )
     fill_queue(brand, 1)
     evaluate(rule)
     services.alert_notifications_deliver()
-    notification = AlertNotification.objects.get()
+    notification = AlertNotification.objects.unscoped().get()
     assert "link-local" in notification.last_error.lower()
     assert notification.status == "failed" and notification.attempts == 1  # never retried
 
@@ -305,7 +309,7 @@ def test_email_goes_through_djangos_mail_backend(brand, mailoutbox):
     (message,) = mailoutbox
     assert message.to == ["ops@example.com", "b@example.com"]
     assert rule.name in message.subject and "fired" in message.subject
-    assert AlertNotification.objects.get().status == "delivered"
+    assert AlertNotification.objects.unscoped().get().status == "delivered"
 
 
 def test_prune_drops_old_evaluations_and_forgotten_workers(brand, settings):
@@ -315,7 +319,9 @@ def test_prune_drops_old_evaluations_and_forgotten_workers(brand, settings):
     rule = AlertRuleFactory(brand=brand)
     evaluate(rule)
     evaluate(rule)
-    AlertEvaluation.objects.filter(pk=AlertEvaluation.objects.first().pk).update(
+    AlertEvaluation.objects.unscoped().filter(
+        pk=AlertEvaluation.objects.unscoped().first().pk
+    ).update(
         evaluated_at=timezone.now() - timedelta(days=settings.ALERT_EVALUATION_RETENTION_DAYS + 1)
     )
     WorkerFactory(hostname="gone@h", last_heartbeat_at=stale(8 * 86400))

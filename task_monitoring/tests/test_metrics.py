@@ -32,7 +32,7 @@ def queued(brand, task_type, context=None, **kw):
 def test_an_attempt_writes_one_measured_metrics_row(brand):
     task = queued(brand, "seo_keyword_analysis", {"keyword_ids": list(range(1, 21)), "delay_ms": 1})
     assert run(task) == "completed"
-    metric = TaskMetric.objects.get(task=task)
+    metric = TaskMetric.objects.unscoped().get(task=task)
     assert metric.attempt == 1 and metric.status == "completed"
     assert metric.brand_id == brand.pk and metric.task_type == "seo_keyword_analysis"
     assert metric.worker_hostname == "w-test@host"
@@ -52,7 +52,10 @@ def test_peak_memory_is_the_attempts_own_not_the_process_lifetime(brand):
     small = queued(brand, "memory_probe", {"mb": 0})
     run(big)
     run(small)
-    big_m, small_m = TaskMetric.objects.get(task=big), TaskMetric.objects.get(task=small)
+    big_m, small_m = (
+        TaskMetric.objects.unscoped().get(task=big),
+        TaskMetric.objects.unscoped().get(task=small),
+    )
     if big_m.memory_method != "vmhwm":
         pytest.skip("needs Linux /proc/self/clear_refs (the fallback cannot reset the peak)")
     assert big_m.memory_growth_mb >= 140, big_m.memory_growth_mb
@@ -67,7 +70,7 @@ def test_each_attempt_has_its_own_row_and_the_detail_shows_the_latest(api, owner
     task.available_at = timezone.now()
     task.save(update_fields=["available_at"])
     assert run(task) == "completed"
-    rows = list(TaskMetric.objects.filter(task=task).order_by("attempt"))
+    rows = list(TaskMetric.objects.unscoped().filter(task=task).order_by("attempt"))
     assert [(m.attempt, m.status) for m in rows] == [(1, "retrying"), (2, "completed")]
     metrics = api(owner, brand).get(f"/tasks/{task.pk}/").json()["metrics"]
     assert metrics["attempt"] == 2 and metrics["status"] == "completed"
@@ -89,7 +92,9 @@ def test_a_failing_metrics_write_never_fails_the_task(brand, monkeypatch):
     task = queued(brand, "noop")
     assert run(task) == "completed"
     task.refresh_from_db()
-    assert task.status == "completed" and not TaskMetric.objects.filter(task=task).exists()
+    assert (
+        task.status == "completed" and not TaskMetric.objects.unscoped().filter(task=task).exists()
+    )
 
 
 def test_a_metrics_insert_the_database_refuses_never_fails_the_task(brand, monkeypatch):
@@ -101,7 +106,9 @@ def test_a_metrics_insert_the_database_refuses_never_fails_the_task(brand, monke
     task = queued(brand, "noop")
     assert run(task) == "completed"
     task.refresh_from_db()
-    assert task.status == "completed" and not TaskMetric.objects.filter(task=task).exists()
+    assert (
+        task.status == "completed" and not TaskMetric.objects.unscoped().filter(task=task).exists()
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -110,7 +117,7 @@ def test_metrics_row_is_written_in_the_transaction_that_records_the_outcome(bran
     record = services.metric_record
 
     def spy(*, task, outcome, **kwargs):
-        status = Task.objects.values_list("status", flat=True).get(pk=task.pk)
+        status = Task.objects.unscoped().values_list("status", flat=True).get(pk=task.pk)
         seen.append((outcome, status, connection.in_atomic_block))
         return record(task=task, outcome=outcome, **kwargs)
 
@@ -119,7 +126,7 @@ def test_metrics_row_is_written_in_the_transaction_that_records_the_outcome(bran
     assert run(task) == "completed"
     # Inside the finish's transaction (no commit of its own), which already made it completed.
     assert seen == [("completed", "completed", True)]
-    assert TaskMetric.objects.get(task=task).status == "completed"
+    assert TaskMetric.objects.unscoped().get(task=task).status == "completed"
 
 
 def test_metric_record_is_idempotent_per_attempt(brand):
@@ -131,7 +138,7 @@ def test_metric_record_is_idempotent_per_attempt(brand):
         attempt, worker, costs, reported_cost_usd, spec = 1, "x", [], 0.0, None
 
     services.metric_record(task=task, ctx=Ctx(), outcome="completed", cpu_time_s=1, wall_time_s=1)
-    assert TaskMetric.objects.filter(task=task).count() == 1
+    assert TaskMetric.objects.unscoped().filter(task=task).count() == 1
 
 
 # --- /tasks/ filters ----------------------------------------------------------------------------

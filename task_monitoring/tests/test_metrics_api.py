@@ -107,7 +107,7 @@ def test_dashboard_aggregates_the_brands_window(api, owner, brand, other_brand):
                   cost_usd="0.5", queue_wait_ms=900)  # fmt: skip
     MetricFactory(task__brand=other_brand, execution_time_ms=99999, cost_usd="99")
     old = MetricFactory(task__brand=brand, execution_time_ms=77777)
-    TaskMetric.objects.filter(pk=old.pk).update(created_at=now - timedelta(days=2))
+    TaskMetric.objects.unscoped().filter(pk=old.pk).update(created_at=now - timedelta(days=2))
 
     response = api(owner, brand).get(f"{URL}dashboard/?window=24h")
     assert response.status_code == 200, response.json()

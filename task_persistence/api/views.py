@@ -6,9 +6,10 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from megahub.pagination import KeysetPagination
-from megahub.tenancy import BrandScopedViewSet
+from task_core.api.tenancy import BrandScopedViewSet
 from task_core.api.views import IDEMPOTENCY_HEADER
 from task_core.models import Task
+from task_core.tenancy import Role
 from task_persistence import selectors, services
 from task_persistence.api.filters import CheckpointFilterSet, JobFilterSet
 from task_persistence.api.serializers import (
@@ -33,13 +34,13 @@ class PersistentJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Bra
     ordering_fields = ["id", "created_at"]
     ordering = ["-id"]
     action_roles = {
-        "list": "viewer",
-        "retrieve": "viewer",
-        "resumable": "viewer",
-        "create": "operator",
-        "resume": "operator",
-        "pause": "operator",
-        "cancel": "operator",
+        "list": Role.VIEWER,
+        "retrieve": Role.VIEWER,
+        "resumable": Role.VIEWER,
+        "create": Role.OPERATOR,
+        "resume": Role.OPERATOR,
+        "pause": Role.OPERATOR,
+        "cancel": Role.OPERATOR,
     }
 
     def scope_queryset(self, queryset):
@@ -125,4 +126,4 @@ class CheckpointViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandS
     filterset_class = CheckpointFilterSet
     ordering_fields = ["id"]
     ordering = ["-id"]
-    action_roles = {"list": "viewer", "retrieve": "viewer"}
+    action_roles = {"list": Role.VIEWER, "retrieve": Role.VIEWER}

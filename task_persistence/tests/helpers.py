@@ -19,7 +19,7 @@ def make_job(brand, *, ids=10, status=None, last_sequence=0, **kwargs) -> Persis
         context_data=context, **kwargs,
     )  # fmt: skip
     if status:
-        Task.objects.filter(pk=job.task_id).update(status=status, worker=WORKER)
+        Task.objects.unscoped().filter(pk=job.task_id).update(status=status, worker=WORKER)
     for sequence in range(1, last_sequence + 1):
         Checkpoint.objects.create(
             job=job, brand=brand, sequence=sequence, items_processed=sequence, state={},
@@ -30,22 +30,28 @@ def make_job(brand, *, ids=10, status=None, last_sequence=0, **kwargs) -> Persis
 
 def reload(job) -> PersistentJob:
     """The job re-read with its position (processed_items, last_sequence...)."""
-    return PersistentJob.objects.with_position().select_related("task").get(pk=job.pk)
+    return PersistentJob.objects.unscoped().with_position().select_related("task").get(pk=job.pk)
 
 
 def run(job_or_task, worker=WORKER) -> str:
     """One delivery of the job's task, executed in this process as a worker would."""
     task_pk = getattr(job_or_task, "task_id", None) or job_or_task.pk
-    Task.objects.filter(pk=task_pk, status="retrying").update(available_at=timezone.now())
+    Task.objects.unscoped().filter(pk=task_pk, status="retrying").update(
+        available_at=timezone.now()
+    )
     return core.task_execute(task_pk=task_pk, worker=worker)
 
 
 def processed_counts(task_pk) -> dict[int, int]:
     counts: dict[int, int] = {}
-    for item_id in ProcessedItem.objects.filter(task_id=task_pk).values_list("item_id", flat=True):
+    for item_id in (
+        ProcessedItem.objects.unscoped().filter(task_id=task_pk).values_list("item_id", flat=True)
+    ):
         counts[item_id] = counts.get(item_id, 0) + 1
     return counts
 
 
 def kinds(task_pk) -> list[str]:
-    return list(Task.objects.get(pk=task_pk).events.order_by("id").values_list("kind", flat=True))
+    return list(
+        Task.objects.unscoped().get(pk=task_pk).events.order_by("id").values_list("kind", flat=True)
+    )

@@ -32,5 +32,7 @@ def test_admin_actions_pause_and_resume(admin_client, brand):
     admin_client.post(URL, {"action": "pause_jobs", "_selected_action": [running.pk]})
     assert reload(running).pause_requested
     admin_client.post(URL, {"action": "resume_jobs", "_selected_action": [paused.pk, running.pk]})
-    assert Task.objects.get(pk=paused.task_id).status == "pending"
-    assert Task.objects.get(pk=running.task_id).status == "running"  # refused, not resumable
+    assert Task.objects.unscoped().get(pk=paused.task_id).status == "pending"
+    assert (
+        Task.objects.unscoped().get(pk=running.task_id).status == "running"
+    )  # refused, not resumable

@@ -30,7 +30,7 @@ def test_operator_creates_a_job_with_its_task(api, member, brand):
     response = api(member, brand).post(BASE, PAYLOAD, format="json")
     assert response.status_code == 201
     body = response.json()
-    job = PersistentJob.objects.get(pk=body["id"])
+    job = PersistentJob.objects.unscoped().get(pk=body["id"])
     assert job.brand == brand and job.task.task_type == "seo_keyword_audit"
     assert body["task"] == job.task_id and body["status"] in ("pending", "queued")
     assert (body["checkpoint_every_items"], body["checkpoint_every_seconds"]) == (50, 5.0)
@@ -64,7 +64,7 @@ def test_bad_create_is_a_400_and_creates_nothing(api, member, brand, change, cod
         api(member, brand).post(BASE, {**PAYLOAD, **change}, format="json"), 400, code
     )
     assert field in body["field_errors"]
-    assert not Task.objects.exists() and not PersistentJob.objects.exists()
+    assert not Task.objects.unscoped().exists() and not PersistentJob.objects.unscoped().exists()
 
 
 def test_lists_and_details_never_show_another_brands_jobs(api, member, brand, other_brand):
@@ -80,11 +80,11 @@ def test_lists_and_details_never_show_another_brands_jobs(api, member, brand, ot
     checkpoints = client.get(f"{BASE}checkpoints/").json()["results"]
     assert checkpoints and {c["job"] for c in checkpoints} == {mine.pk}
     assert client.get(f"{BASE}checkpoints/", {"job": theirs.pk}).json()["results"] == []
-    foreign_cp = Checkpoint.objects.filter(job=theirs).first()
+    foreign_cp = Checkpoint.objects.unscoped().filter(job=theirs).first()
     assert_error(client.get(f"{BASE}checkpoints/{foreign_cp.pk}/"), 404, "CHECKPOINT_NOT_FOUND")
     theirs_paused = make_job(other_brand, status="paused")
     assert client.get(f"{BASE}resumable/").json()["results"] == []
-    assert Task.objects.get(pk=theirs_paused.task_id).status == "paused"
+    assert Task.objects.unscoped().get(pk=theirs_paused.task_id).status == "paused"
 
 
 def test_checkpoint_timeline_of_a_job(api, member, brand):
@@ -129,7 +129,7 @@ def test_resume_moves_the_job_back_to_pending(api, member, brand, status):
     job = make_job(brand, status=status)
     response = api(member, brand).post(f"{BASE}{job.pk}/resume/")
     assert response.status_code == 200 and response.json()["status"] == "pending"
-    event = Task.objects.get(pk=job.task_id).events.order_by("id").last()
+    event = Task.objects.unscoped().get(pk=job.task_id).events.order_by("id").last()
     assert (event.kind, event.actor) == ("resumed", "user:member")
 
 
@@ -137,13 +137,13 @@ def test_resume_moves_the_job_back_to_pending(api, member, brand, status):
 def test_resume_of_a_job_that_is_not_resumable_is_409(api, member, brand, status):
     job = make_job(brand, status=status)
     assert_error(api(member, brand).post(f"{BASE}{job.pk}/resume/"), 409, "JOB_NOT_RESUMABLE")
-    assert Task.objects.get(pk=job.task_id).status == status
+    assert Task.objects.unscoped().get(pk=job.task_id).status == status
 
 
 def test_resume_of_failed_job_with_checkpoint(api, member, brand):
     job = make_job(brand, status="failed", last_sequence=1)
     assert api(member, brand).post(f"{BASE}{job.pk}/resume/").status_code == 200
-    assert Task.objects.get(pk=job.task_id).status == "pending"
+    assert Task.objects.unscoped().get(pk=job.task_id).status == "pending"
 
 
 @pytest.mark.parametrize("status", ["queued", "running"])
@@ -151,7 +151,7 @@ def test_pause_is_requested(api, member, brand, status):
     job = make_job(brand, status=status)
     response = api(member, brand).post(f"{BASE}{job.pk}/pause/")
     assert response.status_code == 202 and response.json()["pause_requested"] is True
-    assert Task.objects.get(pk=job.task_id).status == status  # until its next checkpoint
+    assert Task.objects.unscoped().get(pk=job.task_id).status == status  # until its next checkpoint
 
 
 @pytest.mark.parametrize("status", ["completed", "failed", "cancelled", "paused"])
@@ -167,7 +167,10 @@ def test_cancel(api, member, brand):
     client = api(member, brand)
     assert client.post(f"{BASE}{queued.pk}/cancel/").json()["status"] == "cancelled"
     response = client.post(f"{BASE}{running.pk}/cancel/")
-    assert response.status_code == 202 and Task.objects.get(pk=running.task_id).cancel_requested
+    assert (
+        response.status_code == 202
+        and Task.objects.unscoped().get(pk=running.task_id).cancel_requested
+    )
     assert_error(client.post(f"{BASE}{done.pk}/cancel/"), 409, "JOB_NOT_CANCELLABLE")
 
 
@@ -202,7 +205,7 @@ def test_commands_list_and_resume_interrupted_jobs(brand, capsys):
     call_command("jobs_list_interrupted", "--brand", brand.slug)
     assert f"job {job.pk} " in capsys.readouterr().out
     call_command("jobs_resume", "--all-interrupted")
-    assert Task.objects.get(pk=job.task_id).status == "pending"
+    assert Task.objects.unscoped().get(pk=job.task_id).status == "pending"
     with pytest.raises(CommandError, match="no job with id 999999"):
         call_command("jobs_resume", "999999")
     with pytest.raises(CommandError, match="could not be resumed"):

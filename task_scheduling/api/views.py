@@ -8,7 +8,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from megahub.pagination import KeysetPagination
-from megahub.tenancy import BrandScopedViewSet
+from task_core.api.tenancy import BrandScopedViewSet
+from task_core.tenancy import Role
 from task_scheduling import selectors, services
 from task_scheduling.api.filters import CronJobFilterSet, ScheduleFilterSet, ScheduleRunFilterSet
 from task_scheduling.api.serializers import (
@@ -26,7 +27,6 @@ from task_scheduling.api.serializers import (
 )
 from task_scheduling.models import Calendar, OneOffJob, PeriodicSchedule, ScheduleRun
 
-READ, RUN, MANAGE = "viewer", "operator", "admin"
 UPCOMING_PARAMS = [
     OpenApiParameter("from", OpenApiTypes.DATETIME, required=True, description="ISO 8601"),
     OpenApiParameter("to", OpenApiTypes.DATETIME, required=True, description="ISO 8601"),
@@ -56,18 +56,18 @@ class PeriodicScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
     ordering_fields = ["id", "name", "next_run_at"]
     ordering = ["-id"]
     action_roles = {
-        "list": READ,
-        "retrieve": READ,
-        "validate_cron": READ,
-        "ready_for_execution": READ,
-        "runs": READ,
-        "run_now": RUN,
-        "create": MANAGE,
-        "update": MANAGE,
-        "partial_update": MANAGE,
-        "destroy": MANAGE,
-        "pause": MANAGE,
-        "resume": MANAGE,
+        "list": Role.VIEWER,
+        "retrieve": Role.VIEWER,
+        "validate_cron": Role.VIEWER,
+        "ready_for_execution": Role.VIEWER,
+        "runs": Role.VIEWER,
+        "run_now": Role.OPERATOR,
+        "create": Role.ADMIN,
+        "update": Role.ADMIN,
+        "partial_update": Role.ADMIN,
+        "destroy": Role.ADMIN,
+        "pause": Role.ADMIN,
+        "resume": Role.ADMIN,
     }
 
     @property
@@ -193,14 +193,14 @@ class CalendarViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandSco
     ordering_fields = ["id", "name"]
     ordering = ["-id"]
     action_roles = {
-        "list": READ,
-        "retrieve": READ,
-        "upcoming": READ,
-        "upcoming_all": READ,
-        "create": MANAGE,
-        "update": MANAGE,
-        "partial_update": MANAGE,
-        "destroy": MANAGE,
+        "list": Role.VIEWER,
+        "retrieve": Role.VIEWER,
+        "upcoming": Role.VIEWER,
+        "upcoming_all": Role.VIEWER,
+        "create": Role.ADMIN,
+        "update": Role.ADMIN,
+        "partial_update": Role.ADMIN,
+        "destroy": Role.ADMIN,
     }
 
     def scope_queryset(self, queryset):
@@ -283,7 +283,12 @@ class CronJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScop
     search_fields = ["name", "task_type"]
     ordering_fields = ["id", "run_at"]
     ordering = ["-id"]
-    action_roles = {"list": READ, "retrieve": READ, "create": RUN, "cancel": RUN}
+    action_roles = {
+        "list": Role.VIEWER,
+        "retrieve": Role.VIEWER,
+        "create": Role.OPERATOR,
+        "cancel": Role.OPERATOR,
+    }
 
     def scope_queryset(self, queryset):
         return queryset.select_related("task", "created_by")

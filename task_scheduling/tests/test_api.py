@@ -55,7 +55,7 @@ def test_create_a_schedule(api, owner, brand):
     assert body["overlap_policy"] == "skip" and body["catchup_policy"] == "run_once"
     assert body["next_run_local"].endswith(("T02:30:00+01:00", "T02:30:00+02:00", ":00+02:00"))
     assert body["created_by"] == {"id": owner.pk, "username": "owner"}
-    schedule = PeriodicSchedule.objects.get()
+    schedule = PeriodicSchedule.objects.unscoped().get()
     assert schedule.brand == brand and schedule.next_run_at is not None
 
 
@@ -84,7 +84,7 @@ def test_bad_schedule_input_is_a_400_naming_the_field(api, owner, brand, change,
         f"{BASE}/periodic-tasks/", {**SCHEDULE, **change}, format="json"
     )
     assert_error(response, 400, code, field)
-    assert not PeriodicSchedule.objects.exists()
+    assert not PeriodicSchedule.objects.unscoped().exists()
 
 
 def test_a_calendar_of_another_brand_is_a_400(api, owner, brand, foreign):
@@ -148,13 +148,13 @@ def test_run_now_and_the_ledger(api, brand, schedule, user_with_role):
         client.get(f"{BASE}/periodic-tasks/{schedule.pk}/runs/?outcome=fired").json()["results"]
         == []
     )
-    assert Task.objects.get().pk == run["task"]["id"]
+    assert Task.objects.unscoped().get().pk == run["task"]["id"]
 
 
 def test_ready_for_execution_lists_due_schedules(api, owner, brand, schedule):
     client = api(owner, brand)
     assert client.get(f"{BASE}/periodic-tasks/ready-for-execution/").json()["results"] == []
-    PeriodicSchedule.objects.filter(pk=schedule.pk).update(
+    PeriodicSchedule.objects.unscoped().filter(pk=schedule.pk).update(
         next_run_at=timezone.now() - timedelta(seconds=5)
     )
     due = client.get(f"{BASE}/periodic-tasks/ready-for-execution/").json()["results"]
@@ -165,7 +165,7 @@ def test_delete_a_schedule_keeps_its_tasks(api, owner, brand, schedule):
     services.schedule_run_now(schedule=schedule)
     response = api(owner, brand).delete(f"{BASE}/periodic-tasks/{schedule.pk}/")
     assert response.status_code == 204
-    assert not PeriodicSchedule.objects.exists() and Task.objects.count() == 1
+    assert not PeriodicSchedule.objects.unscoped().exists() and Task.objects.unscoped().count() == 1
 
 
 # --- validate-cron -------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_calendar_with_blackouts_and_upcoming_runs(api, owner, brand):
         name="daily",
         task_type="noop",
         cron_expression="0 9 * * *",
-        calendar=Calendar.objects.get(pk=calendar["id"]),
+        calendar=Calendar.objects.unscoped().get(pk=calendar["id"]),
     )
     services.schedule_create(
         brand=brand, name="other", task_type="noop", cron_expression="0 8 * * *"
@@ -285,7 +285,7 @@ def test_calendar_with_blackouts_and_upcoming_runs(api, owner, brand):
 def test_bad_calendar_input(api, owner, brand, payload, field):
     response = api(owner, brand).post(f"{BASE}/calendars/", payload, format="json")
     assert_error(response, 400, "VALIDATION_ERROR", field)
-    assert not Calendar.objects.exists()
+    assert not Calendar.objects.unscoped().exists()
 
 
 @pytest.mark.parametrize(
@@ -307,7 +307,7 @@ def test_cron_job_create_and_cancel(api, brand, user_with_role):
     )
     assert response.status_code == 201, response.content
     job = response.json()
-    task = Task.objects.get(pk=job["task"]["id"])
+    task = Task.objects.unscoped().get(pk=job["task"]["id"])
     assert task.status == "pending" and task.available_at == task.scheduled_for
     cancelled = client.post(f"{BASE}/cron-jobs/{job['id']}/cancel/")
     assert cancelled.json()["status"] == "cancelled"
@@ -332,7 +332,7 @@ def test_bad_cron_job_input(api, owner, brand, payload, code, field):
     assert_error(
         api(owner, brand).post(f"{BASE}/cron-jobs/", payload, format="json"), 400, code, field
     )
-    assert not OneOffJob.objects.exists() and not Task.objects.exists()
+    assert not OneOffJob.objects.unscoped().exists() and not Task.objects.unscoped().exists()
 
 
 # --- cross-brand lists (the access matrix is generated in tests/security/) ------------------
@@ -346,7 +346,7 @@ LISTS = [
 
 @pytest.mark.parametrize("path", LISTS)
 def test_lists_never_show_another_brands_rows(api, member, brand, foreign, path):
-    PeriodicSchedule.objects.update(next_run_at=timezone.now() - timedelta(minutes=1))
+    PeriodicSchedule.objects.unscoped().update(next_run_at=timezone.now() - timedelta(minutes=1))
     assert api(member, brand).get(f"{BASE}/{path}").json()["results"] == []
     assert len(api(member, foreign["schedule"].brand).get(f"{BASE}/{path}").json()["results"]) == 1
 

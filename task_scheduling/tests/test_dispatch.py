@@ -19,7 +19,7 @@ def utc(*args):
 
 
 def make(brand, now=T0, **fields):
-    defaults = {"name": f"s{PeriodicSchedule.objects.count()}", "task_type": "noop"}
+    defaults = {"name": f"s{PeriodicSchedule.objects.unscoped().count()}", "task_type": "noop"}
     defaults.setdefault("cron_expression", "* * * * *")
     return services.schedule_create(brand=brand, now=now, **{**defaults, **fields})
 
@@ -30,7 +30,8 @@ def dispatch(now):
 
 def ledger(schedule):
     return list(
-        ScheduleRun.objects.filter(schedule=schedule)
+        ScheduleRun.objects.unscoped()
+        .filter(schedule=schedule)
         .order_by("fire_time")
         .values_list("fire_time", "outcome")
     )
@@ -54,7 +55,7 @@ def test_a_due_schedule_fires_once_and_advances(brand):
     schedule.refresh_from_db()
     assert schedule.next_run_at == T0 + timedelta(minutes=2)
     assert schedule.last_run_at == T0 + timedelta(minutes=1)
-    run = ScheduleRun.objects.get()
+    run = ScheduleRun.objects.unscoped().get()
     assert run.outcome == "fired" and run.task == schedule.last_task
     task = run.task
     assert task.brand == brand and task.task_type == "noop" and task.status == "pending"
@@ -74,7 +75,7 @@ def test_a_fire_time_already_in_the_ledger_creates_no_task(brand):
     fire = schedule.next_run_at
     ScheduleRun.objects.create(brand=brand, schedule=schedule, fire_time=fire, outcome="fired")
     dispatch(fire + timedelta(seconds=1))
-    assert not Task.objects.exists()
+    assert not Task.objects.unscoped().exists()
     schedule.refresh_from_db()
     assert schedule.next_run_at == fire + timedelta(minutes=1)
 
@@ -103,9 +104,9 @@ def test_concurrent_dispatchers_fire_each_schedule_once(brand):
     for thread in threads:
         thread.join()
     assert not errors
-    assert ScheduleRun.objects.count() == 40
-    assert Task.objects.count() == 40
-    assert set(ScheduleRun.objects.values_list("schedule_id", flat=True)) == {
+    assert ScheduleRun.objects.unscoped().count() == 40
+    assert Task.objects.unscoped().count() == 40
+    assert set(ScheduleRun.objects.unscoped().values_list("schedule_id", flat=True)) == {
         s.pk for s in schedules
     }
 
@@ -123,7 +124,7 @@ def test_dispatch_costs_the_same_queries_for_5_or_60_schedules(brand, other_bran
         return len(ctx.captured_queries)
 
     few = queries_for(5, "few")
-    PeriodicSchedule.objects.all().delete()
+    PeriodicSchedule.objects.unscoped().all().delete()
     many = queries_for(60, "many")
     assert few == many <= 15, (few, many)
 
@@ -149,7 +150,7 @@ def test_a_paused_schedule_does_not_fire_and_resumes_from_now(brand):
     schedule = make(brand)
     services.schedule_pause(schedule=schedule)
     walk(T0, T0 + timedelta(minutes=5))
-    assert not ScheduleRun.objects.exists()
+    assert not ScheduleRun.objects.unscoped().exists()
     schedule.refresh_from_db()
     assert schedule.next_run_at is None and schedule.status == "paused"
     services.schedule_resume(schedule=schedule, now=T0 + timedelta(minutes=5, seconds=10))
@@ -184,9 +185,9 @@ def test_run_now_creates_a_manual_run_without_moving_the_timing(brand, owner):
 
 def test_a_schedule_whose_task_type_disappeared_records_a_failed_run(brand):
     schedule = make(brand)
-    PeriodicSchedule.objects.filter(pk=schedule.pk).update(task_type="gone")
+    PeriodicSchedule.objects.unscoped().filter(pk=schedule.pk).update(task_type="gone")
     dispatch(T0 + timedelta(minutes=1, seconds=1))
-    run = ScheduleRun.objects.get()
+    run = ScheduleRun.objects.unscoped().get()
     assert run.outcome == "failed" and "UNKNOWN_TASK_TYPE" in run.detail and run.task is None
 
 
@@ -206,10 +207,10 @@ def test_a_schedule_whose_task_type_disappeared_records_a_failed_run(brand):
 def test_overlap_policy(brand, policy, previous_status, outcome):
     schedule = make(brand, overlap_policy=policy)
     dispatch(T0 + timedelta(minutes=1, seconds=1))
-    Task.objects.update(status=previous_status)
+    Task.objects.unscoped().update(status=previous_status)
     dispatch(T0 + timedelta(minutes=2, seconds=1))
     assert ledger(schedule)[-1] == (T0 + timedelta(minutes=2), outcome)
-    assert Task.objects.count() == (2 if outcome == "fired" else 1)
+    assert Task.objects.unscoped().count() == (2 if outcome == "fired" else 1)
 
 
 # --- catch-up after downtime ---------------------------------------------------------------
@@ -232,7 +233,7 @@ def test_catchup_skip_runs_only_the_on_time_fire(brand):
     schedule, totals = downtime(brand, "skip")
     assert totals == {"missed": 9, "fired": 1}  # 12:10 is within the misfire grace
     assert ledger(schedule)[-1] == (T0 + timedelta(minutes=10), "fired")
-    assert Task.objects.count() == 1
+    assert Task.objects.unscoped().count() == 1
 
 
 def test_catchup_run_once_runs_one_task_for_the_missed_period(brand, settings):
@@ -240,7 +241,7 @@ def test_catchup_run_once_runs_one_task_for_the_missed_period(brand, settings):
     schedule, totals = downtime(brand, "run_once")
     assert totals == {"missed": 9, "caught_up": 1}
     assert ledger(schedule)[-1] == (T0 + timedelta(minutes=10), "caught_up")
-    assert Task.objects.count() == 1
+    assert Task.objects.unscoped().count() == 1
 
 
 def test_catchup_run_all_runs_the_missed_fires_within_the_window(brand, settings):
@@ -250,14 +251,14 @@ def test_catchup_run_all_runs_the_missed_fires_within_the_window(brand, settings
     assert totals == {"missed": 5, "caught_up": 5}
     assert outcomes[T0 + timedelta(minutes=5)] == "missed"  # 5 min 30 s late > 300 s
     assert outcomes[T0 + timedelta(minutes=6)] == "caught_up"
-    assert Task.objects.count() == 5
+    assert Task.objects.unscoped().count() == 5
 
 
 def test_a_long_downtime_is_recorded_over_several_batches(brand, settings):
     settings.SCHEDULE_MAX_FIRES_PER_TICK = 4
     schedule, _ = downtime(brand, "run_once")
     assert len(ledger(schedule)) == 10
-    assert Task.objects.count() == 1  # run once: only the last missed fire
+    assert Task.objects.unscoped().count() == 1  # run once: only the last missed fire
     assert ledger(schedule)[-1][1] in ("caught_up", "fired")
 
 
@@ -279,7 +280,7 @@ def test_blackout_windows_skip_runs(brand):
         (T0 + timedelta(minutes=4), "fired"),  # and excludes its end
         (T0 + timedelta(minutes=5), "fired"),
     ]
-    assert Task.objects.count() == 3
+    assert Task.objects.unscoped().count() == 3
 
 
 def test_a_calendar_of_another_brand_is_refused(brand, other_brand):
@@ -325,13 +326,14 @@ def test_dst_policy_holds_through_the_dispatcher(brand, zone, expression, start,
         for hours in range(1, 20, 3):
             dispatch(fire + timedelta(hours=hours))
     rows = list(
-        ScheduleRun.objects.filter(schedule=schedule)
+        ScheduleRun.objects.unscoped()
+        .filter(schedule=schedule)
         .order_by("fire_time")
         .values_list("fire_time", "dst", "outcome")
     )
     assert [(f, d) for f, d, _ in rows] == expected
     assert {o for _, _, o in rows} == {"fired"}
-    assert Task.objects.count() == 3
+    assert Task.objects.unscoped().count() == 3
 
 
 def test_dst_gap_skip_policy_through_the_dispatcher(brand):
@@ -354,7 +356,7 @@ def test_is_periodic_filters_tasks_created_by_schedules(api, owner, brand):
     client = api(owner, brand)
     periodic = client.get("/tasks/?is_periodic=true").json()["results"]
     others = client.get("/tasks/?is_periodic=false").json()["results"]
-    assert [t["id"] for t in periodic] == [ScheduleRun.objects.get().task_id]
+    assert [t["id"] for t in periodic] == [ScheduleRun.objects.unscoped().get().task_id]
     assert [t["id"] for t in others] == [manual.pk]
 
 
@@ -366,6 +368,6 @@ def test_dispatched_tasks_are_published_together_after_commit(
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         dispatch(T0 + timedelta(minutes=1, seconds=1))
     assert len(callbacks) == 1  # one publish for the whole tick
-    assert set(Task.objects.values_list("status", flat=True)) == {"queued"}
-    for task in Task.objects.all():
+    assert set(Task.objects.unscoped().values_list("status", flat=True)) == {"queued"}
+    for task in Task.objects.unscoped().all():
         assert list(task.events.values_list("kind", flat=True)) == ["created", "queued"]

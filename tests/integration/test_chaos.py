@@ -22,7 +22,7 @@ def test_sigkilled_worker_task_is_rescued_and_completes_on_another(brand, start_
     start_process("beat")
     task, _ = services.task_create(brand=brand, task_type="seo_keyword_analysis",
                                    context_data=SLOW_SEO)  # fmt: skip
-    wait_for(lambda: Task.objects.get(pk=task.pk).progress_percentage >= 10, 20,
+    wait_for(lambda: Task.objects.unscoped().get(pk=task.pk).progress_percentage >= 10, 20,
              message="the task to make progress")  # fmt: skip
     first.kill(signal.SIGKILL)  # main process and pool children, no goodbye
     start_process("worker")
@@ -40,7 +40,7 @@ def test_killed_pool_child_task_is_rescued(brand, start_process):
     start_process("beat")
     task, _ = services.task_create(brand=brand, task_type="seo_keyword_analysis",
                                    context_data=SLOW_SEO)  # fmt: skip
-    wait_for(lambda: Task.objects.get(pk=task.pk).progress_percentage >= 10, 20,
+    wait_for(lambda: Task.objects.unscoped().get(pk=task.pk).progress_percentage >= 10, 20,
              message="the task to make progress")  # fmt: skip
     (child,) = worker.pool_children()
     os.kill(child, signal.SIGKILL)  # the worker itself survives and forks a new child

@@ -63,7 +63,7 @@ def test_worker_database_connection_killed_mid_task_retries_and_completes_once(
     after = wait_status(after.pk, "completed", timeout=30)
     assert after.attempts == 1
     assert effects(effect_log) == {task.pk: 1, after.pk: 1}
-    assert not Task.objects.filter(status="running").exists()
+    assert not Task.objects.unscoped().filter(status="running").exists()
 
 
 def through(url: str, port: int) -> str:
@@ -86,10 +86,12 @@ def test_worker_reconnects_after_its_broker_connection_is_cut(
         concurrency=2, env={"CELERY_BROKER_URL": through(settings.CELERY_BROKER_URL, proxy.port)}
     )
     before = create_effect_tasks(brand, 4, seconds=3)
-    wait_for(lambda: Task.objects.filter(status="running").count() == 2, 30,
+    wait_for(lambda: Task.objects.unscoped().filter(status="running").count() == 2, 30,
              message="2 running tasks")  # fmt: skip
     time.sleep(0.5)
-    in_flight = Task.objects.filter(status="running").count()  # their messages are unacked
+    in_flight = (
+        Task.objects.unscoped().filter(status="running").count()
+    )  # their messages are unacked
     connections_before = len(proxy.connected)
     # A reset connection (as `rabbitmqctl close_connection` does), then the broker is out of
     # this worker's reach for `outage_s` (connections refused).
@@ -106,10 +108,10 @@ def test_worker_reconnects_after_its_broker_connection_is_cut(
     assert reconnect_s < (1 if outage_s == 0 else 5)
     after = create_effect_tasks(brand, 2, seconds=0.2)  # published after the cut
     tasks = before + after
-    wait_for(lambda: Task.objects.filter(status="completed").count() == len(tasks), 60,
+    wait_for(lambda: Task.objects.unscoped().filter(status="completed").count() == len(tasks), 60,
              message="every task completed")  # fmt: skip
     assert effects(effect_log) == {task.pk: 1 for task in tasks}
-    for task in Task.objects.all():
+    for task in Task.objects.unscoped().all():
         assert task.attempts == 1 and kinds(task).count("started") == 1, kinds(task)
     # The messages unacked at the cut came back and were acknowledged without a second run.
     wait_for(lambda: worker.output().count("duplicate or stale delivery ignored") == in_flight,
@@ -190,15 +192,15 @@ def test_web_answers_503_while_its_database_is_unreachable_and_recovers(
     # of those refused at the cut, at most the one cut after its commit exists.
     created = {r.json()["id"] for r in answers.values() if r.status_code == 201}
     created |= {recovered.json()["id"]}
-    tasks = {t.pk: t for t in Task.objects.all()}
+    tasks = {t.pk: t for t in Task.objects.unscoped().all()}
     assert created <= set(tasks)
     assert "req-during" not in {t.description for t in tasks.values()}
     refused = {f"req-{n}" for n, r in answers.items() if r.status_code == 503}
     committed_anyway = [t for t in tasks.values() if t.description in refused]
     assert len(committed_anyway) <= 1, committed_anyway
-    wait_for(lambda: Task.objects.filter(status="completed").count() == len(tasks), 60,
+    wait_for(lambda: Task.objects.unscoped().filter(status="completed").count() == len(tasks), 60,
              message="every task to complete")  # fmt: skip
-    for task in Task.objects.all():
+    for task in Task.objects.unscoped().all():
         timeline = kinds(task)
         assert timeline[0] == "created" and timeline.count("created") == 1, timeline
         assert timeline.count("started") == 1 and timeline[-1] == "completed", timeline

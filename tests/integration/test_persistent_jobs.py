@@ -34,13 +34,17 @@ def create_job(brand, **context):
 
 
 def checkpoints(job, at_least):
-    wait_for(lambda: Checkpoint.objects.filter(job=job).count() >= at_least, 90,
+    wait_for(lambda: Checkpoint.objects.unscoped().filter(job=job).count() >= at_least, 90,
              message=f"{at_least} checkpoints")  # fmt: skip
 
 
 def counts(job) -> dict[int, int]:
     seen: dict[int, int] = {}
-    for item in ProcessedItem.objects.filter(task_id=job.task_id).values_list("item_id", flat=True):
+    for item in (
+        ProcessedItem.objects.unscoped()
+        .filter(task_id=job.task_id)
+        .values_list("item_id", flat=True)
+    ):
         seen[item] = seen.get(item, 0) + 1
     return seen
 
@@ -55,7 +59,7 @@ def assert_resumed_after_loss(job):
     resumed = task.events.get(kind="resumed")
     from_items = resumed.data["items_processed"]
     assert from_items >= 2 * EVERY  # at least two checkpoints were written before the kill
-    done_by_lost = ProcessedItem.objects.filter(task_id=job.task_id, attempt=1).count()
+    done_by_lost = ProcessedItem.objects.unscoped().filter(task_id=job.task_id, attempt=1).count()
     twice = [item for item, n in seen.items() if n == 2]
     assert len(twice) == done_by_lost - from_items
     assert len(twice) < EVERY
@@ -100,11 +104,13 @@ def test_sigterm_checkpoints_and_hands_the_job_back_without_reprocessing(brand, 
     # do: a warm shutdown.
     first.popen.send_signal(signal.SIGTERM)
     assert first.popen.wait(60) == 0
-    task = Task.objects.get(pk=job.task_id)
+    task = Task.objects.unscoped().get(pk=job.task_id)
     assert task.status in ("pending", "queued")  # handed back, not finished
     job = reload(job)
     assert job.processed_items < ITEMS
-    assert ProcessedItem.objects.filter(task_id=job.task_id).count() == job.processed_items
+    assert (
+        ProcessedItem.objects.unscoped().filter(task_id=job.task_id).count() == job.processed_items
+    )
     start_process("worker")
     task = wait_status(job.task_id, "completed", timeout=180)
     seen = counts(job)
@@ -129,7 +135,7 @@ def test_pause_then_resume_over_the_api(api, owner, brand, worker, beat):
         format="json",
     )
     assert response.status_code == 201
-    job = PersistentJob.objects.get(pk=response.json()["id"])
+    job = PersistentJob.objects.unscoped().get(pk=response.json()["id"])
     checkpoints(job, 1)
     response = client.post(f"/tasks/persistent-jobs/{job.pk}/pause/")
     assert response.status_code == 202 and response.json()["pause_requested"] is True
@@ -138,7 +144,7 @@ def test_pause_then_resume_over_the_api(api, owner, brand, worker, beat):
     paused_at = job.processed_items
     assert 0 < paused_at < ITEMS
     time.sleep(2)  # really stopped: nothing processed beyond the checkpoint
-    assert ProcessedItem.objects.filter(task_id=job.task_id).count() == paused_at
+    assert ProcessedItem.objects.unscoped().filter(task_id=job.task_id).count() == paused_at
     listed = client.get("/tasks/persistent-jobs/resumable/").json()["results"]
     assert [j["id"] for j in listed] == [job.pk]
     response = client.post(f"/tasks/persistent-jobs/{job.pk}/resume/")
@@ -164,5 +170,5 @@ def test_job_crashing_its_worker_every_time_is_interrupted_after_k_resumptions(b
     assert job.auto_resume_count == 2 and job.processed_items < ITEMS
     assert job in jobs_interrupted(brand=brand)
     time.sleep(3)  # stays interrupted: no automatic retry
-    assert Task.objects.get(pk=job.task_id).status == "interrupted"
+    assert Task.objects.unscoped().get(pk=job.task_id).status == "interrupted"
     assert worker.popen.poll() is None

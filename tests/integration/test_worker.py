@@ -14,13 +14,13 @@ pytestmark = [pytest.mark.integration]
 
 
 def status_of(task_pk):
-    return Task.objects.values_list("status", flat=True).get(pk=task_pk)
+    return Task.objects.unscoped().values_list("status", flat=True).get(pk=task_pk)
 
 
 def wait_status(task_pk, statuses, timeout=30):
     statuses = {statuses} if isinstance(statuses, str) else set(statuses)
     wait_for(lambda: status_of(task_pk) in statuses, timeout, message=f"task {task_pk} {statuses}")
-    return Task.objects.get(pk=task_pk)
+    return Task.objects.unscoped().get(pk=task_pk)
 
 
 def kinds(task):
@@ -111,7 +111,8 @@ def test_critical_task_overtakes_a_low_priority_backlog(brand, start_process):
     start_process("worker", concurrency=1)
     wait_status(critical.pk, "completed", timeout=30)
     order = list(
-        Task.objects.filter(started_at__isnull=False)
+        Task.objects.unscoped()
+        .filter(started_at__isnull=False)
         .order_by("started_at")
         .values_list("pk", flat=True)
     )
@@ -136,12 +137,14 @@ def test_every_task_of_a_burst_completes_once(brand, start_process):
     tasks = [services.task_create(brand=brand, task_type="noop")[0] for _ in range(200)]
     start_process("worker", concurrency=2)
     wait_for(
-        lambda: Task.objects.filter(status="completed").count() == len(tasks), 60,
+        lambda: Task.objects.unscoped().filter(status="completed").count() == len(tasks), 60,
         message="200 tasks completed",
     )  # fmt: skip
-    per_task = Task.objects.annotate(
-        starts=Count("events", filter=Q(events__kind="started"))
-    ).values_list("starts", flat=True)
+    per_task = (
+        Task.objects.unscoped()
+        .annotate(starts=Count("events", filter=Q(events__kind="started")))
+        .values_list("starts", flat=True)
+    )
     assert set(per_task) == {1}
 
 

@@ -40,7 +40,7 @@ def _objects(brand, mark: str) -> dict:
     )
     scheduling.schedule_run_now(schedule=schedule)
     # Due now (no dispatcher runs in these tests): listed by ready-for-execution.
-    PeriodicSchedule.objects.filter(pk=schedule.pk).update(
+    PeriodicSchedule.objects.unscoped().filter(pk=schedule.pk).update(
         next_run_at=timezone.now() - timedelta(minutes=1)
     )
     paused_schedule = scheduling.schedule_create(
@@ -55,10 +55,10 @@ def _objects(brand, mark: str) -> dict:
         ),
         "metric": MetricFactory(task__brand=brand, task__description=f"{mark} measured"),
         "alert_rule": rule,
-        "alert": Alert.objects.get(rule=rule),
+        "alert": Alert.objects.unscoped().get(rule=rule),
         "job": job,
         "paused_job": paused,
-        "checkpoint": Checkpoint.objects.filter(job=paused).first(),
+        "checkpoint": Checkpoint.objects.unscoped().filter(job=paused).first(),
         "schedule": schedule,
         "paused_schedule": paused_schedule,
         "calendar": scheduling.calendar_create(brand=brand, name=f"{mark} calendar"),

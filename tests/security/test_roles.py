@@ -8,7 +8,8 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory, force_authenticate
 from rest_framework_simplejwt.tokens import AccessToken
 
-from megahub.tenancy import ROLE_RANK, BrandScopedViewSet
+from task_core.api.tenancy import BrandScopedViewSet
+from task_core.tenancy import Role
 from tests.security.conftest import client_for, own_pk, send
 from tests.security.operations import BRAND_OPERATIONS, call_for
 
@@ -21,7 +22,7 @@ def test_role_matrix(op, role, world):
     user = world.users[role]
     client = client_for(str(AccessToken.for_user(user)), str(world.brand.pk))
     response = send(client, op, world, own_pk(op, world))
-    if ROLE_RANK[role] >= ROLE_RANK[call_for(op).role]:
+    if Role.allows(role, call_for(op).role):
         assert response.status_code in op.success_codes, response.content[:500]
     else:
         assert response.status_code == 403, response.content[:500]
@@ -51,7 +52,7 @@ def _routed_actions():
 def test_every_routed_action_declares_its_role(cls, name):
     """An action missing from action_roles is refused to everyone (deny by default); a routed
     action nobody may call is a mistake, so each one must be declared."""
-    assert cls.action_roles.get(name) in ROLE_RANK, f"{cls.__name__}.{name}"
+    assert cls.action_roles.get(name) in Role.values, f"{cls.__name__}.{name}"
 
 
 class Undeclared(BrandScopedViewSet):
