@@ -31,13 +31,26 @@ class BrandScopedAdmin(admin.ModelAdmin):
             self.message_user(request, "Refused: " + "; ".join(refused[:20]), messages.WARNING)
 
     def get_queryset(self, request):
-        qs = super().get_queryset(request)
+        # The admin's one scoping point: superusers read every brand, staff only their own.
+        qs = unscoped(super().get_queryset(request))
         if request.user.is_superuser:
             return qs
         return qs.filter(**{f"{self.brand_field}__memberships__user": request.user})
 
 
-class MembershipInline(admin.TabularInline):
+def unscoped(queryset):
+    """A brand-owned queryset marked as scoped by its caller (Brand itself has no scope)."""
+    return queryset.unscoped() if hasattr(queryset, "unscoped") else queryset
+
+
+class BrandScopedInline(admin.TabularInline):
+    """Rows of the object on the page, which its admin read through its scoped queryset."""
+
+    def get_queryset(self, request):
+        return unscoped(super().get_queryset(request))
+
+
+class MembershipInline(BrandScopedInline):
     model = BrandMembership
     extra = 0
     autocomplete_fields = ["user"]
@@ -65,7 +78,7 @@ class BrandMembershipAdmin(BrandScopedAdmin):
     autocomplete_fields = ["user", "brand"]
 
 
-class TaskEventInline(admin.TabularInline):
+class TaskEventInline(BrandScopedInline):
     model = TaskEvent
     extra = 0
     can_delete = False
@@ -137,7 +150,7 @@ class TaskEventAdmin(BrandScopedAdmin):
         return False
 
 
-class WebhookDeliveryInline(admin.TabularInline):
+class WebhookDeliveryInline(BrandScopedInline):
     model = WebhookDelivery
     extra = 0
     can_delete = False

@@ -4,7 +4,7 @@ API."""
 
 from django.contrib import admin
 
-from task_core.admin import BrandScopedAdmin
+from task_core.admin import BrandScopedAdmin, BrandScopedInline
 from task_monitoring import selectors, services
 from task_monitoring.models import (
     Alert,
@@ -68,7 +68,7 @@ class AlertRuleAdmin(BrandScopedAdmin):
     readonly_fields = ["created_by", "created_at", "updated_at", "last_evaluated_at", "last_value"]
 
 
-class NotificationInline(admin.TabularInline):
+class NotificationInline(BrandScopedInline):
     model = AlertNotification
     extra = 0
     can_delete = False
@@ -102,7 +102,7 @@ class AlertAdmin(ReadOnlyAdmin):
         self.apply_service(request, queryset, services.alert_resolve, "Resolved")
 
 
-class AttemptInline(admin.TabularInline):
+class AttemptInline(BrandScopedInline):
     model = NotificationAttempt
     extra = 0
     can_delete = False

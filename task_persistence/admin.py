@@ -3,12 +3,12 @@
 from django.contrib import admin
 from django.utils.html import format_html
 
-from task_core.admin import BrandScopedAdmin
+from task_core.admin import BrandScopedAdmin, BrandScopedInline
 from task_persistence import services
 from task_persistence.models import Checkpoint, PersistentJob
 
 
-class CheckpointInline(admin.TabularInline):
+class CheckpointInline(BrandScopedInline):
     model = Checkpoint
     extra = 0
     can_delete = False

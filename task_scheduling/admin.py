@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 
 from megahub.errors import DomainError
-from task_core.admin import BrandScopedAdmin
+from task_core.admin import BrandScopedAdmin, BrandScopedInline
 from task_scheduling import cron, services
 from task_scheduling.models import (
     BlackoutWindow,
@@ -47,7 +47,7 @@ class ScheduleForm(forms.ModelForm):
         return data
 
 
-class ScheduleRunInline(admin.TabularInline):
+class ScheduleRunInline(BrandScopedInline):
     model = ScheduleRun
     extra = 0
     can_delete = False
@@ -141,7 +141,7 @@ class ScheduleRunAdmin(BrandScopedAdmin):
         return False
 
 
-class BlackoutWindowInline(admin.TabularInline):
+class BlackoutWindowInline(BrandScopedInline):
     model = BlackoutWindow
     extra = 1
     fields = ["starts_at", "ends_at", "reason"]
