@@ -59,6 +59,9 @@ class BrandScopedQuerySet(models.QuerySet):
             clone._brand_scoped = True  # filtered by brand: scoped, whoever spelled it
         return clone
 
+    def none(self) -> BrandScopedQuerySet:
+        return super().none()._scoped()  # no rows at all: nothing to leak
+
     def _scoped(self) -> BrandScopedQuerySet:
         clone = self._chain()
         clone._brand_scoped = True

@@ -20,6 +20,21 @@ class CheckpointInline(BrandScopedInline):
         return False
 
 
+class JobTaskTypeFilter(admin.SimpleListFilter):
+    """The task types of the jobs this admin user may see (not every brand's types)."""
+
+    title = "task type"
+    parameter_name = "task_type"
+
+    def lookups(self, request, model_admin):
+        jobs = model_admin.get_queryset(request)
+        types = jobs.order_by("task__task_type").values_list("task__task_type", flat=True)
+        return [(name, name) for name in types.distinct()]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(task__task_type=self.value()) if self.value() else queryset
+
+
 @admin.register(PersistentJob)
 class PersistentJobAdmin(BrandScopedAdmin):
     service_arg = "job"
@@ -27,7 +42,7 @@ class PersistentJobAdmin(BrandScopedAdmin):
         "id", "task", "brand", "task_type", "status", "progress_bar", "processed",
         "resume_count", "auto_resume_count", "last_checkpoint",
     ]  # fmt: skip
-    list_filter = ["task__status", "task__task_type", "brand"]
+    list_filter = ["task__status", JobTaskTypeFilter, "brand"]
     search_fields = ["task__task_id", "task__task_type", "task__description"]
     date_hierarchy = "created_at"
     list_select_related = ["task", "brand"]
