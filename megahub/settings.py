@@ -234,6 +234,9 @@ else:
 CELERY_QUEUE_PREFIX = os.environ.get("CELERY_QUEUE_PREFIX", "")
 # Queues task types may use. A worker started without -Q consumes all of CELERY_TASK_QUEUES.
 MEGAHUB_QUEUES = ["default", "long"]
+# The shipped demo and test-only task types (seo_keyword_analysis, memory_probe, ...) exist only
+# when this is on: `make run`, compose and the tests turn it on; production leaves it off.
+MEGAHUB_DEMO_TASK_TYPES = env_bool("MEGAHUB_DEMO_TASK_TYPES", False)
 # The platform's own periodic work (release loop, sweeper) has its own queue so that it is
 # never stuck behind a backlog of brand tasks.
 MEGAHUB_SYSTEM_QUEUE = "system"

@@ -16,3 +16,4 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast use
 LOG_FORMAT = "text"
 LOGGING["handlers"]["console"]["formatter"] = "text"  # noqa: F405
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+MEGAHUB_DEMO_TASK_TYPES = True  # the shipped demo types are the suite's workload
