@@ -166,12 +166,19 @@ class TaskTypeSerializer(serializers.Serializer):
     cost_per_cpu_second_usd = serializers.FloatField()
 
 
+class FleetStatsSerializer(serializers.Serializer):
+    broker = serializers.DictField(help_text="RabbitMQ's live depth and consumers per queue.")
+    events_outbox = serializers.DictField(help_text="Every brand's unpublished events.")
+
+
 class QueueStatsSerializer(serializers.Serializer):
     generated_at = serializers.DateTimeField()
     queues = serializers.DictField()
     throughput = serializers.DictField()
-    broker = serializers.DictField()
-    events_outbox = serializers.DictField()
+    events_outbox = serializers.DictField(help_text="The brand's unpublished lifecycle events.")
+    fleet = FleetStatsSerializer(
+        required=False, help_text="Platform-wide figures: present for staff users only."
+    )
 
 
 class WebhookSerializer(StrictInputSerializer, serializers.ModelSerializer):
