@@ -4,6 +4,7 @@ Every variable is documented in docs/configuration.md. With no environment at al
 project runs on embedded defaults that need no server: SQLite and kombu's filesystem transport.
 """
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -314,6 +315,16 @@ WEBHOOK_BACKOFF_SECONDS = env_int("WEBHOOK_BACKOFF_SECONDS", 2)
 WEBHOOK_BACKOFF_MAX_SECONDS = env_int("WEBHOOK_BACKOFF_MAX_SECONDS", 3600)
 WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 20)
 WEBHOOK_DELIVER_INTERVAL_SECONDS = env_int("WEBHOOK_DELIVER_INTERVAL_SECONDS", 2)
+# Networks (CIDR, comma-separated) webhooks and alert webhooks may reach although they are not
+# public (loopback, private...): for local development only. Empty: public addresses only.
+WEBHOOK_ALLOWED_NETWORKS = env_list("WEBHOOK_ALLOWED_NETWORKS", "")
+for _network in WEBHOOK_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {_network!r} is not a network")
 
 # --- Persistent jobs (task_persistence) -----------------------------------------------------
 # Largest handler state a checkpoint may hold (JSON bytes); checkpoints kept per completed job;
