@@ -78,7 +78,9 @@ class BrandEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandS
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         length = request.META.get("CONTENT_LENGTH") or "0"
         if limit is not None and length.isdigit() and int(length) > limit:
-            raise RequestTooLarge(f"The body is {length} bytes; the limit is {limit}.")
+            raise RequestTooLarge(
+                f"The body is {length} bytes; the limit is {limit}.", field_errors={}
+            )
         event = services.brand_event_create(
             brand=request.brand,
             user=request.user,
