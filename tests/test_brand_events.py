@@ -258,3 +258,26 @@ def test_publish_retries_wait_exponentially_longer(monkeypatch):
     with pytest.raises(ConnectionResetError):
         messaging.publish_with_backoff(given_up, {"n": 2}, routing_key="k")
     assert len(sleeps) == 3 + messaging.PUBLISH_ATTEMPTS - 1
+
+
+def test_admin_lists_brand_events_and_their_outbox_rows_per_brand(client, brand, other_brand):
+    from django.contrib.auth.models import Permission
+
+    from tests.factories import MembershipFactory, UserFactory
+
+    staff = UserFactory(username="staffer", is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(content_type__app_label="task_core"))
+    MembershipFactory(user=staff, brand=brand, role="operator")
+    make = lambda b, s: services.brand_event_create(  # noqa: E731
+        brand=b, user=None, solution=s, model="order", action="created", event_data={}
+    )
+    mine, foreign = make(brand, "visible-shop"), make(other_brand, "hidden-shop")
+    client.force_login(staff)
+    page = client.get("/admin/task_core/brandevent/")
+    assert page.status_code == 200
+    assert str(mine.event_uid) in page.content.decode()
+    assert str(foreign.event_uid) not in page.content.decode()
+    timeline = client.get("/admin/task_core/taskevent/")  # outbox rows without a task
+    assert timeline.status_code == 200 and "brand_event" in timeline.content.decode()
+    detail = client.get(f"/admin/task_core/brandevent/{mine.pk}/change/")
+    assert detail.status_code == 200
