@@ -8,7 +8,8 @@ AMQP_URL ?= amqp://guest:guest@localhost:5672//
 TEST_ENV = SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-not-for-any-deployment} \
   DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(AMQP_URL)}
 
-.PHONY: help install run migrate test test-outage test-fast lint fmt bench loadtest worker beat web consume check-services clean
+.PHONY: help install run migrate test test-outage test-fast coverage lint fmt bench loadtest worker beat web \
+  consume check-services up down ps logs health clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -62,6 +63,11 @@ test-fast: install ## unit and API tests on SQLite, no broker (no integration te
 	$(TEST_ENV) DATABASE_URL=sqlite:///:memory: CELERY_BROKER_URL=memory:// \
 	  $(PY) -m pytest -m "not integration and not chaos" $(PYTEST_ARGS)
 
+coverage: install check-services ## `make test` with coverage: terminal report and htmlcov/index.html
+	$(TEST_ENV) $(PY) -m pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup -m "not broker_outage" \
+	  --cov --cov-report=term-missing:skip-covered --cov-report=html $(PYTEST_ARGS)
+	@echo "HTML report: htmlcov/index.html"
+
 lint: install ## ruff lint + format check, migrations up to date
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
@@ -86,5 +92,28 @@ loadtest: install check-services ## locust load test on database megahub_load (n
 	  --spawn-rate $(LOAD_SPAWN_RATE) --web-workers $(LOAD_WEB_WORKERS) \
 	  --worker-concurrency $(LOAD_WORKER_CONCURRENCY)
 
+# --- the compose stack (docker-compose.yml; needs Docker with the compose plugin) ---------------
+# `make up SERVICES="postgres rabbitmq"` starts only those; `make logs SERVICES=web` narrows.
+COMPOSE ?= docker compose
+SERVICES ?=
+HEALTH_HOST ?= localhost
+HEALTH_PORT ?= $(or $(WEB_PORT),8000)
+HEALTH_URL ?= http://$(HEALTH_HOST):$(HEALTH_PORT)/health/ready/
+
+up: ## build and start the compose stack in the background (http://localhost:8000)
+	$(COMPOSE) up -d --build $(SERVICES)
+
+down: ## stop and remove the stack's containers (data volumes kept; DOWN_ARGS=-v drops them)
+	$(COMPOSE) down $(DOWN_ARGS)
+
+ps: ## the stack's containers and their health
+	$(COMPOSE) ps
+
+logs: ## follow the stack's logs (last 200 lines of each service first)
+	$(COMPOSE) logs -f --tail=200 $(SERVICES)
+
+health: ## GET /health/ready/ of the running stack; exits non-zero unless ready
+	@python3 bin/health-check "$(HEALTH_URL)"
+
 clean:
-	rm -rf .run staticfiles .pytest_cache
+	rm -rf .run staticfiles .pytest_cache htmlcov .coverage .coverage.*

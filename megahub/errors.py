@@ -40,6 +40,12 @@ class DomainValidationError(DomainError):
             self.error_code = error_code
 
 
+class RequestTooLarge(DomainError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    error_code = "REQUEST_TOO_LARGE"
+    default_detail = "The request body is over the size limit."
+
+
 class NotFound(DomainError):
     status_code = status.HTTP_404_NOT_FOUND
     error_code = "NOT_FOUND"

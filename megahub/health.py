@@ -72,7 +72,7 @@ def _check_events_outbox() -> dict:
 
     backlog = events_backlog()
     if backlog["unpublished"] > settings.EVENTS_BACKLOG_WARN:
-        return {"status": "warn", "detail": "lifecycle events are piling up", **backlog}
+        return {"status": "warn", "detail": "events are piling up in the outbox", **backlog}
     return {"status": "ok", **backlog}
 
 

@@ -6,7 +6,15 @@ from django.utils.html import format_html
 from megahub.errors import DomainError
 from megahub.webhooks import RESPONSE_EXCERPT_BYTES
 from task_core import services
-from task_core.models import Brand, BrandMembership, Task, TaskEvent, Webhook, WebhookDelivery
+from task_core.models import (
+    Brand,
+    BrandEvent,
+    BrandMembership,
+    Task,
+    TaskEvent,
+    Webhook,
+    WebhookDelivery,
+)
 
 
 class BrandScopedAdmin(admin.ModelAdmin):
@@ -130,6 +138,25 @@ class TaskEventAdmin(BrandScopedAdmin):
     list_select_related = ["task", "brand"]
     show_full_result_count = False
     readonly_fields = [f.name for f in TaskEvent._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(BrandEvent)
+class BrandEventAdmin(BrandScopedAdmin):
+    """A brand's business events (POST /events/...), read-only; the outbox row says whether it
+    was relayed."""
+
+    list_display = ["id", "brand", "solution", "model", "action", "event_uid", "created_at"]
+    list_filter = ["solution", "brand"]
+    search_fields = ["=event_uid", "solution", "model", "action"]
+    list_select_related = ["brand"]
+    show_full_result_count = False
+    readonly_fields = [f.name for f in BrandEvent._meta.fields]
 
     def has_add_permission(self, request):
         return False

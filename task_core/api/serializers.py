@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from megahub.webhooks import RESPONSE_EXCERPT_BYTES
-from task_core.models import Task, TaskEvent, Webhook, WebhookDelivery
+from task_core.models import BrandEvent, Task, TaskEvent, Webhook, WebhookDelivery
 
 # Extra blocks of the task detail that other apps provide (e.g. "metrics" from
 # task_monitoring). Each callable gets the task and returns JSON-able data or None.
@@ -224,3 +224,30 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
         data = super().to_representation(instance)
         data["last_response"] = data["last_response"][:RESPONSE_EXCERPT_BYTES]  # older rows
         return data
+
+
+class BrandEventCreatedSerializer(serializers.ModelSerializer):
+    """The answer to POST /events/<solution>/<model>/<action>/ (the events seed's shape)."""
+
+    event_timestamp = serializers.DateTimeField(source="created_at")
+    event_data = serializers.DictField(child=serializers.JSONField())
+
+    class Meta:
+        model = BrandEvent
+        fields = ["event_uid", "event_timestamp", "event_data"]
+        read_only_fields = fields
+
+
+class BrandEventSerializer(BrandEventCreatedSerializer):
+    event_type = serializers.CharField(help_text="<solution>.<model>.<action>")
+    created_by = UserRefSerializer(allow_null=True)
+    published_at = serializers.DateTimeField(
+        source="outbox.published_at",
+        allow_null=True,
+        help_text="When the relay published it to megahub.events (null: waiting in the outbox).",
+    )
+
+    class Meta(BrandEventCreatedSerializer.Meta):
+        fields = ["id", "event_uid", "event_timestamp", "event_type", "solution", "model",
+                  "action", "event_data", "created_by", "published_at"]  # fmt: skip
+        read_only_fields = fields
