@@ -68,7 +68,7 @@ def schedule_clean(*, brand: Brand, data: dict, instance: PeriodicSchedule | Non
     if "cron_expression" in data:
         out["cron_expression"] = cron.cron_normalize(data["cron_expression"])
     if "timezone" in data:
-        cron.timezone_get(data["timezone"])
+        cron.timezone_validate(data["timezone"])
     core.task_validate_request(
         task_type=merged.get("task_type", ""),
         priority=merged.get("priority", Task.Priority.NORMAL),

@@ -5,7 +5,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from task_core.api.serializers import StrictInputSerializer, UserRefSerializer
+from megahub.serializers import StrictInputSerializer
+from task_core.api.serializers import UserRefSerializer
 from task_core.models import Task
 from task_scheduling import cron
 from task_scheduling.models import (
