@@ -19,6 +19,7 @@ from django import forms
 from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
 from django_filters.utils import get_model_field
+from drf_spectacular.drainage import set_override
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 
@@ -96,6 +97,9 @@ class StrictIsoDateTimeField(IsoDateTimeField):
             raise forms.ValidationError(exc.args[0], code="invalid")
 
 
+NUMBER_FILTER_MAX = 10**50
+
+
 def _harden(filter_, model) -> None:
     """Give one filter the input rules of its kind (idempotent: declared filters are shared)."""
     if isinstance(filter_, django_filters.NumberFilter):
@@ -106,15 +110,40 @@ def _harden(filter_, model) -> None:
         else:
             filter_.field_class = AsciiDecimalField
             bounds = number_range(model_field) if model_field else (BIGINT_MIN, BIGINT_MAX)
+            # django-filter's NumberFilter refuses magnitudes above 1e50 in any case.
+            bounds = (max(bounds[0], -NUMBER_FILTER_MAX), min(bounds[1], NUMBER_FILTER_MAX))
         low, high = bounds
         declared_low = filter_.extra.get("min_value")
         declared_high = filter_.extra.get("max_value")
         filter_.extra["min_value"] = low if declared_low is None else max(low, declared_low)
         filter_.extra["max_value"] = high if declared_high is None else min(high, declared_high)
+        # The schema says what the filter takes: an integer where the column holds integers
+        # (foreign keys included), and the range either way.
+        integral = filter_.field_class is AsciiIntegerField
+        set_override(
+            filter_,
+            "field",
+            {
+                "type": "integer" if integral else "number",
+                **({"format": _int_format(filter_.extra["max_value"])} if integral else {}),
+                "minimum": _json_number(filter_.extra["min_value"]),
+                "maximum": _json_number(filter_.extra["max_value"]),
+            },
+        )
     elif isinstance(filter_, django_filters.IsoDateTimeFilter):
         filter_.field_class = StrictIsoDateTimeField
     if hasattr(filter_, "_field"):
         del filter_._field
+
+
+def _json_number(value):
+    if isinstance(value, float) or value != int(value):
+        return float(value)
+    return int(value)
+
+
+def _int_format(high) -> str:
+    return "int32" if high <= 2**31 - 1 else "int64"
 
 
 def _is_typed(filter_) -> bool:

@@ -61,8 +61,10 @@ class KeysetPagination(CursorPagination):
         if encoded is None:
             return None
         try:
-            querystring = b64decode(encoded.encode("ascii"), validate=False).decode("ascii")
-            tokens = parse.parse_qs(querystring, keep_blank_values=True, strict_parsing=False)
+            querystring = b64decode(encoded.encode("ascii"), validate=True).decode("ascii")
+            tokens = parse.parse_qs(querystring, keep_blank_values=True, strict_parsing=True)
+            if not set(tokens) <= {"o", "r", "p"} or any(len(v) > 1 for v in tokens.values()):
+                raise ValueError("not a cursor this server wrote")
             offset = parse_int(tokens.get("o", ["0"])[0], low=0, high=self.offset_cutoff)
             reverse = parse_int(tokens.get("r", ["0"])[0], low=0, high=1)
             position = tokens.get("p", [None])[0]

@@ -1,7 +1,8 @@
 """The base of every input serializer: megahub's input rules (megahub.inputs) applied to each
 field by kind, so that no field has to repeat them.
 
-- unknown or read-only fields are refused (typos, server-owned fields);
+- unknown or read-only fields are refused (typos, server-owned fields), except by query
+  serializers (``refuse_unknown_fields = False``);
 - an integer field holds a JSON integer or a string of ASCII digits, within the field's declared
   bounds, else the signed 64-bit range (``²``, U+FF11, ``1.5``, ``2**64`` are 400);
 - a float or decimal field holds a finite number written with ASCII digits;
@@ -21,6 +22,7 @@ from megahub.inputs import (
     check_utc_offset,
     is_ascii_int,
     is_ascii_number,
+    parse_int,
 )
 
 
@@ -32,6 +34,9 @@ def _finite(value):
 
 
 class StrictInputSerializer(serializers.Serializer):
+    # Query serializers read a request's query string, which carries other parameters too.
+    refuse_unknown_fields = True
+
     def get_fields(self):
         fields = super().get_fields()
         for field in fields.values():
@@ -46,12 +51,14 @@ class StrictInputSerializer(serializers.Serializer):
         if isinstance(data, dict):
             writable = {name for name, f in self.fields.items() if not f.read_only}
             unknown = sorted(set(data) - writable)
-            if unknown:
+            if unknown and self.refuse_unknown_fields:
                 raise serializers.ValidationError(
                     {name: ["Unknown or read-only field."] for name in unknown}
                 )
             errors = {}
             for name, raw in data.items():
+                if name not in writable:
+                    continue
                 problem = _raw_problem(self.fields[name], raw)
                 if problem:
                     errors[name] = [problem]
@@ -78,6 +85,14 @@ def _raw_problem(field, raw) -> str | None:
     elif isinstance(field, serializers.FloatField | serializers.DecimalField):
         if isinstance(raw, bool) or (isinstance(raw, str) and not is_ascii_number(raw.strip())):
             return "A valid number is required (digits 0-9)."
+    elif isinstance(field, serializers.PrimaryKeyRelatedField) and raw is not None:
+        # An id: a JSON integer or ASCII digits, within the id column's range.
+        try:
+            if isinstance(raw, bool | float):
+                raise InputRejected("not an integer")
+            parse_int(raw, low=BIGINT_MIN, high=BIGINT_MAX)
+        except InputRejected:
+            return "An id is required: a whole number written with the digits 0-9."
     elif isinstance(field, serializers.DateTimeField) and isinstance(raw, str):
         try:
             check_utc_offset(parse_datetime(raw.strip()))

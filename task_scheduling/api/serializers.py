@@ -174,7 +174,8 @@ class CalendarSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class UpcomingQuerySerializer(serializers.Serializer):
+class UpcomingQuerySerializer(StrictInputSerializer):
+    refuse_unknown_fields = False  # the query string also holds e.g. ?brand=
     # "from" is a Python keyword: declared in __init__ below.
     to = serializers.DateTimeField()
 
