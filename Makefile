@@ -59,9 +59,10 @@ test: install check-services ## the whole suite against real PostgreSQL and Rabb
 test-outage: install check-services ## only the tests that stop RabbitMQ (rabbitmqctl stop_app)
 	$(TEST_ENV) $(PY) -m pytest -p no:xdist -m broker_outage -q
 
-test-fast: install ## unit and API tests on SQLite, no broker (no integration tests)
+test-fast: install ## unit and API tests on SQLite, no broker (no integration tests), 2 processes
 	$(TEST_ENV) DATABASE_URL=sqlite:///:memory: CELERY_BROKER_URL=memory:// \
-	  $(PY) -m pytest -m "not integration and not chaos" $(PYTEST_ARGS)
+	  $(PY) -m pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup -m "not integration and not chaos" \
+	  $(PYTEST_ARGS)
 
 coverage: install check-services ## `make test` with coverage: terminal report and htmlcov/index.html
 	$(TEST_ENV) $(PY) -m pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup -m "not broker_outage" \

@@ -162,7 +162,7 @@ REST_FRAMEWORK = {
         "megahub.filters.StrictOrderingFilter",
     ],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "megahub.parsers.StrictJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -189,6 +189,7 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
     "AUTH_HEADER_TYPES": ("Bearer",),
+    "TOKEN_REFRESH_SERIALIZER": "megahub.token_refresh.TokenRefreshSerializer",
 }
 
 SPECTACULAR_SETTINGS = {

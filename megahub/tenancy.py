@@ -12,6 +12,7 @@ from django.db import models
 from rest_framework import permissions, viewsets
 
 from megahub.errors import BrandForbidden, BrandRequired, RoleForbidden
+from megahub.inputs import BIGINT_MAX, InputRejected, parse_int
 
 ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
 
@@ -26,9 +27,14 @@ class BrandScopedQuerySet(models.QuerySet):
 
 
 def parse_brand_id(raw: str | None) -> int:
-    if raw is None or not str(raw).strip().isdigit() or int(raw) <= 0 or int(raw) > 2**62:
+    """A brand id: a positive integer written with the digits 0-9 (not ``²``, ``①``, U+FF11),
+    within the id column's range."""
+    if raw is None:
         raise BrandRequired()
-    return int(raw)
+    try:
+        return parse_int(raw, low=1, high=BIGINT_MAX)
+    except InputRejected:
+        raise BrandRequired()
 
 
 def resolve_brand(request):
@@ -75,8 +81,9 @@ class BrandScopedViewSet(viewsets.GenericViewSet):
     """
 
     permission_classes = [HasBrandRole]
-    # Ids are integers: "/tasks/monitoring/" and the like never match a detail route.
-    lookup_value_regex = r"\d+"
+    # Ids are integers written with ASCII digits ("\\d" would also match U+FF11 and "²"):
+    # "/tasks/monitoring/" and the like never match a detail route.
+    lookup_value_regex = r"[0-9]+"
     action_roles: dict[str, str] = {}
     not_found_code = "NOT_FOUND"
     not_found_detail = "Not found or access denied."

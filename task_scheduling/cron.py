@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from importlib import resources
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
@@ -141,8 +142,26 @@ def _fires_within_horizon(text: str) -> bool:
     return True
 
 
+@lru_cache(maxsize=1)
+def iana_zone_names() -> frozenset[str]:
+    """The IANA time zone database's names (zones and their links, e.g. "Europe/Kiev"), as the
+    tzdata package lists them: the same on every host. Files of a host's zoneinfo directory
+    that are not zone names (``localtime``, ``posixrules``, ``right/*``, ``posix/*``) are not
+    in it; ``Factory`` (a placeholder meaning "zone not set") is left out."""
+    names = resources.files("tzdata").joinpath("zones").read_text().split()
+    return frozenset(names) - {"Factory"}
+
+
+def timezone_validate(name: str, *, field: str = "timezone") -> ZoneInfo:
+    """The ZoneInfo of a time zone a client names (every write and preview): an IANA name
+    only, else TimezoneInvalid."""
+    if not isinstance(name, str) or name not in iana_zone_names():
+        raise TimezoneInvalid(str(name)[:64], field=field)
+    return timezone_get(name, field=field)
+
+
 def timezone_get(name: str, *, field: str = "timezone") -> ZoneInfo:
-    """The ZoneInfo for an IANA name, or TimezoneInvalid."""
+    """The ZoneInfo of a stored name, or TimezoneInvalid (writes use timezone_validate)."""
     if not isinstance(name, str) or not name or len(name) > 64:
         raise TimezoneInvalid(str(name)[:64], field=field)
     try:

@@ -29,7 +29,7 @@ def cron_preview(
 ) -> dict:
     """validate-cron: a description and the next runs in the zone and in UTC, DST flagged."""
     expression = cron.cron_normalize(expression)
-    tz = cron.timezone_get(tz_name)
+    tz = cron.timezone_validate(tz_name)
     after = after or timezone.now()
     fires = cron.fires_after(expression, tz_name, after, count=count, gap_policy=gap_policy)
     return {

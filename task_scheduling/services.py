@@ -72,7 +72,7 @@ def schedule_clean(*, brand: Brand, data: dict, instance: PeriodicSchedule | Non
         # from before the check, or edited outside the services); pausing always works.
         cron.cron_normalize(instance.cron_expression)
     if "timezone" in data:
-        cron.timezone_get(data["timezone"])
+        cron.timezone_validate(data["timezone"])
     core.task_validate_request(
         task_type=merged.get("task_type", ""),
         priority=merged.get("priority", Task.Priority.NORMAL),

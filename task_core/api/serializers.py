@@ -7,6 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from megahub.serializers import StrictInputSerializer
 from megahub.webhooks import RESPONSE_EXCERPT_BYTES
 from task_core.models import BrandEvent, Task, TaskEvent, Webhook, WebhookDelivery
 
@@ -17,20 +18,6 @@ detail_sections: dict[str, Callable[[Task], Any]] = {}
 
 def register_detail_section(name: str, provider: Callable[[Task], Any]) -> None:
     detail_sections[name] = provider
-
-
-class StrictInputSerializer(serializers.Serializer):
-    """Rejects fields it does not know (typos, server-owned fields) instead of ignoring them."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            writable = {name for name, f in self.fields.items() if not f.read_only}
-            unknown = sorted(set(data) - writable)
-            if unknown:
-                raise serializers.ValidationError(
-                    {name: ["Unknown or read-only field."] for name in unknown}
-                )
-        return super().to_internal_value(data)
 
 
 class BrandRefSerializer(serializers.Serializer):

@@ -2,8 +2,8 @@
 
 from rest_framework import serializers
 
+from megahub.serializers import StrictInputSerializer
 from megahub.webhooks import webhook_url_problem
-from task_core.api.serializers import StrictInputSerializer
 from task_core.registry import get_task_type
 from task_monitoring import selectors
 from task_monitoring.models import (

@@ -7,7 +7,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from task_core.api.serializers import StrictInputSerializer, UserRefSerializer
+from megahub.serializers import StrictInputSerializer
+from task_core.api.serializers import UserRefSerializer
 from task_core.models import Task
 from task_scheduling import cron
 from task_scheduling.models import (
@@ -179,7 +180,8 @@ class CalendarSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class UpcomingQuerySerializer(serializers.Serializer):
+class UpcomingQuerySerializer(StrictInputSerializer):
+    refuse_unknown_fields = False  # the query string also holds e.g. ?brand=
     # "from" is a Python keyword: declared in __init__ below.
     to = serializers.DateTimeField()
 
