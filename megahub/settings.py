@@ -422,7 +422,15 @@ LOGGING = {
             "()": "megahub.logging.TextFormatter",
         },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # Celery's per-message INFO lines for the platform's ticks are demoted to DEBUG.
+    "filters": {"platform_ticks": {"()": "megahub.logging.PlatformTicksAtDebug"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["platform_ticks"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
