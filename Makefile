@@ -57,7 +57,7 @@ test: install check-services ## the whole suite against real PostgreSQL and Rabb
 	@# narrows the run: `make test-outage` runs them on demand).
 	@if [ -z "$(PYTEST_ARGS)" ]; then $(MAKE) --no-print-directory test-outage; fi
 
-test-outage: install check-services ## only the tests that stop RabbitMQ (rabbitmqctl stop_app)
+test-outage: install check-services ## only the broker_outage tests (stop RabbitMQ or change its settings)
 	$(TEST_ENV) $(PY) -m pytest -p no:xdist -m broker_outage -q
 
 test-fast: install ## unit and API tests on SQLite, no broker (no integration tests)
