@@ -51,7 +51,7 @@ def test_platform_loops_stay_on_time_while_brand_work_fills_every_slot(
             out = stack.output()
             return out.count(" ready.") >= workers and "beat: Starting" in out
 
-        wait_for(lambda: started(1) or stack.popen.poll() is not None, 60,
+        wait_for(lambda: started(1) or stack.popen.poll() is not None, 120,
                  message="a worker and beat")  # fmt: skip
         assert stack.popen.poll() is None, stack.output()[-3000:]
         deadline = time.monotonic() + 20
