@@ -8,8 +8,8 @@ AMQP_URL ?= amqp://guest:guest@localhost:5672//
 TEST_ENV = SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-not-for-any-deployment} \
   DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(AMQP_URL)}
 
-.PHONY: help install run migrate test test-outage test-fast coverage lint fmt bench loadtest worker beat web \
-  consume check-services up down ps logs health clean
+.PHONY: help install run migrate test test-outage test-fast coverage lint fmt bench loadtest worker \
+  system-worker beat web consume check-services up down ps logs health clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -27,10 +27,10 @@ migrate: install ## apply database migrations
 	$(PY) manage.py migrate --noinput
 
 # Developer targets run with DEBUG on unless told otherwise (no SECRET_KEY needed locally).
-run migrate web worker beat consume: export DEBUG ?= 1
+run migrate web worker system-worker beat consume: export DEBUG ?= 1
 # ... and with the demo task types (docs/task-types.md); production leaves them off.
-run web worker beat consume: export MEGAHUB_DEMO_TASK_TYPES ?= 1
-run: install migrate ## the whole stack (web, worker, beat) on embedded defaults, demo credentials printed
+run web worker system-worker beat consume: export MEGAHUB_DEMO_TASK_TYPES ?= 1
+run: install migrate ## the whole stack (web, brand and system workers, beat) on embedded defaults, demo credentials printed
 	$(PY) manage.py seed_demo
 	bin/run-stack
 
@@ -40,8 +40,12 @@ web: install ## the web process alone
 consume: install ## the consumer of the megahub.task_requests queue
 	$(PY) manage.py consume_task_requests
 
-worker: install ## one Celery worker
-	.venv/bin/celery -A megahub worker --loglevel INFO
+worker: install ## the brand worker (queues default and long)
+	.venv/bin/celery -A megahub worker --loglevel INFO -n brand@%h \
+	  -Q $${CELERY_QUEUE_PREFIX}default,$${CELERY_QUEUE_PREFIX}long
+
+system-worker: install ## the system worker (the platform's loops: queue system)
+	.venv/bin/celery -A megahub worker --loglevel INFO -n system@%h -Q $${CELERY_QUEUE_PREFIX}system
 
 beat: install ## Celery beat (platform periodic work)
 	.venv/bin/celery -A megahub beat --loglevel INFO --pidfile=
@@ -56,7 +60,7 @@ test: install check-services ## the whole suite against real PostgreSQL and Rabb
 	@# narrows the run: `make test-outage` runs them on demand).
 	@if [ -z "$(PYTEST_ARGS)" ]; then $(MAKE) --no-print-directory test-outage; fi
 
-test-outage: install check-services ## only the tests that stop RabbitMQ (rabbitmqctl stop_app)
+test-outage: install check-services ## only the broker_outage tests (stop RabbitMQ or change its settings)
 	$(TEST_ENV) $(PY) -m pytest -p no:xdist -m broker_outage -q
 
 test-fast: install ## unit and API tests on SQLite, no broker (no integration tests), 2 processes

@@ -260,10 +260,16 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_TASK_QUEUE_MAX_PRIORITY = 10
 CELERY_TASK_DEFAULT_PRIORITY = 4
-# The database is the source of truth: a message is acknowledged after the attempt, and a
-# worker lost mid-task gives its message back; the claim makes redelivery harmless.
+# The platform's ticks are acknowledged after they ran (a lost tick is redelivered). A brand
+# task's execution message is acknowledged when a pool process takes it, right before the
+# database claim (task_core/tasks.py): from then on the claim, the heartbeat and the sweeper
+# own the task, and no delivery stays unacknowledged for the length of a task, past RabbitMQ's
+# consumer_timeout (docs/execution.md, "Acknowledgement").
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A channel the broker closes (e.g. a message held in a worker's prefetch past consumer_timeout
+# while every slot runs a long task) is reconnected like a lost connection, never a worker exit.
+CELERY_BROKER_CHANNEL_ERROR_RETRY = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a critical task can overtake a low-priority backlog
 CELERY_TASK_IGNORE_RESULT = True
 # Celery's Django fixup closes the database connection around every task unless this is set
@@ -437,7 +443,15 @@ LOGGING = {
             "()": "megahub.logging.TextFormatter",
         },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # Celery's per-message INFO lines for the platform's ticks are demoted to DEBUG.
+    "filters": {"platform_ticks": {"()": "megahub.logging.PlatformTicksAtDebug"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["platform_ticks"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
