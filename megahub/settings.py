@@ -188,7 +188,16 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # Tokens carry a digest of the password hash: a password change revokes them at once.
+    "CHECK_REVOKE_TOKEN": True,
+    "CHECK_USER_IS_ACTIVE": True,
+    "TOKEN_OBTAIN_SERIALIZER": "megahub.auth.TokenObtainPairSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "megahub.auth.TokenRefreshSerializer",
+    "TOKEN_VERIFY_SERIALIZER": "megahub.auth.TokenVerifySerializer",
 }
+# A refresh chain (one login and its rotations) ends this long after the login, however often
+# it is refreshed: a stolen refresh token cannot be kept alive forever.
+JWT_REFRESH_ABSOLUTE_LIFETIME = timedelta(days=env_int("JWT_REFRESH_ABSOLUTE_DAYS", 7))
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "megahub API",

@@ -6,6 +6,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
+from tests.factories import MembershipFactory, UserFactory
 from tests.security.conftest import (
     alg_none_token,
     client_for,
@@ -24,11 +25,11 @@ def assert_error(response, status, code):
 
 def test_refresh_rotation_blacklists_the_used_refresh_token(world):
     client = APIClient()
-    world.owner.set_password("pw-123456")
-    world.owner.save()
-    tokens = client.post(
-        "/auth/token/", {"username": world.owner.username, "password": "pw-123456"}
-    ).json()
+    # A user of its own: the world's shared owner object must keep the password hash its
+    # tokens are bound to.
+    user = UserFactory(username="rotation", password="pw-123456")
+    MembershipFactory(user=user, brand=world.brand, role="viewer")
+    tokens = client.post("/auth/token/", {"username": "rotation", "password": "pw-123456"}).json()
     rotated = client.post("/auth/token/refresh/", {"refresh": tokens["refresh"]})
     assert rotated.status_code == 200 and rotated.json()["refresh"] != tokens["refresh"]
     assert_error(
