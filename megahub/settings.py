@@ -128,9 +128,10 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
-# Off by default: `preload` asks browsers to hard-code HTTPS for the whole domain, a decision
-# for the domain's owner (check --deploy warns until it is set).
-SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# On with DEBUG off (check --deploy is clean): the header only makes the domain eligible for the
+# browsers' preload list; nothing is listed until its owner submits it. SECURE_HSTS_PRELOAD=0 for
+# a domain whose subdomains cannot all serve HTTPS.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
