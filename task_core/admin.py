@@ -5,8 +5,10 @@ from django.contrib.admin.utils import get_fields_from_path
 from django.utils.html import format_html
 
 from megahub.errors import DomainError
-from task_core import admin_accounts  # noqa: F401  (users, groups, tokens: superusers only)
-from task_core import services
+from task_core import (
+    admin_accounts,  # noqa: F401  (users, groups, tokens: superusers only)
+    services,
+)
 from task_core.models import Brand, BrandMembership, Task, TaskEvent, Webhook, WebhookDelivery
 
 

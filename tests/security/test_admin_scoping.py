@@ -72,7 +72,9 @@ def test_staff_cannot_open_token_tables_or_users(client, staff, foreign_admin_to
 def test_no_admin_page_shows_a_token_value(admin_client, foreign_admin_tokens):
     blacklisted = BlacklistedToken.objects.get()
     pages = [*TOKEN_PAGES[:2], f"/admin/token_blacklist/blacklistedtoken/{blacklisted.pk}/change/"]
-    pages += [f"/admin/token_blacklist/outstandingtoken/{t.pk}/change/" for t in foreign_admin_tokens]
+    pages += [
+        f"/admin/token_blacklist/outstandingtoken/{t.pk}/change/" for t in foreign_admin_tokens
+    ]
     for url in pages:
         page = admin_client.get(url)
         assert page.status_code == 200, url
