@@ -136,6 +136,24 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
+# --- Cache ---------------------------------------------------------------------------------
+# Throttle counters (and anything else cached) live here. The embedded default is per-process
+# memory, which needs no server but lets N web processes allow N times a rate; with REDIS_URL
+# every process shares one Redis. A Redis outage never fails a request (throttles let it pass).
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # Several deployments (or test runs) can share one Redis database.
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "megahub"),
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # --- I18N / static ------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -136,3 +136,17 @@ def test_anonymous_token_requests_are_throttled(world, settings, fresh_throttles
     response = client.post("/auth/token/", {"username": "nobody", "password": "x"})
     assert_error(response, 429, "THROTTLED")
     assert int(response["Retry-After"]) > 0
+
+
+def test_an_unreachable_throttle_cache_never_fails_a_request(world, settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    settings.THROTTLE_USER_RATE = "1/minute"
+    client = client_for(str(AccessToken.for_user(world.owner)), str(world.brand.pk))
+    for _ in range(2):
+        assert client.get("/tasks/").status_code == 200
