@@ -27,6 +27,8 @@ migrate: install ## apply database migrations
 
 # Developer targets run with DEBUG on unless told otherwise (no SECRET_KEY needed locally).
 run migrate web worker beat consume: export DEBUG ?= 1
+# ... and with the demo task types (docs/task-types.md); production leaves them off.
+run web worker beat consume: export MEGAHUB_DEMO_TASK_TYPES ?= 1
 run: install migrate ## the whole stack (web, worker, beat) on embedded defaults, demo credentials printed
 	$(PY) manage.py seed_demo
 	bin/run-stack

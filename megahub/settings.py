@@ -4,6 +4,7 @@ Every variable is documented in docs/configuration.md. With no environment at al
 project runs on embedded defaults that need no server: SQLite and kombu's filesystem transport.
 """
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -262,6 +263,9 @@ else:
 CELERY_QUEUE_PREFIX = os.environ.get("CELERY_QUEUE_PREFIX", "")
 # Queues task types may use. A worker started without -Q consumes all of CELERY_TASK_QUEUES.
 MEGAHUB_QUEUES = ["default", "long"]
+# The shipped demo and test-only task types (seo_keyword_analysis, memory_probe, ...) exist only
+# when this is on: `make run`, compose and the tests turn it on; production leaves it off.
+MEGAHUB_DEMO_TASK_TYPES = env_bool("MEGAHUB_DEMO_TASK_TYPES", False)
 # The platform's own periodic work (release loop, sweeper) has its own queue so that it is
 # never stuck behind a backlog of brand tasks.
 MEGAHUB_SYSTEM_QUEUE = "system"
@@ -339,6 +343,16 @@ WEBHOOK_BACKOFF_SECONDS = env_int("WEBHOOK_BACKOFF_SECONDS", 2)
 WEBHOOK_BACKOFF_MAX_SECONDS = env_int("WEBHOOK_BACKOFF_MAX_SECONDS", 3600)
 WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 20)
 WEBHOOK_DELIVER_INTERVAL_SECONDS = env_int("WEBHOOK_DELIVER_INTERVAL_SECONDS", 2)
+# Networks (CIDR, comma-separated) webhooks and alert webhooks may reach although they are not
+# public (loopback, private...): for local development only. Empty: public addresses only.
+WEBHOOK_ALLOWED_NETWORKS = env_list("WEBHOOK_ALLOWED_NETWORKS", "")
+for _network in WEBHOOK_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {_network!r} is not a network")
 
 # --- Persistent jobs (task_persistence) -----------------------------------------------------
 # Largest handler state a checkpoint may hold (JSON bytes); checkpoints kept per completed job;

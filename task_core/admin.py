@@ -5,6 +5,7 @@ from django.contrib.admin.utils import get_fields_from_path
 from django.utils.html import format_html
 
 from megahub.errors import DomainError
+from megahub.webhooks import RESPONSE_EXCERPT_BYTES
 from task_core import (
     admin_accounts,  # noqa: F401  (users, groups, tokens: superusers only)
     services,
@@ -215,7 +216,15 @@ class WebhookDeliveryAdmin(BrandScopedAdmin):
     list_filter = ["status", "event_name", "brand"]
     list_select_related = ["webhook"]
     show_full_result_count = False
-    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    exclude = ["last_response"]  # shown capped, like the API (rows older than the cap)
+    readonly_fields = [
+        *(f.name for f in WebhookDelivery._meta.fields if f.name != "last_response"),
+        "last_response_excerpt",
+    ]
+
+    @admin.display(description="last response (excerpt)")
+    def last_response_excerpt(self, delivery):
+        return delivery.last_response[:RESPONSE_EXCERPT_BYTES]
 
     def has_add_permission(self, request):
         return False

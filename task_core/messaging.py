@@ -159,8 +159,11 @@ def events_relay(*, limit: int | None = None) -> int:
     return len(sent)
 
 
-def events_backlog() -> dict:
+def events_backlog(*, brand=None) -> dict:
+    """Lifecycle events not yet published: the whole outbox, or one brand's share of it."""
     pending = TaskEvent.objects.unscoped().filter(published_at__isnull=True)
+    if brand is not None:
+        pending = pending.filter(brand=brand)
     oldest = pending.order_by("id").values_list("created_at", flat=True).first()
     return {
         "unpublished": pending.count(),

@@ -544,6 +544,13 @@ def task_execute(*, task_pk: int, worker: str) -> str:
     if spec is None:
         _finish_failed(task, worker, f"Task type {task.task_type!r} is not registered.")
         return S.FAILED
+    try:  # the type's limits hold whatever door (or admin edit) stored the context
+        task_validate_request(
+            task_type=task.task_type, priority=task.priority, context_data=task.context_data
+        )
+    except DomainValidationError as exc:
+        _finish_failed(task, worker, f"{exc.error_code}: {exc.field_errors or exc.detail}"[:2000])
+        return S.FAILED
     ctx = TaskContext(task, spec, worker)
     heartbeat.register(ctx)
     # A receiver's failure (monitoring, say) must never stop the attempt: log it and run.

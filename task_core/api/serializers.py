@@ -7,6 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from megahub.webhooks import RESPONSE_EXCERPT_BYTES
 from task_core.models import Task, TaskEvent, Webhook, WebhookDelivery
 
 # Extra blocks of the task detail that other apps provide (e.g. "metrics" from
@@ -166,12 +167,19 @@ class TaskTypeSerializer(serializers.Serializer):
     cost_per_cpu_second_usd = serializers.FloatField()
 
 
+class FleetStatsSerializer(serializers.Serializer):
+    broker = serializers.DictField(help_text="RabbitMQ's live depth and consumers per queue.")
+    events_outbox = serializers.DictField(help_text="Every brand's unpublished events.")
+
+
 class QueueStatsSerializer(serializers.Serializer):
     generated_at = serializers.DateTimeField()
     queues = serializers.DictField()
     throughput = serializers.DictField()
-    broker = serializers.DictField()
-    events_outbox = serializers.DictField()
+    events_outbox = serializers.DictField(help_text="The brand's unpublished lifecycle events.")
+    fleet = FleetStatsSerializer(
+        required=False, help_text="Platform-wide figures: present for staff users only."
+    )
 
 
 class WebhookSerializer(StrictInputSerializer, serializers.ModelSerializer):
@@ -206,3 +214,13 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
                   "last_status_code", "last_error", "last_response", "last_duration_ms",
                   "history", "payload", "created_at", "delivered_at"]  # fmt: skip
         read_only_fields = fields
+        extra_kwargs = {
+            "last_response": {
+                "help_text": f"The first {RESPONSE_EXCERPT_BYTES} bytes of the last answer's body."
+            }
+        }
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["last_response"] = data["last_response"][:RESPONSE_EXCERPT_BYTES]  # older rows
+        return data

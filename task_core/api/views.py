@@ -141,7 +141,9 @@ class TaskViewSet(
         pagination_class=None,
     )
     def queue_stats(self, request):
-        return Response(QueueStatsSerializer(selectors.queue_stats(brand=request.brand)).data)
+        fleet = request.user.is_staff or request.user.is_superuser
+        stats = selectors.queue_stats(brand=request.brand, fleet=fleet)
+        return Response(QueueStatsSerializer(stats).data)
 
     @extend_schema(responses=TaskTypeSerializer(many=True), summary="Registered task types")
     @action(detail=False, methods=["get"], filter_backends=[], pagination_class=None)

@@ -1,6 +1,8 @@
 """Shapes of the /tasks/scheduled/ API. Input serializers only check types and shapes; the
 business checks (cron, time zone, task type, dates) live in the services."""
 
+from datetime import UTC
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -91,7 +93,11 @@ class ScheduleSerializer(serializers.ModelSerializer):
     def get_next_run_local(self, schedule):
         if schedule.next_run_at is None:
             return None
-        return schedule.next_run_at.astimezone(cron.timezone_get(schedule.timezone)).isoformat()
+        try:
+            tz = cron.timezone_get(schedule.timezone)
+        except cron.TimezoneInvalid:  # a stored zone no longer accepted: shown in UTC
+            tz = UTC
+        return schedule.next_run_at.astimezone(tz).isoformat()
 
 
 class ScheduleRunSerializer(serializers.ModelSerializer):
