@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from rest_framework import exceptions, serializers
+from rest_framework import exceptions
 from rest_framework_simplejwt import serializers as jwt_serializers
 from rest_framework_simplejwt import tokens
 from rest_framework_simplejwt.exceptions import TokenError
@@ -96,8 +96,6 @@ class TokenRefreshSerializer(jwt_serializers.TokenRefreshSerializer):
 
 class TokenVerifySerializer(jwt_serializers.TokenVerifySerializer):
     """Signature, expiry and blacklist (simplejwt), then the user checks."""
-
-    token = serializers.CharField(write_only=True)
 
     def validate(self, attrs):
         super().validate(attrs)
