@@ -129,12 +129,31 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
-# Off by default: `preload` asks browsers to hard-code HTTPS for the whole domain, a decision
-# for the domain's owner (check --deploy warns until it is set).
-SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# On with DEBUG off (check --deploy is clean): the header only makes the domain eligible for the
+# browsers' preload list; nothing is listed until its owner submits it. SECURE_HSTS_PRELOAD=0 for
+# a domain whose subdomains cannot all serve HTTPS.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# --- Cache ---------------------------------------------------------------------------------
+# Throttle counters (and anything else cached) live here. The embedded default is per-process
+# memory, which needs no server but lets N web processes allow N times a rate; with REDIS_URL
+# every process shares one Redis. A Redis outage never fails a request (throttles let it pass).
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # Several deployments (or test runs) can share one Redis database.
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "megahub"),
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- I18N / static ------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -189,8 +208,16 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
     "AUTH_HEADER_TYPES": ("Bearer",),
-    "TOKEN_REFRESH_SERIALIZER": "megahub.token_refresh.TokenRefreshSerializer",
+    # Tokens carry a digest of the password hash: a password change revokes them at once.
+    "CHECK_REVOKE_TOKEN": True,
+    "CHECK_USER_IS_ACTIVE": True,
+    "TOKEN_OBTAIN_SERIALIZER": "megahub.auth.TokenObtainPairSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "megahub.auth.TokenRefreshSerializer",
+    "TOKEN_VERIFY_SERIALIZER": "megahub.auth.TokenVerifySerializer",
 }
+# A refresh chain (one login and its rotations) ends this long after the login, however often
+# it is refreshed: a stolen refresh token cannot be kept alive forever.
+JWT_REFRESH_ABSOLUTE_LIFETIME = timedelta(days=env_int("JWT_REFRESH_ABSOLUTE_DAYS", 7))
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "megahub API",

@@ -20,3 +20,6 @@ LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 # loopback targets is tested with this emptied.
 WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
 MEGAHUB_DEMO_TASK_TYPES = True  # the shipped demo types are the suite's workload
+# In-process tests count throttles per process whatever the shell's REDIS_URL says (parallel
+# runs would otherwise share counters); tests/integration starts real processes with Redis.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

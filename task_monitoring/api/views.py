@@ -6,7 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from megahub.pagination import KeysetPagination
-from megahub.tenancy import BrandScopedViewSet
+from megahub.tenancy import ROLE_RANK, BrandScopedViewSet
 from task_monitoring import selectors, services
 from task_monitoring.api.filters import AlertFilterSet, AlertRuleFilterSet, MetricFilterSet
 from task_monitoring.api.serializers import (
@@ -215,6 +215,8 @@ class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScoped
     @extend_schema(
         responses=AlertNotificationSerializer(many=True),
         summary="The alert's notifications and every delivery attempt",
+        description="`target` (webhook URL or e-mail addresses) is shown to the brand's admins "
+        "only; for other roles it is null and redacted from error messages.",
     )
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def notifications(self, request, pk=None):
@@ -223,4 +225,7 @@ class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScoped
             .prefetch_related("attempt_log")
             .order_by("id")
         )
-        return Response(AlertNotificationSerializer(rows, many=True).data)
+        show_target = ROLE_RANK[request.membership.role] >= ROLE_RANK["admin"]
+        return Response(
+            AlertNotificationSerializer(rows, many=True, context={"show_target": show_target}).data
+        )
