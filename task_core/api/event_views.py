@@ -1,16 +1,14 @@
 """The /events/ API: a brand's business events, stored and relayed to megahub.events."""
 
 import django_filters
-from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
-from megahub.errors import RequestTooLarge
-from megahub.filters import DjangoFilterBackendIfAsked
+from megahub.filters import DjangoFilterBackendIfAsked, StrictFilterSet
 from megahub.pagination import KeysetPagination
+from megahub.parsers import StrictJSONParser
 from megahub.schema import ErrorSerializer
 from megahub.tenancy import BrandScopedViewSet
 from task_core import services
@@ -18,7 +16,7 @@ from task_core.api.serializers import BrandEventCreatedSerializer, BrandEventSer
 from task_core.models import BRAND_EVENT_SEGMENT, BrandEvent
 
 
-class BrandEventFilterSet(django_filters.FilterSet):
+class BrandEventFilterSet(StrictFilterSet):
     solution = django_filters.CharFilter(max_length=64)
     model = django_filters.CharFilter(max_length=64)
     action = django_filters.CharFilter(max_length=64)
@@ -49,7 +47,7 @@ class BrandEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandS
     filterset_class = BrandEventFilterSet
     filter_backends = [DjangoFilterBackendIfAsked]
     pagination_class = KeysetPagination
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]  # an event is a JSON object, nothing else
     not_found_code = "EVENT_NOT_FOUND"
     not_found_detail = "Event not found or access denied"
     action_roles = {"list": "viewer", "retrieve": "viewer", "publish": "operator"}
@@ -75,12 +73,6 @@ class BrandEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandS
         ),
     )
     def publish(self, request, solution: str, model: str, action: str):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        length = request.META.get("CONTENT_LENGTH") or "0"
-        if limit is not None and length.isdigit() and int(length) > limit:
-            raise RequestTooLarge(
-                f"The body is {length} bytes; the limit is {limit}.", field_errors={}
-            )
         event = services.brand_event_create(
             brand=request.brand,
             user=request.user,

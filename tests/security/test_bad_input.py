@@ -513,4 +513,4 @@ def test_refreshing_the_token_of_a_deleted_user_is_401(world):
     user.delete()
     response = APIClient().post("/auth/token/refresh/", {"refresh": refresh}, format="json")
     assert response.status_code == 401, response.content[:300]
-    assert response.json()["error_code"] == "TOKEN_INVALID"
+    assert response.json()["error_code"] == "AUTHENTICATION_FAILED"
