@@ -8,7 +8,8 @@ AMQP_URL ?= amqp://guest:guest@localhost:5672//
 TEST_ENV = SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-not-for-any-deployment} \
   DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(AMQP_URL)}
 
-.PHONY: help install run migrate test test-outage test-fast lint fmt bench loadtest worker beat web consume check-services clean
+.PHONY: help install run migrate test test-outage test-fast coverage lint fmt bench loadtest worker \
+  system-worker beat web consume check-services up down ps logs health clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -26,8 +27,10 @@ migrate: install ## apply database migrations
 	$(PY) manage.py migrate --noinput
 
 # Developer targets run with DEBUG on unless told otherwise (no SECRET_KEY needed locally).
-run migrate web worker beat consume: export DEBUG ?= 1
-run: install migrate ## the whole stack (web, worker, beat) on embedded defaults, demo credentials printed
+run migrate web worker system-worker beat consume: export DEBUG ?= 1
+# ... and with the demo task types (docs/task-types.md); production leaves them off.
+run web worker system-worker beat consume: export MEGAHUB_DEMO_TASK_TYPES ?= 1
+run: install migrate ## the whole stack (web, brand and system workers, beat) on embedded defaults, demo credentials printed
 	$(PY) manage.py seed_demo
 	bin/run-stack
 
@@ -37,8 +40,12 @@ web: install ## the web process alone
 consume: install ## the consumer of the megahub.task_requests queue
 	$(PY) manage.py consume_task_requests
 
-worker: install ## one Celery worker
-	.venv/bin/celery -A megahub worker --loglevel INFO
+worker: install ## the brand worker (queues default and long)
+	.venv/bin/celery -A megahub worker --loglevel INFO -n brand@%h \
+	  -Q $${CELERY_QUEUE_PREFIX}default,$${CELERY_QUEUE_PREFIX}long
+
+system-worker: install ## the system worker (the platform's loops: queue system)
+	.venv/bin/celery -A megahub worker --loglevel INFO -n system@%h -Q $${CELERY_QUEUE_PREFIX}system
 
 beat: install ## Celery beat (platform periodic work)
 	.venv/bin/celery -A megahub beat --loglevel INFO --pidfile=
@@ -53,12 +60,18 @@ test: install check-services ## the whole suite against real PostgreSQL and Rabb
 	@# narrows the run: `make test-outage` runs them on demand).
 	@if [ -z "$(PYTEST_ARGS)" ]; then $(MAKE) --no-print-directory test-outage; fi
 
-test-outage: install check-services ## only the tests that stop RabbitMQ (rabbitmqctl stop_app)
+test-outage: install check-services ## only the broker_outage tests (stop RabbitMQ or change its settings)
 	$(TEST_ENV) $(PY) -m pytest -p no:xdist -m broker_outage -q
 
-test-fast: install ## unit and API tests on SQLite, no broker (no integration tests)
+test-fast: install ## unit and API tests on SQLite, no broker (no integration tests), 2 processes
 	$(TEST_ENV) DATABASE_URL=sqlite:///:memory: CELERY_BROKER_URL=memory:// \
-	  $(PY) -m pytest -m "not integration and not chaos" $(PYTEST_ARGS)
+	  $(PY) -m pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup -m "not integration and not chaos" \
+	  $(PYTEST_ARGS)
+
+coverage: install check-services ## `make test` with coverage: terminal report and htmlcov/index.html
+	$(TEST_ENV) $(PY) -m pytest -n $${PYTEST_WORKERS:-2} --dist loadgroup -m "not broker_outage" \
+	  --cov --cov-report=term-missing:skip-covered --cov-report=html $(PYTEST_ARGS)
+	@echo "HTML report: htmlcov/index.html"
 
 lint: install ## ruff lint + format check, migrations up to date
 	.venv/bin/ruff check .
@@ -84,5 +97,28 @@ loadtest: install check-services ## locust load test on database megahub_load (n
 	  --spawn-rate $(LOAD_SPAWN_RATE) --web-workers $(LOAD_WEB_WORKERS) \
 	  --worker-concurrency $(LOAD_WORKER_CONCURRENCY)
 
+# --- the compose stack (docker-compose.yml; needs Docker with the compose plugin) ---------------
+# `make up SERVICES="postgres rabbitmq"` starts only those; `make logs SERVICES=web` narrows.
+COMPOSE ?= docker compose
+SERVICES ?=
+HEALTH_HOST ?= localhost
+HEALTH_PORT ?= $(or $(WEB_PORT),8000)
+HEALTH_URL ?= http://$(HEALTH_HOST):$(HEALTH_PORT)/health/ready/
+
+up: ## build and start the compose stack in the background (http://localhost:8000)
+	$(COMPOSE) up -d --build $(SERVICES)
+
+down: ## stop and remove the stack's containers (data volumes kept; DOWN_ARGS=-v drops them)
+	$(COMPOSE) down $(DOWN_ARGS)
+
+ps: ## the stack's containers and their health
+	$(COMPOSE) ps
+
+logs: ## follow the stack's logs (last 200 lines of each service first)
+	$(COMPOSE) logs -f --tail=200 $(SERVICES)
+
+health: ## GET /health/ready/ of the running stack; exits non-zero unless ready
+	@python3 bin/health-check "$(HEALTH_URL)"
+
 clean:
-	rm -rf .run staticfiles .pytest_cache
+	rm -rf .run staticfiles .pytest_cache htmlcov .coverage .coverage.*

@@ -1,10 +1,20 @@
 """Root fixtures: two brands and the people around them (owner, member of both, outsider)."""
 
 import pytest
+from django.core.cache import caches
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from tests.factories import BrandFactory, MembershipFactory, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    """Every test starts with empty caches: throttle counters (and anything else cached) of
+    one test never count against another in the same process."""
+    for cache in caches.all():
+        cache.clear()
+    yield
 
 
 @pytest.fixture

@@ -74,6 +74,7 @@ def configure(db_name: str = BENCH_DB_PREFIX, *, settings_module: str = "bench.s
             "THROTTLE_USER_RATE": BENCH_THROTTLE_RATE,
             "JWT_ACCESS_MINUTES": "600",  # tokens minted once must outlive the run
             "LOG_LEVEL": "WARNING",  # this driver process; children get CHILD_LOG_LEVEL
+            "MEGAHUB_DEMO_TASK_TYPES": "1",  # the workload is the demo types
         }
     )
     return {"db_name": db_name, "database_url": os.environ["DATABASE_URL"], "prefix": prefix}

@@ -172,6 +172,7 @@ def main() -> int:
         # One user drives every locust user: its per-user rate must cover all of them.
         "THROTTLE_USER_RATE": os.environ.get("LOAD_THROTTLE_USER_RATE", "1000000/minute"),
         "JWT_ACCESS_MINUTES": "600",  # the token minted once outlives the run
+        "MEGAHUB_DEMO_TASK_TYPES": "1",  # the workload is the demo types
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),  # the production default
     }
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

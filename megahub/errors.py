@@ -7,7 +7,9 @@ reaches a client: unexpected exceptions are logged and answered with ``INTERNAL_
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
@@ -38,6 +40,12 @@ class DomainValidationError(DomainError):
         super().__init__(detail, field_errors=field_errors or {})
         if error_code:
             self.error_code = error_code
+
+
+class RequestTooLarge(DomainError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    error_code = "REQUEST_TOO_LARGE"
+    default_detail = "The request body is over the size limit."
 
 
 class NotFound(DomainError):
@@ -138,9 +146,23 @@ def _code_for(exc: exceptions.APIException) -> str:
     return str(exc.default_code).upper()
 
 
+def _too_large_body() -> dict:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return error_body(
+        f"The request body is larger than the limit of {limit} bytes.", "REQUEST_TOO_LARGE", {}
+    )
+
+
 def api_exception_handler(exc, context):
     """DRF EXCEPTION_HANDLER: render every error as megahub's JSON error format."""
     view = context.get("view")
+    if isinstance(exc, RequestDataTooBig):
+        return Response(_too_large_body(), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, SuspiciousOperation):  # e.g. too many form fields: bad input
+        return Response(
+            error_body("The request was refused as malformed.", "MALFORMED_REQUEST", {}),
+            status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, DomainError):
         response = Response(
             error_body(exc.detail, exc.error_code, exc.field_errors), exc.status_code
@@ -208,4 +230,6 @@ def handler403(request, exception=None):
 
 
 def handler400(request, exception=None):
+    if isinstance(exception, RequestDataTooBig):
+        return JsonResponse(_too_large_body(), status=413)
     return JsonResponse(error_body("Bad request.", "BAD_REQUEST"), status=400)

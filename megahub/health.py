@@ -72,8 +72,20 @@ def _check_events_outbox() -> dict:
 
     backlog = events_backlog()
     if backlog["unpublished"] > settings.EVENTS_BACKLOG_WARN:
-        return {"status": "warn", "detail": "lifecycle events are piling up", **backlog}
+        return {"status": "warn", "detail": "events are piling up in the outbox", **backlog}
     return {"status": "ok", **backlog}
+
+
+def _check_loops() -> dict:
+    """Each platform loop with its last successful tick; a loop silent for 3 of its intervals
+    is ``late`` and turns this check into a warning."""
+    from task_monitoring.selectors import platform_loops
+
+    loops = platform_loops()
+    late = [loop["task"] for loop in loops if loop["status"] == "late"]
+    if late:
+        return {"status": "warn", "detail": f"late: {', '.join(late)}", "loops": loops}
+    return {"status": "ok", "loops": loops}
 
 
 # Failing a critical check makes the instance not ready (503); warnings are reported only,
@@ -85,6 +97,7 @@ CHECKS = {
     "beat": (_check_beat, False),
     "workers": (_check_workers, False),
     "events_outbox": (_check_events_outbox, False),
+    "loops": (_check_loops, False),
 }
 
 

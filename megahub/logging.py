@@ -33,3 +33,33 @@ class TextFormatter(logging.Formatter):
         extras = _extras(record)
         record.context = " ".join(f"{k}={v}" for k, v in extras.items()) if extras else ""
         return super().format(record)
+
+
+def is_platform_tick(task_name: str) -> bool:
+    """The platform's own periodic tasks (release, sweeper, relay, schedule dispatch, alert
+    evaluation, deliveries...): the names routed to the ``system`` queue (settings.py)."""
+    return str(task_name).startswith("megahub.tasks_")
+
+
+class PlatformTicksAtDebug(logging.Filter):
+    """Celery logs one INFO line per message: beat's "Sending due task", the worker's
+    "received" and "succeeded". For the platform's ticks (several per second) these are
+    logged at DEBUG instead, so INFO shows brand work and problems; failures keep their
+    level. With LOG_LEVEL=DEBUG they show again, as DEBUG."""
+
+    _PER_MESSAGE = {"celery.worker.strategy", "celery.app.trace"}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not self._is_tick(record):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+    def _is_tick(self, record: logging.LogRecord) -> bool:
+        if record.name in self._PER_MESSAGE:
+            data = getattr(record, "data", None)
+            return isinstance(data, dict) and is_platform_tick(data.get("name", ""))
+        if record.name == "celery.beat" and record.msg.startswith("Scheduler: Sending due task"):
+            args = record.args if isinstance(record.args, tuple) else ()
+            return len(args) == 2 and is_platform_tick(args[1])
+        return False

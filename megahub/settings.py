@@ -4,6 +4,7 @@ Every variable is documented in docs/configuration.md. With no environment at al
 project runs on embedded defaults that need no server: SQLite and kombu's filesystem transport.
 """
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -128,12 +129,31 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
-# Off by default: `preload` asks browsers to hard-code HTTPS for the whole domain, a decision
-# for the domain's owner (check --deploy warns until it is set).
-SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# On with DEBUG off (check --deploy is clean): the header only makes the domain eligible for the
+# browsers' preload list; nothing is listed until its owner submits it. SECURE_HSTS_PRELOAD=0 for
+# a domain whose subdomains cannot all serve HTTPS.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# --- Cache ---------------------------------------------------------------------------------
+# Throttle counters (and anything else cached) live here. The embedded default is per-process
+# memory, which needs no server but lets N web processes allow N times a rate; with REDIS_URL
+# every process shares one Redis. A Redis outage never fails a request (throttles let it pass).
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # Several deployments (or test runs) can share one Redis database.
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "megahub"),
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- I18N / static ------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -161,7 +181,7 @@ REST_FRAMEWORK = {
         "megahub.filters.StrictOrderingFilter",
     ],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "megahub.parsers.StrictJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -188,7 +208,16 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # Tokens carry a digest of the password hash: a password change revokes them at once.
+    "CHECK_REVOKE_TOKEN": True,
+    "CHECK_USER_IS_ACTIVE": True,
+    "TOKEN_OBTAIN_SERIALIZER": "megahub.auth.TokenObtainPairSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "megahub.auth.TokenRefreshSerializer",
+    "TOKEN_VERIFY_SERIALIZER": "megahub.auth.TokenVerifySerializer",
 }
+# A refresh chain (one login and its rotations) ends this long after the login, however often
+# it is refreshed: a stolen refresh token cannot be kept alive forever.
+JWT_REFRESH_ABSOLUTE_LIFETIME = timedelta(days=env_int("JWT_REFRESH_ABSOLUTE_DAYS", 7))
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "megahub API",
@@ -234,6 +263,9 @@ else:
 CELERY_QUEUE_PREFIX = os.environ.get("CELERY_QUEUE_PREFIX", "")
 # Queues task types may use. A worker started without -Q consumes all of CELERY_TASK_QUEUES.
 MEGAHUB_QUEUES = ["default", "long"]
+# The shipped demo and test-only task types (seo_keyword_analysis, memory_probe, ...) exist only
+# when this is on: `make run`, compose and the tests turn it on; production leaves it off.
+MEGAHUB_DEMO_TASK_TYPES = env_bool("MEGAHUB_DEMO_TASK_TYPES", False)
 # The platform's own periodic work (release loop, sweeper) has its own queue so that it is
 # never stuck behind a backlog of brand tasks.
 MEGAHUB_SYSTEM_QUEUE = "system"
@@ -255,10 +287,16 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_TASK_QUEUE_MAX_PRIORITY = 10
 CELERY_TASK_DEFAULT_PRIORITY = 4
-# The database is the source of truth: a message is acknowledged after the attempt, and a
-# worker lost mid-task gives its message back; the claim makes redelivery harmless.
+# The platform's ticks are acknowledged after they ran (a lost tick is redelivered). A brand
+# task's execution message is acknowledged when a pool process takes it, right before the
+# database claim (task_core/tasks.py): from then on the claim, the heartbeat and the sweeper
+# own the task, and no delivery stays unacknowledged for the length of a task, past RabbitMQ's
+# consumer_timeout (docs/execution.md, "Acknowledgement").
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A channel the broker closes (e.g. a message held in a worker's prefetch past consumer_timeout
+# while every slot runs a long task) is reconnected like a lost connection, never a worker exit.
+CELERY_BROKER_CHANNEL_ERROR_RETRY = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a critical task can overtake a low-priority backlog
 CELERY_TASK_IGNORE_RESULT = True
 # Celery's Django fixup closes the database connection around every task unless this is set
@@ -311,6 +349,16 @@ WEBHOOK_BACKOFF_SECONDS = env_int("WEBHOOK_BACKOFF_SECONDS", 2)
 WEBHOOK_BACKOFF_MAX_SECONDS = env_int("WEBHOOK_BACKOFF_MAX_SECONDS", 3600)
 WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 20)
 WEBHOOK_DELIVER_INTERVAL_SECONDS = env_int("WEBHOOK_DELIVER_INTERVAL_SECONDS", 2)
+# Networks (CIDR, comma-separated) webhooks and alert webhooks may reach although they are not
+# public (loopback, private...): for local development only. Empty: public addresses only.
+WEBHOOK_ALLOWED_NETWORKS = env_list("WEBHOOK_ALLOWED_NETWORKS", "")
+for _network in WEBHOOK_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {_network!r} is not a network")
 
 # --- Persistent jobs (task_persistence) -----------------------------------------------------
 # Largest handler state a checkpoint may hold (JSON bytes); checkpoints kept per completed job;
@@ -422,7 +470,15 @@ LOGGING = {
             "()": "megahub.logging.TextFormatter",
         },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # Celery's per-message INFO lines for the platform's ticks are demoted to DEBUG.
+    "filters": {"platform_ticks": {"()": "megahub.logging.PlatformTicksAtDebug"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["platform_ticks"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

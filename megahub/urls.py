@@ -31,6 +31,7 @@ urlpatterns = [
     # Before "tasks/": the task routes would otherwise claim "tasks/scheduled/...".
     path("tasks/scheduled/", include("task_scheduling.api.urls")),
     path("tasks/", include("task_core.api.urls")),
+    path("events/", include("task_core.api.event_urls")),  # brand events
 ]
 
 handler400 = "megahub.errors.handler400"

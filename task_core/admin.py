@@ -1,18 +1,58 @@
 """Admin for brands, memberships and tasks. Staff see only their brands; superusers see all."""
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import get_fields_from_path
 from django.utils.html import format_html
 
 from megahub.errors import DomainError
-from task_core import services
-from task_core.models import Brand, BrandMembership, Task, TaskEvent, Webhook, WebhookDelivery
+from megahub.webhooks import RESPONSE_EXCERPT_BYTES
+from task_core import (
+    admin_accounts,  # noqa: F401  (users, groups, tokens: superusers only)
+    services,
+)
+from task_core.models import (
+    Brand,
+    BrandEvent,
+    BrandMembership,
+    Task,
+    TaskEvent,
+    Webhook,
+    WebhookDelivery,
+)
+
+
+class MemberBrandListFilter(admin.RelatedFieldListFilter):
+    """The sidebar's brand filter: a staff user is offered only the brands they belong to."""
+
+    def field_choices(self, field, request, model_admin):
+        if request.user.is_superuser:
+            return super().field_choices(field, request, model_admin)
+        ordering = self.field_admin_ordering(field, request, model_admin)
+        return field.get_choices(
+            include_blank=False,
+            ordering=ordering,
+            limit_choices_to={"memberships__user": request.user},
+        )
 
 
 class BrandScopedAdmin(admin.ModelAdmin):
-    """Limits staff users to the brands they are members of."""
+    """Limits staff users to the brands they are members of: rows, brand filters, and the
+    choices of every brand (or brand-owned) foreign key in forms."""
 
     brand_field = "brand"
     service_arg = "task"  # keyword under which apply_service passes each object
+
+    def get_list_filter(self, request):
+        return [
+            (entry, MemberBrandListFilter) if _is_brand_path(self.model, entry) else entry
+            for entry in super().get_list_filter(request)
+        ]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if field is not None and not request.user.is_superuser:
+            field.queryset = member_brand_queryset(field.queryset, request.user)
+        return field
 
     def apply_service(self, request, queryset, service, verb: str) -> None:
         """An admin action: call ``service(<service_arg>=obj, user=...)`` for each selected row
@@ -36,6 +76,22 @@ class BrandScopedAdmin(admin.ModelAdmin):
         if request.user.is_superuser:
             return qs
         return qs.filter(**{f"{self.brand_field}__memberships__user": request.user})
+
+
+def _is_brand_path(model, entry) -> bool:
+    if not isinstance(entry, str):
+        return False
+    return get_fields_from_path(model, entry)[-1].related_model is Brand
+
+
+def member_brand_queryset(queryset, user):
+    """Brands the user is a member of, or rows belonging to them (other models: unchanged)."""
+    model = queryset.model
+    if model is Brand:
+        return queryset.filter(memberships__user=user)
+    if any(f.name == "brand" and f.related_model is Brand for f in model._meta.get_fields()):
+        return queryset.filter(brand__memberships__user=user)
+    return queryset
 
 
 def unscoped(queryset):
@@ -150,6 +206,25 @@ class TaskEventAdmin(BrandScopedAdmin):
         return False
 
 
+@admin.register(BrandEvent)
+class BrandEventAdmin(BrandScopedAdmin):
+    """A brand's business events (POST /events/...), read-only; the outbox row says whether it
+    was relayed."""
+
+    list_display = ["id", "brand", "solution", "model", "action", "event_uid", "created_at"]
+    list_filter = ["solution", "brand"]
+    search_fields = ["=event_uid", "solution", "model", "action"]
+    list_select_related = ["brand"]
+    show_full_result_count = False
+    readonly_fields = [f.name for f in BrandEvent._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 class WebhookDeliveryInline(BrandScopedInline):
     model = WebhookDelivery
     extra = 0
@@ -181,7 +256,15 @@ class WebhookDeliveryAdmin(BrandScopedAdmin):
     list_filter = ["status", "event_name", "brand"]
     list_select_related = ["webhook"]
     show_full_result_count = False
-    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    exclude = ["last_response"]  # shown capped, like the API (rows older than the cap)
+    readonly_fields = [
+        *(f.name for f in WebhookDelivery._meta.fields if f.name != "last_response"),
+        "last_response_excerpt",
+    ]
+
+    @admin.display(description="last response (excerpt)")
+    def last_response_excerpt(self, delivery):
+        return delivery.last_response[:RESPONSE_EXCERPT_BYTES]
 
     def has_add_permission(self, request):
         return False

@@ -1,9 +1,10 @@
 """RabbitMQ beyond Celery: task requests from a queue, lifecycle events to a topic exchange.
 
 Events: the task timeline (TaskEvent) is the outbox. Every transition writes its TaskEvent in
-the same transaction as the change; the relay publishes unpublished rows in id order (so in
-order per task) with publisher confirms and persistent messages, then stamps published_at. If
-the broker is down, rows wait and go out on a later run: nothing is lost.
+the same transaction as the change, and a brand event (POST /events/...) its outbox row of kind
+brand_event; the relay publishes unpublished rows in id order (so in order per task) with
+publisher confirms and persistent messages, then stamps published_at. If the broker is down,
+rows wait and go out on a later run: nothing is lost.
 
 Webhooks: relayed events are fanned out to the brand's webhooks as deliveries, POSTed signed
 (megahub.webhooks) by a delivery loop that retries with backoff and disables a webhook after
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,16 +32,31 @@ from django.db.models import F
 from django.utils import timezone
 from kombu import Exchange, Queue
 
+from megahub.backoff import backoff_delay_s
 from megahub.errors import DomainError, DomainValidationError
 from megahub.webhooks import WebhookRefused, webhook_post, webhook_url_problem
 from task_core import services
-from task_core.models import Task, TaskEvent, Webhook, WebhookDelivery
+from task_core.models import (
+    BRAND_EVENT_PREFIX,
+    BRAND_EVENT_SEGMENT,
+    BrandEvent,
+    Task,
+    TaskEvent,
+    Webhook,
+    WebhookDelivery,
+)
 from task_core.signals import webhook_disabled
 from task_core.tenancy import Role, member_with_role
 
 logger = logging.getLogger("megahub.messaging")
 
 EVENT_SCHEMA = "megahub.task_event/1"
+BRAND_EVENT_SCHEMA = "megahub.brand_event/1"
+# Each publish is tried this many times, waiting backoff_delay_s(n, base, cap) in between;
+# after that the rest of the batch waits in the outbox for the next relay run.
+PUBLISH_ATTEMPTS = 5
+PUBLISH_BACKOFF_BASE_S = 0.2
+PUBLISH_BACKOFF_MAX_S = 3.2
 RELAY_LOCK_KEY = 7_311_002  # pg advisory lock: one relay publishes at a time (keeps the order)
 # Timeline kinds whose public event name differs.
 EVENT_NAMES = {TaskEvent.Kind.RETRY_SCHEDULED: "retrying"}
@@ -72,16 +89,43 @@ def requests_queue() -> Queue:
     )
 
 
-# --- lifecycle events ---------------------------------------------------------------------
+# --- lifecycle and brand events -----------------------------------------------------------
 def event_name(event: TaskEvent) -> str:
+    """The public name: a lifecycle event's ("completed", "retrying"...), or
+    "brand_event.<solution>.<model>.<action>" for a brand event."""
+    if event.kind == TaskEvent.Kind.BRAND_EVENT:
+        return BRAND_EVENT_PREFIX + event.brand_event.event_type
     return EVENT_NAMES.get(event.kind, event.kind)
 
 
 def event_routing_key(event: TaskEvent) -> str:
+    """Lifecycle: ``<brand_id>.<task_type>.<event>`` (first segment numeric). Brand events:
+    ``brand_event.<brand_id>.<solution>.<model>.<action>`` (first segment a word): no key of
+    one kind can be a key of the other."""
+    if event.kind == TaskEvent.Kind.BRAND_EVENT:
+        be = event.brand_event
+        return f"brand_event.{event.brand_id}.{be.solution}.{be.model}.{be.action}"
     return f"{event.brand_id}.{event.task.task_type}.{event_name(event)}"
 
 
+def brand_event_payload(event: BrandEvent, *, outbox_id: int) -> dict:
+    return {
+        "schema": BRAND_EVENT_SCHEMA,
+        "event_id": outbox_id,
+        "event_uid": str(event.event_uid),
+        "event_timestamp": event.created_at.isoformat().replace("+00:00", "Z"),
+        "brand_id": event.brand_id,
+        "event_type": event.event_type,
+        "solution": event.solution,
+        "model": event.model,
+        "action": event.action,
+        "event_data": event.event_data,
+    }
+
+
 def event_payload(event: TaskEvent) -> dict:
+    if event.kind == TaskEvent.Kind.BRAND_EVENT:
+        return brand_event_payload(event.brand_event, outbox_id=event.pk)
     task = event.task
     return {
         "schema": EVENT_SCHEMA,
@@ -121,7 +165,7 @@ def events_relay(*, limit: int | None = None) -> int:
         batch = list(
             TaskEvent.objects.unscoped()
             .filter(published_at__isnull=True)
-            .select_related("task")
+            .select_related("task", "brand_event")
             .order_by("id")[:limit]
         )
         if not batch:
@@ -131,21 +175,15 @@ def events_relay(*, limit: int | None = None) -> int:
         try:
             with current_app.producer_or_acquire() as producer:
                 for event in batch:
-                    producer.publish(
+                    publish_with_backoff(
+                        producer,
                         event_payload(event),
                         exchange=exchange,
                         routing_key=event_routing_key(event),
                         declare=[exchange],
                         serializer="json",
                         delivery_mode=2,  # persistent
-                        message_id=f"task-event-{event.pk}",
-                        retry=True,
-                        retry_policy={  # 5 attempts, exponential backoff, then wait in the DB
-                            "max_retries": 4,
-                            "interval_start": 0.2,
-                            "interval_step": 0.4,
-                            "interval_max": 1.6,
-                        },
+                        message_id=_message_id(event),
                     )
                     sent.append(event.pk)
         except Exception as exc:
@@ -159,8 +197,44 @@ def events_relay(*, limit: int | None = None) -> int:
     return len(sent)
 
 
-def events_backlog() -> dict:
+def _message_id(event: TaskEvent) -> str:
+    if event.kind == TaskEvent.Kind.BRAND_EVENT:
+        return f"brand-event-{event.brand_event.event_uid}"
+    return f"task-event-{event.pk}"
+
+
+def publish_with_backoff(producer, body, **options) -> None:
+    """Publish (with the producer's publisher confirms), trying PUBLISH_ATTEMPTS times: after a
+    connection or channel error, wait (exponential backoff with jitter), reconnect, retry.
+    Raises the last error when every attempt failed."""
+    conn = producer.connection
+    errors = conn.recoverable_connection_errors + conn.recoverable_channel_errors
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        try:
+            producer.publish(body, retry=False, **options)
+            return
+        except errors as exc:
+            if attempt == PUBLISH_ATTEMPTS:
+                raise
+            delay = backoff_delay_s(attempt, base=PUBLISH_BACKOFF_BASE_S, cap=PUBLISH_BACKOFF_MAX_S)
+            logger.info(
+                "event relay: publish failed; retrying",
+                extra={"attempt": attempt, "retry_in_s": round(delay, 3), "error": repr(exc)},
+            )
+            time.sleep(delay)
+            try:  # a fresh connection and channel for the next attempt
+                conn.collect()
+                conn.ensure_connection(max_retries=1)
+                producer.revive(conn.default_channel)
+            except Exception as reconnect_error:  # the next attempt fails fast and waits again
+                logger.info("event relay: reconnect failed", extra={"error": repr(reconnect_error)})
+
+
+def events_backlog(*, brand=None) -> dict:
+    """Lifecycle events not yet published: the whole outbox, or one brand's share of it."""
     pending = TaskEvent.objects.unscoped().filter(published_at__isnull=True)
+    if brand is not None:
+        pending = pending.filter(brand=brand)
     oldest = pending.order_by("id").values_list("created_at", flat=True).first()
     return {
         "unpublished": pending.count(),
@@ -248,7 +322,14 @@ def _publish_dead(producer, queue, raw, rejected, headers) -> None:
 
 # --- brand webhooks ------------------------------------------------------------------------
 def event_names() -> list[str]:
-    return sorted({EVENT_NAMES.get(k, k) for k in TaskEvent.Kind.values})
+    """Lifecycle event names a webhook may subscribe to (brand events: BRAND_EVENT_TYPE_RE)."""
+    kinds = set(TaskEvent.Kind.values) - {TaskEvent.Kind.BRAND_EVENT}
+    return sorted({EVENT_NAMES.get(k, k) for k in kinds})
+
+
+# "brand_event.*", or "brand_event.<solution>.<model>.<action>" with "*" for any segment.
+_ANY_SEGMENT = rf"(\*|{BRAND_EVENT_SEGMENT})"
+BRAND_EVENT_TYPE_RE = re.compile(rf"brand_event\.(\*|{_ANY_SEGMENT}(\.{_ANY_SEGMENT}){{2}})")
 
 
 def webhook_save(*, webhook: Webhook, **fields) -> Webhook:
@@ -256,12 +337,18 @@ def webhook_save(*, webhook: Webhook, **fields) -> Webhook:
     if "url" in fields and (problem := webhook_url_problem(fields["url"])):
         raise DomainValidationError(field_errors={"url": [problem]})
     if "event_types" in fields:
-        unknown = sorted(set(fields["event_types"]) - {"*", *event_names()})
+        unknown = sorted(
+            name
+            for name in set(fields["event_types"]) - {"*", *event_names()}
+            if not BRAND_EVENT_TYPE_RE.fullmatch(name)
+        )
         if unknown or not fields["event_types"]:
             raise DomainValidationError(
                 field_errors={
                     "event_types": [
-                        f"Unknown event types {unknown}; use {event_names()} or '*'."
+                        f"Unknown event types {unknown}; use {event_names()}, '*' (every "
+                        "lifecycle event), 'brand_event.*' or "
+                        "'brand_event.<solution>.<model>.<action>' ('*' per segment)."
                         if unknown
                         else "Subscribe to at least one event type."
                     ]

@@ -1,6 +1,7 @@
-"""Tenancy (Brand, BrandMembership) and the task hub (Task, TaskEvent)."""
+"""Tenancy (Brand, BrandMembership), the task hub (Task, TaskEvent) and brand events."""
 
 import secrets
+import uuid
 
 from django.conf import settings
 from django.db import models
@@ -110,7 +111,10 @@ class Task(models.Model):
 
 
 class TaskEvent(models.Model):
-    """One entry of a task's timeline, written in the same transaction as the change it tells."""
+    """One entry of a task's timeline, written in the same transaction as the change it tells.
+
+    The table is also the outbox of megahub.events: a brand event (BrandEvent) writes one row
+    of kind ``brand_event`` without a task, so both kinds are relayed in one id order."""
 
     class Kind(models.TextChoices):
         CREATED = "created", "Created"
@@ -129,8 +133,12 @@ class TaskEvent(models.Model):
         COMPLETED = "completed", "Completed"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+        BRAND_EVENT = "brand_event", "Brand event"  # the outbox row of a BrandEvent (no task)
 
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    # Null only for brand events (kind brand_event).
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="events", null=True, blank=True
+    )
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=32, choices=Kind.choices)
     from_status = models.CharField(max_length=16, blank=True, default="")
@@ -160,7 +168,47 @@ class TaskEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.task_id}: {self.kind}"
+        return f"{self.task_id or 'brand'}: {self.kind}"
+
+
+class BrandEvent(models.Model):
+    """A brand's business event (POST /events/<solution>/<model>/<action>/).
+
+    Its outbox row is a TaskEvent of kind ``brand_event`` written in the same transaction, so
+    it is relayed to megahub.events in order with the lifecycle events."""
+
+    event_uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    outbox = models.OneToOneField(TaskEvent, on_delete=models.CASCADE, related_name="brand_event")
+    solution = models.CharField(max_length=64)
+    model = models.CharField(max_length=64)
+    action = models.CharField(max_length=64)
+    event_data = models.JSONField(default=dict)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)  # the event_timestamp
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # GET /events/: WHERE brand_id = ? [AND ...] ORDER BY id DESC
+            models.Index(fields=["brand", "id"], name="brandevent_brand_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.brand_id}: {self.event_type}"
+
+    @property
+    def event_type(self) -> str:
+        return f"{self.solution}.{self.model}.{self.action}"
+
+
+BRAND_EVENT_PREFIX = "brand_event."
+# A brand event's solution, model and action (path segments and routing-key words: no dots).
+BRAND_EVENT_SEGMENT = r"[a-z0-9_-]{1,64}"
 
 
 def new_webhook_secret() -> str:
@@ -172,7 +220,9 @@ class Webhook(models.Model):
 
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="webhooks")
     url = models.URLField(max_length=500)
-    event_types = models.JSONField(default=list)  # event names; ["*"] = every event
+    # Lifecycle event names or "*" (every lifecycle event); brand events: "brand_event.*" or
+    # "brand_event.<solution>.<model>.<action>" with "*" allowed per segment.
+    event_types = models.JSONField(default=list)
     description = models.CharField(max_length=200, blank=True, default="")
     secret = models.CharField(max_length=100, default=new_webhook_secret)
     is_active = models.BooleanField(default=True)
@@ -190,7 +240,22 @@ class Webhook(models.Model):
         return f"{self.brand}: {self.url}"
 
     def wants(self, event_name: str) -> bool:
-        return "*" in self.event_types or event_name in self.event_types
+        """Lifecycle events: listed by name, or "*". Brand events ("brand_event.s.m.a"): by a
+        "brand_event.*" entry or a "brand_event.<s>.<m>.<a>" pattern ("*" per segment)."""
+        if not event_name.startswith(BRAND_EVENT_PREFIX):
+            return "*" in self.event_types or event_name in self.event_types
+        segments = event_name.split(".")
+        for wanted in self.event_types:
+            if wanted == BRAND_EVENT_PREFIX + "*":
+                return True
+            parts = wanted.split(".")
+            if (
+                len(parts) == len(segments)
+                and parts[0] == segments[0]
+                and all(p in ("*", s) for p, s in zip(parts[1:], segments[1:], strict=True))
+            ):
+                return True
+        return False
 
 
 class WebhookDelivery(models.Model):
@@ -204,7 +269,7 @@ class WebhookDelivery(models.Model):
     webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
     event = models.ForeignKey(TaskEvent, on_delete=models.CASCADE, related_name="+")
-    event_name = models.CharField(max_length=32)
+    event_name = models.CharField(max_length=255)  # brand events: brand_event.<s>.<m>.<a>
     payload = models.JSONField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)

@@ -44,6 +44,7 @@ class TaskType:
     context_schema: dict | None = None
     cost_per_cpu_second_usd: float = 0.0
     options: dict = field(default_factory=dict)  # free-form settings other apps may read
+    demo: bool = False  # a demo or test-only type: served only with MEGAHUB_DEMO_TASK_TYPES on
 
     def as_dict(self) -> dict:
         return {
@@ -64,7 +65,8 @@ _REGISTRY: dict[str, TaskType] = {}
 
 def task_type(name: str, **options) -> Callable:
     """Register ``handler(ctx) -> result dict`` as task type ``name`` (ctx.data is the
-    task's context_data)."""
+    task's context_data). ``demo=True`` marks a demo or test-only type (see demo_types_enabled).
+    """
 
     def decorator(handler: Callable) -> Callable:
         spec = TaskType(name=name, handler=handler, **options)
@@ -78,9 +80,22 @@ def task_type(name: str, **options) -> Callable:
     return decorator
 
 
+def demo_types_enabled() -> bool:
+    """The one place that decides whether demo and test-only types (``demo=True``) exist:
+    the MEGAHUB_DEMO_TASK_TYPES setting, read at each lookup. When it is off they are absent
+    from every door (``/tasks/types/``, creation, schedules, the worker), as if unregistered."""
+    return bool(getattr(settings, "MEGAHUB_DEMO_TASK_TYPES", False))
+
+
+def _served(spec: TaskType | None) -> TaskType | None:
+    if spec is not None and spec.demo and not demo_types_enabled():
+        return None
+    return spec
+
+
 def get_task_type(name: str) -> TaskType | None:
-    return _REGISTRY.get(name)
+    return _served(_REGISTRY.get(name))
 
 
 def all_task_types() -> list[TaskType]:
-    return sorted(_REGISTRY.values(), key=lambda t: t.name)
+    return sorted((t for t in _REGISTRY.values() if _served(t)), key=lambda t: t.name)

@@ -57,9 +57,12 @@ def broker_queue_stats(queue_names: list[str]) -> dict:
     return {"available": True, "queues": queues}
 
 
-def queue_stats(*, brand: Brand) -> dict:
-    """Per queue and priority: active counts by status, oldest queued age, recent throughput,
-    plus the broker's live depth and consumers. Only index-backed, brand-scoped aggregates."""
+def queue_stats(*, brand: Brand, fleet: bool = False) -> dict:
+    """Per queue and priority: active counts by status, oldest queued age, recent throughput
+    and the brand's unpublished lifecycle events: index-backed, brand-scoped aggregates.
+
+    ``fleet`` (staff only) adds the platform-wide figures no brand may see: the broker's live
+    depth and consumers, and the whole events outbox."""
     now = timezone.now()
     tasks = Task.objects.for_brand(brand)
     queues: dict[str, dict] = {
@@ -100,10 +103,15 @@ def queue_stats(*, brand: Brand) -> dict:
     )
     from task_core.messaging import events_backlog
 
-    return {
+    stats = {
         "generated_at": now,
         "queues": queues,
         "throughput": finished,
-        "broker": broker_queue_stats(list(queues)),
-        "events_outbox": events_backlog(),  # platform-wide: lifecycle events not yet published
+        "events_outbox": events_backlog(brand=brand),  # the brand's events not yet published
     }
+    if fleet:
+        stats["fleet"] = {
+            "broker": broker_queue_stats(list(queues)),
+            "events_outbox": events_backlog(),
+        }
+    return stats

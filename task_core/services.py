@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,7 +36,14 @@ from task_core.context import (
     checkpoint_hooks,
 )
 from task_core.heartbeat import heartbeat
-from task_core.models import Brand, BrandMembership, Task, TaskEvent
+from task_core.models import (
+    BRAND_EVENT_SEGMENT,
+    Brand,
+    BrandEvent,
+    BrandMembership,
+    Task,
+    TaskEvent,
+)
 from task_core.registry import PermanentError, TaskType, get_task_type
 from task_core.signals import attempt_finished, attempt_recorded, attempt_started
 
@@ -83,6 +91,52 @@ def membership_grant(*, user, brand: Brand, role: str) -> BrandMembership:
         user=user, brand=brand, defaults={"role": role}
     )
     return membership
+
+
+# --- brand events ---------------------------------------------------------------------------
+def brand_event_create(
+    *, brand: Brand, user, solution: str, model: str, action: str, event_data: dict
+) -> BrandEvent:
+    """Store a brand event and its outbox row in one transaction; the events relay publishes it
+    to megahub.events (in id order with the lifecycle events) and fans it out to webhooks."""
+    errors = {
+        name: [f"Lowercase letters, digits, '_' or '-', 1 to 64 characters; got {value[:80]!r}."]
+        for name, value in (("solution", solution), ("model", model), ("action", action))
+        if not re.fullmatch(BRAND_EVENT_SEGMENT, value)
+    }
+    if errors:
+        raise DomainValidationError(field_errors=errors)
+    if not isinstance(event_data, dict):
+        raise DomainValidationError(
+            field_errors={"event_data": ["The body must be a JSON object."]}
+        )
+    if _has_nul(event_data):  # PostgreSQL's jsonb cannot store U+0000
+        raise DomainValidationError(
+            field_errors={"event_data": ["Strings must not contain the NUL character (U+0000)."]}
+        )
+    with transaction.atomic():
+        outbox = TaskEvent.objects.create(
+            brand=brand, kind=TaskEvent.Kind.BRAND_EVENT, actor=_actor(user)
+        )
+        return BrandEvent.objects.create(
+            brand=brand,
+            outbox=outbox,
+            solution=solution,
+            model=model,
+            action=action,
+            event_data=event_data,
+            created_by=user,
+        )
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 # --- create & publish ---------------------------------------------------------------------
@@ -543,6 +597,13 @@ def task_execute(*, task_pk: int, worker: str) -> str:
     spec = get_task_type(task.task_type)
     if spec is None:
         _finish_failed(task, worker, f"Task type {task.task_type!r} is not registered.")
+        return S.FAILED
+    try:  # the type's limits hold whatever door (or admin edit) stored the context
+        task_validate_request(
+            task_type=task.task_type, priority=task.priority, context_data=task.context_data
+        )
+    except DomainValidationError as exc:
+        _finish_failed(task, worker, f"{exc.error_code}: {exc.field_errors or exc.detail}"[:2000])
         return S.FAILED
     ctx = TaskContext(task, spec, worker)
     heartbeat.register(ctx)

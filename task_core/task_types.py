@@ -14,6 +14,7 @@ class UpstreamUnavailable(Exception):
 
 @task_type(
     "seo_keyword_analysis",
+    demo=True,
     description="Deterministic fake SEO analysis over keyword ids, reporting progress.",
     soft_time_limit_s=600,
     time_limit_s=660,
@@ -61,6 +62,7 @@ def seo_keyword_analysis(ctx):
 
 @task_type(
     "flaky_api_call",
+    demo=True,
     description="Fails its first `fail_attempts` attempts (default: always) to try retries.",
     soft_time_limit_s=30,
     time_limit_s=40,
@@ -85,6 +87,7 @@ def flaky_api_call(ctx):
 
 @task_type(
     "sleep",
+    demo=True,
     description="Sleeps `seconds`, checking for cancellation; for trying cancel and time limits.",
     soft_time_limit_s=120,
     time_limit_s=130,
@@ -105,6 +108,7 @@ def sleep(ctx):
 
 @task_type(
     "noop",
+    demo=True,
     description="Does nothing; the baseline for throughput benchmarks.",
     soft_time_limit_s=10,
     time_limit_s=20,
@@ -116,6 +120,7 @@ def noop(ctx):
 
 @task_type(
     "stuck_call",
+    demo=True,
     description="Blocks in one call for `seconds` (an upstream that hangs); limits 2 s soft, "
     "4 s hard. With `ignore_soft_limit` it outlives the soft limit and is killed by the hard one.",
     soft_time_limit_s=2,

@@ -5,7 +5,10 @@ from celery import shared_task
 from task_core import messaging, services
 
 
-@shared_task(name=services.EXECUTE_TASK_NAME, bind=True, acks_late=True, ignore_result=True)
+# acks_late=False: acknowledged when a pool process accepts it, just before the claim; a task
+# may run longer than RabbitMQ's consumer_timeout. The sweeper rescues a claimed task whose
+# worker dies; the requeue of lost messages covers a death between acceptance and claim.
+@shared_task(name=services.EXECUTE_TASK_NAME, bind=True, acks_late=False, ignore_result=True)
 def task_execute(self, task_pk: int) -> str:
     return services.task_execute(task_pk=task_pk, worker=self.request.hostname or "unknown")
 

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import models
 
 from megahub.errors import BrandForbidden, BrandRequired
+from megahub.inputs import BIGINT_MAX, InputRejected, parse_int
 
 
 class Role(models.TextChoices):
@@ -158,11 +159,14 @@ class BrandMembership(models.Model):
 
 
 def parse_brand_id(raw: str | None) -> int:
-    """A brand id as sent by a client: ASCII digits only, positive, within bigint."""
-    text = str(raw).strip() if raw is not None else ""
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= 2**62:
+    """A brand id: a positive integer written with the digits 0-9 (not ``²``, ``①``, U+FF11),
+    within the id column's range."""
+    if raw is None:
         raise BrandRequired()
-    return int(text)
+    try:
+        return parse_int(raw, low=1, high=BIGINT_MAX)
+    except InputRejected:
+        raise BrandRequired()
 
 
 def brand_membership(*, user, brand_id: int) -> BrandMembership | None:

@@ -50,7 +50,7 @@ class TaskMonitoringConfig(AppConfig):
         from task_core.api.filters import register_task_filter
         from task_core.api.serializers import register_detail_section
         from task_core.signals import attempt_finished, attempt_recorded, attempt_started
-        from task_monitoring import selectors, task_types, workers  # noqa: F401
+        from task_monitoring import loops, selectors, task_types, workers  # noqa: F401
         from task_monitoring.api.filters import task_filters
 
         attempt_started.connect(_on_attempt_started, dispatch_uid="monitoring.attempt_started")

@@ -91,6 +91,25 @@ class Worker(models.Model):
         return self.hostname
 
 
+class PlatformLoop(models.Model):
+    """One of the platform's periodic loops (a beat entry run on the ``system`` queue) as its
+    last tick left it: written by the worker after each tick (task_monitoring.loops), read by
+    /health/ready/ to report a loop that has stopped running."""
+
+    task_name = models.CharField(max_length=200, unique=True)
+    first_run_at = models.DateTimeField()  # the first tick recorded (success or failure)
+    last_run_at = models.DateTimeField(null=True, blank=True)  # the last successful tick
+    last_duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    last_failed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["task_name"]
+
+    def __str__(self) -> str:
+        return self.task_name
+
+
 def new_webhook_secret() -> str:
     return secrets.token_urlsafe(32)
 

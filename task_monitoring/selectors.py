@@ -18,7 +18,7 @@ from django.db.models import Aggregate, Avg, Count, FloatField, Max, Min, Q, Que
 from django.utils import timezone
 
 from task_core.models import Brand, Task
-from task_monitoring.models import Alert, AlertRule, TaskMetric, Worker
+from task_monitoring.models import Alert, AlertRule, PlatformLoop, TaskMetric, Worker
 
 WINDOWS: dict[str, tuple[timedelta, timedelta]] = {
     # window -> (length, bucket of the throughput series)
@@ -314,3 +314,45 @@ def firing_alerts(*, brands) -> QuerySet:
         .select_related("rule", "brand")
         .order_by("-fired_at")
     )
+
+
+# A loop is late when its last successful tick is older than this many intervals.
+LOOP_STALE_AFTER_INTERVALS = 3
+
+
+def platform_loops(*, now: datetime | None = None) -> list[dict]:
+    """Every platform loop of the beat schedule with its interval, last successful tick and
+    status: ``ok``; ``late`` (no successful tick within 3 intervals, or none since the
+    platform's first tick that long ago); ``pending`` (not run yet, recently started)."""
+    from megahub.logging import is_platform_tick
+
+    now = now or timezone.now()
+    rows = {row.task_name: row for row in PlatformLoop.objects.all()}
+    started = min((row.first_run_at for row in rows.values()), default=None)
+    loops = []
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        name, interval = entry["task"], float(entry["schedule"])
+        if not is_platform_tick(name):
+            continue
+        row = rows.get(name)
+        last = row.last_run_at if row else None
+        allowance = timedelta(seconds=LOOP_STALE_AFTER_INTERVALS * interval)
+        since = last or started
+        if since is None or (last is None and now - since <= allowance):
+            status = "pending"
+        else:
+            status = "ok" if now - since <= allowance else "late"
+        loops.append(
+            {
+                "task": name,
+                "interval_s": interval,
+                "status": status,
+                "last_run_at": last.isoformat() if last else None,
+                "age_s": round((now - last).total_seconds(), 1) if last else None,
+                "last_duration_ms": row.last_duration_ms if row else None,
+                "last_failed_at": row.last_failed_at.isoformat()
+                if row and row.last_failed_at
+                else None,
+            }
+        )
+    return loops

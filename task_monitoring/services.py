@@ -28,6 +28,7 @@ from task_monitoring.models import (
     AlertNotification,
     AlertRule,
     NotificationAttempt,
+    PlatformLoop,
     TaskMetric,
     Worker,
 )
@@ -112,6 +113,24 @@ def metric_record(
 
 
 # --- workers ----------------------------------------------------------------------------------
+def platform_loop_record(
+    *, task_name: str, ok: bool, duration_ms: int | None = None, error: str = ""
+) -> None:
+    """Record one tick of a platform loop (one upsert): a success moves ``last_run_at``, a
+    failure ``last_failed_at`` and ``last_error``."""
+    now = timezone.now()
+    row = PlatformLoop(task_name=task_name[:200], first_run_at=now)
+    if ok:
+        row.last_run_at, row.last_duration_ms = now, duration_ms
+        fields = ["last_run_at", "last_duration_ms"]
+    else:
+        row.last_failed_at, row.last_error = now, error[:2000]
+        fields = ["last_failed_at", "last_error"]
+    PlatformLoop.objects.bulk_create(
+        [row], update_conflicts=True, unique_fields=["task_name"], update_fields=fields
+    )
+
+
 def worker_heartbeat_record(
     *,
     hostname: str,

@@ -3,11 +3,14 @@ per-attempt peak memory measurement can be seen (and is tested) on a real worker
 
 import time
 
-from task_core.registry import RetryPolicy, task_type
+from task_core.registry import PermanentError, RetryPolicy, task_type
+
+MEMORY_PROBE_MAX_MB = 512  # the schema's cap, checked again by the handler
 
 
 @task_type(
     "memory_probe",
+    demo=True,
     description="Allocates `mb` megabytes, touches every page, holds them `hold_ms`, frees them.",
     soft_time_limit_s=60,
     time_limit_s=70,
@@ -16,14 +19,17 @@ from task_core.registry import RetryPolicy, task_type
     context_schema={
         "type": "object",
         "properties": {
-            "mb": {"type": "integer", "minimum": 0, "maximum": 2048},
+            "mb": {"type": "integer", "minimum": 0, "maximum": MEMORY_PROBE_MAX_MB},
             "hold_ms": {"type": "integer", "minimum": 0, "maximum": 60000},
         },
         "additionalProperties": False,
     },
 )
 def memory_probe(ctx):
-    size = ctx.data.get("mb", 64) * 1024 * 1024
+    mb = ctx.data.get("mb", 64)
+    if not isinstance(mb, int) or not 0 <= mb <= MEMORY_PROBE_MAX_MB:
+        raise PermanentError(f"mb must be an integer from 0 to {MEMORY_PROBE_MAX_MB}")
+    size = mb * 1024 * 1024
     block = bytearray(size)
     for offset in range(0, size, 4096):  # make every page resident
         block[offset] = 1

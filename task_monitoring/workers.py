@@ -3,7 +3,8 @@
 ``worker_ready`` records the worker and starts a repeating entry on the consumer's timer (the
 same timer Celery's event heartbeat uses, run by the worker's event loop), which writes a
 heartbeat row every WORKER_HEARTBEAT_SECONDS: pid, queues, concurrency, pool pids, active
-requests and processed count (``celery.worker.state``), RSS of the main and pool processes,
+requests and processed count of brand tasks (``celery.worker.state``; the platform's periodic
+ticks are not counted), RSS of the main and pool processes,
 load average. ``worker_shutting_down`` marks the worker stopped. A worker that dies without
 saying so is offline once its heartbeat is older than WORKER_OFFLINE_AFTER_SECONDS.
 """
@@ -28,6 +29,8 @@ def _snapshot(consumer) -> dict:
     from celery import __version__
     from celery.worker import state
 
+    from megahub.logging import is_platform_tick
+
     pool = getattr(consumer, "pool", None)
     try:
         pool_pids = list(pool.info.get("processes", [])) if pool is not None else []
@@ -45,7 +48,9 @@ def _snapshot(consumer) -> dict:
         "concurrency": int(getattr(pool, "num_processes", 0) or getattr(pool, "limit", 0) or 0),
         "pool_pids": pool_pids,
         "active_tasks": len(state.active_requests),
-        "processed": int(sum(state.total_count.values())),
+        "processed": int(
+            sum(n for name, n in state.total_count.items() if not is_platform_tick(name))
+        ),
         "rss_mb": round(sum(r for r in rss if r is not None), 1) if any(rss) else None,
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "software": f"celery {__version__}",

@@ -11,6 +11,7 @@ from task_persistence.models import ProcessedItem
 
 @task_type(
     "seo_keyword_audit",
+    demo=True,
     description="Resumable SEO audit over keyword ids: checkpoints every 100 keywords or 5 s, "
     "and records every keyword it processes in the item ledger (duplicates show).",
     queue="long",

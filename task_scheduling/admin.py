@@ -87,15 +87,18 @@ class PeriodicScheduleAdmin(BrandScopedAdmin):
     def next_runs(self, schedule):
         if not schedule.pk or not schedule.enabled or schedule.next_run_at is None:
             return "-"
-        tz = cron.timezone_get(schedule.timezone)
-        fires = cron.fires_between(
-            schedule.cron_expression,
-            schedule.timezone,
-            schedule.next_run_at,
-            schedule.end_at or schedule.next_run_at + timedelta(days=3650),
-            limit=5,
-            gap_policy=schedule.dst_gap_policy,
-        )
+        try:
+            tz = cron.timezone_get(schedule.timezone)
+            fires = cron.fires_between(
+                schedule.cron_expression,
+                schedule.timezone,
+                schedule.next_run_at,
+                schedule.end_at or schedule.next_run_at + timedelta(days=3650),
+                limit=5,
+                gap_policy=schedule.dst_gap_policy,
+            )
+        except DomainError as exc:  # a stored row that cannot fire
+            return exc.detail
         return format_html_join(
             "",
             "<div>{} {}</div>",

@@ -17,9 +17,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from importlib import resources
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from megahub.errors import DomainValidationError
 
@@ -45,6 +46,9 @@ ALIASES = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
+# An expression must fire within this many years of now (29 February recurs within 8); beyond
+# it the schedule is refused (CRON_INVALID) and a stored one is treated as never firing.
+CRON_HORIZON_YEARS = 10
 _PART = re.compile(r"^(?P<range>\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/(?P<step>[0-9]+))?$")
 
 
@@ -53,6 +57,17 @@ class CronInvalid(DomainValidationError):
 
     def __init__(self, message: str, *, field: str = "cron_expression"):
         super().__init__(f"Invalid cron expression: {message}", field_errors={field: [message]})
+
+
+class CronNeverFires(CronInvalid):
+    """A syntactically valid expression with no fire time within CRON_HORIZON_YEARS."""
+
+    def __init__(self, *, field: str = "cron_expression"):
+        super().__init__(
+            f"the expression never matches a real date (no run in the next "
+            f"{CRON_HORIZON_YEARS} years)",
+            field=field,
+        )
 
 
 class TimezoneInvalid(DomainValidationError):
@@ -78,8 +93,11 @@ def _value(token: str, field: str, lo: int, hi: int, names: list[str] | None) ->
 def cron_normalize(expression: str, *, field: str = "cron_expression") -> str:
     """Validate a 5-field cron expression (or an @alias) and return its canonical spelling.
 
-    Raises CronInvalid naming the offending cron field (6-field expressions with seconds,
-    out-of-range values, garbage).
+    The one validation of an expression, shared by every write path (REST create, PATCH and
+    resume, the admin form, validate-cron and the commands). Raises CronInvalid naming the
+    offending cron field (6-field expressions with seconds, out-of-range values, garbage) or
+    CronNeverFires for an expression with no fire time in the next CRON_HORIZON_YEARS years
+    (``0 0 31 2 *``).
     """
     if not isinstance(expression, str) or not expression.strip():
         raise CronInvalid("an expression is required", field=field)
@@ -108,11 +126,42 @@ def cron_normalize(expression: str, *, field: str = "cron_expression") -> str:
         raise CronInvalid(exc.field_errors["cron_expression"][0], field=field)
     if not croniter.is_valid(text):
         raise CronInvalid("not a valid cron expression", field=field)
+    if not _fires_within_horizon(text):
+        raise CronNeverFires(field=field)
     return text
 
 
+def _fires_within_horizon(text: str) -> bool:
+    """Whether the expression's wall-clock fields match any date in the next
+    CRON_HORIZON_YEARS years (the time zone cannot change that: every zone has every date)."""
+    start = datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0)
+    try:
+        croniter(text, start, max_years_between_matches=CRON_HORIZON_YEARS).get_next(datetime)
+    except CroniterError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def iana_zone_names() -> frozenset[str]:
+    """The IANA time zone database's names (zones and their links, e.g. "Europe/Kiev"), as the
+    tzdata package lists them: the same on every host. Files of a host's zoneinfo directory
+    that are not zone names (``localtime``, ``posixrules``, ``right/*``, ``posix/*``) are not
+    in it; ``Factory`` (a placeholder meaning "zone not set") is left out."""
+    names = resources.files("tzdata").joinpath("zones").read_text().split()
+    return frozenset(names) - {"Factory"}
+
+
+def timezone_validate(name: str, *, field: str = "timezone") -> ZoneInfo:
+    """The ZoneInfo of a time zone a client names (every write and preview): an IANA name
+    only, else TimezoneInvalid."""
+    if not isinstance(name, str) or name not in iana_zone_names():
+        raise TimezoneInvalid(str(name)[:64], field=field)
+    return timezone_get(name, field=field)
+
+
 def timezone_get(name: str, *, field: str = "timezone") -> ZoneInfo:
-    """The ZoneInfo for an IANA name, or TimezoneInvalid."""
+    """The ZoneInfo of a stored name, or TimezoneInvalid (writes use timezone_validate)."""
     if not isinstance(name, str) or not name or len(name) > 64:
         raise TimezoneInvalid(str(name)[:64], field=field)
     try:
@@ -176,13 +225,24 @@ def wall_to_instant(wall: datetime, tz: ZoneInfo) -> tuple[datetime, str | None]
 
 @lru_cache(maxsize=4096)
 def _fires_after(expression: str, tz_name: str, gap_policy: str, after: datetime, count: int):
-    tz = _zone(tz_name)
+    tz = timezone_get(tz_name)
     start = after.astimezone(tz).replace(tzinfo=None, fold=0)
-    it = croniter(expression, start)
+    horizon = start + timedelta(days=366 * CRON_HORIZON_YEARS)
+    try:
+        it = croniter(expression, start, max_years_between_matches=CRON_HORIZON_YEARS)
+    except CroniterError:  # a stored row never validated by cron_normalize
+        raise CronInvalid("not a valid cron expression") from None
     fires: list[Fire] = []
     last: datetime | None = None
     while len(fires) < count:
-        wall = it.get_next(datetime)
+        try:
+            wall = it.get_next(datetime)
+        except CroniterError:
+            wall = None
+        if wall is None or wall > horizon:  # also: only DST-skipped wall times, policy "skip"
+            if fires:
+                break  # the rest lies beyond the horizon: the caller asks again from there
+            raise CronNeverFires()
         at, dst = wall_to_instant(wall, tz)
         if dst == "gap" and gap_policy == GAP_SKIP:
             continue
@@ -196,7 +256,11 @@ def _fires_after(expression: str, tz_name: str, gap_policy: str, after: datetime
 def fires_after(
     expression: str, tz_name: str, after: datetime, *, count: int = 1, gap_policy=GAP_SHIFT
 ) -> list[Fire]:
-    """The next ``count`` runs strictly after ``after`` (aware), in increasing order."""
+    """The next ``count`` runs strictly after ``after`` (aware), in increasing order; fewer
+    when the rest lie more than CRON_HORIZON_YEARS ahead.
+
+    Raises CronNeverFires when there is none within CRON_HORIZON_YEARS, and CronInvalid or
+    TimezoneInvalid for a stored expression or zone that is not valid."""
     after = after.astimezone(UTC)
     return list(_fires_after(expression, tz_name, gap_policy, after, count))
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from megahub.errors import DomainValidationError
 from task_core.models import Brand
 from task_scheduling import cron
 from task_scheduling.models import BlackoutWindow, PeriodicSchedule, ScheduleRun
@@ -28,12 +29,9 @@ def cron_preview(
 ) -> dict:
     """validate-cron: a description and the next runs in the zone and in UTC, DST flagged."""
     expression = cron.cron_normalize(expression)
-    tz = cron.timezone_get(tz_name)
+    tz = cron.timezone_validate(tz_name)
     after = after or timezone.now()
-    try:
-        fires = cron.fires_after(expression, tz_name, after, count=count, gap_policy=gap_policy)
-    except Exception:
-        raise cron.CronInvalid("the expression never matches a real date") from None
+    fires = cron.fires_after(expression, tz_name, after, count=count, gap_policy=gap_policy)
     return {
         "valid": True,
         "cron_expression": expression,
@@ -78,15 +76,18 @@ def upcoming_runs(
         hi = min(end, schedule.end_at) if schedule.end_at else end
         if hi < lo:
             continue
-        fires = cron.fires_between(
-            schedule.cron_expression,
-            schedule.timezone,
-            lo,
-            hi,
-            limit=limit + 1,
-            gap_policy=schedule.dst_gap_policy,
-        )
-        tz = cron.timezone_get(schedule.timezone)
+        try:
+            fires = cron.fires_between(
+                schedule.cron_expression,
+                schedule.timezone,
+                lo,
+                hi,
+                limit=limit + 1,
+                gap_policy=schedule.dst_gap_policy,
+            )
+            tz = cron.timezone_get(schedule.timezone)
+        except DomainValidationError:  # a stored row that cannot fire: no runs to show
+            continue
         for fire in fires:
             blackout = any(w.covers(fire.at) for w in windows.get(schedule.calendar_id, ()))
             runs.append(

@@ -67,8 +67,12 @@ def schedule_clean(*, brand: Brand, data: dict, instance: PeriodicSchedule | Non
     out = dict(data)
     if "cron_expression" in data:
         out["cron_expression"] = cron.cron_normalize(data["cron_expression"])
+    elif instance is not None and merged.get("enabled"):
+        # Resuming, or any edit of an enabled schedule, re-checks the stored expression (a row
+        # from before the check, or edited outside the services); pausing always works.
+        cron.cron_normalize(instance.cron_expression)
     if "timezone" in data:
-        cron.timezone_get(data["timezone"])
+        cron.timezone_validate(data["timezone"])
     core.task_validate_request(
         task_type=merged.get("task_type", ""),
         priority=merged.get("priority", Task.Priority.NORMAL),
@@ -96,7 +100,7 @@ def _next_fire(schedule: PeriodicSchedule, *, after: datetime) -> cron.Fire | No
             after,
             gap_policy=schedule.dst_gap_policy,
         )
-    except Exception:  # croniter found no match for decades (e.g. "0 0 30 2 *")
+    except DomainValidationError:  # a stored row that cannot fire (e.g. "0 0 30 2 *")
         return None
     if schedule.end_at and fire.at > schedule.end_at:
         return None
@@ -319,14 +323,17 @@ def _dispatch_batch(
             ids = [s.pk for s in schedules]
             fires_of: dict[int, tuple[list[cron.Fire], bool]] = {}
             for s in schedules:
-                fires = cron.fires_between(
-                    s.cron_expression,
-                    s.timezone,
-                    s.next_run_at,
-                    min(now, s.end_at) if s.end_at else now,
-                    limit=max_fires + 1,
-                    gap_policy=s.dst_gap_policy,
-                )
+                try:
+                    fires = cron.fires_between(
+                        s.cron_expression,
+                        s.timezone,
+                        s.next_run_at,
+                        min(now, s.end_at) if s.end_at else now,
+                        limit=max_fires + 1,
+                        gap_policy=s.dst_gap_policy,
+                    )
+                except DomainValidationError:  # a stored row that cannot fire: next_run_at
+                    fires = []  # becomes null below, the other schedules of the batch go on
                 fires_of[s.pk] = (fires[:max_fires], len(fires) > max_fires)
             lo = min(s.next_run_at for s in schedules)
             windows = _blackouts(schedules, lo, now)

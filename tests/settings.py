@@ -16,3 +16,10 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast use
 LOG_FORMAT = "text"
 LOGGING["handlers"]["console"]["formatter"] = "text"  # noqa: F405
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+# The webhook tests' receivers listen on 127.0.0.1 (tests/webhook_receiver.py); the refusal of
+# loopback targets is tested with this emptied.
+WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
+MEGAHUB_DEMO_TASK_TYPES = True  # the shipped demo types are the suite's workload
+# In-process tests count throttles per process whatever the shell's REDIS_URL says (parallel
+# runs would otherwise share counters); tests/integration starts real processes with Redis.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -19,7 +19,7 @@ def test_readiness_reports_every_check(client, db):
     response = client.get("/health/ready/")
     body = response.json()
     assert set(body["checks"]) == {
-        "database", "migrations", "broker", "beat", "workers", "events_outbox",
+        "database", "migrations", "broker", "beat", "workers", "events_outbox", "loops",
     }  # fmt: skip
     assert body["checks"]["database"]["status"] == "ok"
     assert body["checks"]["migrations"]["status"] == "ok"

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from task_core.models import Task
-from tests.factories import TaskFactory
+from tests.factories import MembershipFactory, TaskFactory, UserFactory
 
 SEO = {
     "task_type": "seo_keyword_analysis",
@@ -342,8 +342,27 @@ def test_queue_stats_counts_the_brands_tasks_only(api, owner, brand, other_brand
     assert body["queues"]["default"]["by_priority"]["normal"] == {"queued": 2}
     assert body["queues"]["default"]["oldest_queued_age_s"] >= 0
     assert body["throughput"]["completed_5m"] == 1
-    assert "available" in body["broker"]
     assert body["events_outbox"]["unpublished"] >= 0
+
+
+def test_queue_stats_fleet_figures_are_for_staff_only(api, owner, brand, other_brand):
+    """A brand sees its own outbox; the broker's depth and consumers and the whole outbox
+    (every brand's activity) are in a `fleet` section that only staff users get."""
+    from task_core import services
+
+    services.task_create(brand=brand, task_type="noop")
+    for _ in range(3):
+        services.task_create(brand=other_brand, task_type="noop")
+    body = api(owner, brand).get("/tasks/queue-stats/").json()
+    assert "fleet" not in body and "broker" not in body
+    assert body["events_outbox"]["unpublished"] == 1  # its own "created" event only
+
+    staff = UserFactory(username="ops", is_staff=True)
+    MembershipFactory(user=staff, brand=brand, role="viewer")
+    body = api(staff, brand).get("/tasks/queue-stats/").json()
+    assert body["events_outbox"]["unpublished"] == 1
+    assert body["fleet"]["events_outbox"]["unpublished"] == 4
+    assert "available" in body["fleet"]["broker"]
 
 
 def test_types_lists_the_registry(api, owner, brand):

@@ -4,6 +4,7 @@
 import django_filters
 from rest_framework.exceptions import ValidationError
 
+from megahub.filters import StrictFilterSet
 from task_core.models import Task
 
 ACTIVE_STATUSES = [s for s in Task.Status.values if s not in Task.TERMINAL]
@@ -18,7 +19,7 @@ def register_task_filter(name: str, task_filter: django_filters.Filter) -> None:
     _filterset_cache.clear()
 
 
-class BaseTaskFilterSet(django_filters.FilterSet):
+class BaseTaskFilterSet(StrictFilterSet):
     status = django_filters.CharFilter(
         method="filter_status",
         help_text="A status, several separated by commas, or `active` (every non-terminal status).",
@@ -44,7 +45,7 @@ class BaseTaskFilterSet(django_filters.FilterSet):
         return queryset.filter(status__in=sorted(wanted)) if wanted else queryset
 
 
-def task_filterset() -> type[django_filters.FilterSet]:
+def task_filterset() -> type[StrictFilterSet]:
     if "cls" not in _filterset_cache:
         _filterset_cache["cls"] = type("TaskFilterSet", (BaseTaskFilterSet,), dict(_extra_filters))
     return _filterset_cache["cls"]

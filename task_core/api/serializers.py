@@ -7,7 +7,9 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from task_core.models import Task, TaskEvent, Webhook, WebhookDelivery
+from megahub.serializers import StrictInputSerializer
+from megahub.webhooks import RESPONSE_EXCERPT_BYTES
+from task_core.models import BrandEvent, Task, TaskEvent, Webhook, WebhookDelivery
 
 # Extra blocks of the task detail that other apps provide (e.g. "metrics" from
 # task_monitoring). Each callable gets the task and returns JSON-able data or None.
@@ -16,20 +18,6 @@ detail_sections: dict[str, Callable[[Task], Any]] = {}
 
 def register_detail_section(name: str, provider: Callable[[Task], Any]) -> None:
     detail_sections[name] = provider
-
-
-class StrictInputSerializer(serializers.Serializer):
-    """Rejects fields it does not know (typos, server-owned fields) instead of ignoring them."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            writable = {name for name, f in self.fields.items() if not f.read_only}
-            unknown = sorted(set(data) - writable)
-            if unknown:
-                raise serializers.ValidationError(
-                    {name: ["Unknown or read-only field."] for name in unknown}
-                )
-        return super().to_internal_value(data)
 
 
 class BrandRefSerializer(serializers.Serializer):
@@ -166,12 +154,19 @@ class TaskTypeSerializer(serializers.Serializer):
     cost_per_cpu_second_usd = serializers.FloatField()
 
 
+class FleetStatsSerializer(serializers.Serializer):
+    broker = serializers.DictField(help_text="RabbitMQ's live depth and consumers per queue.")
+    events_outbox = serializers.DictField(help_text="Every brand's unpublished events.")
+
+
 class QueueStatsSerializer(serializers.Serializer):
     generated_at = serializers.DateTimeField()
     queues = serializers.DictField()
     throughput = serializers.DictField()
-    broker = serializers.DictField()
-    events_outbox = serializers.DictField()
+    events_outbox = serializers.DictField(help_text="The brand's unpublished lifecycle events.")
+    fleet = FleetStatsSerializer(
+        required=False, help_text="Platform-wide figures: present for staff users only."
+    )
 
 
 class WebhookSerializer(StrictInputSerializer, serializers.ModelSerializer):
@@ -205,4 +200,41 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
         fields = ["id", "event_name", "event", "status", "attempts", "next_attempt_at",
                   "last_status_code", "last_error", "last_response", "last_duration_ms",
                   "history", "payload", "created_at", "delivered_at"]  # fmt: skip
+        read_only_fields = fields
+        extra_kwargs = {
+            "last_response": {
+                "help_text": f"The first {RESPONSE_EXCERPT_BYTES} bytes of the last answer's body."
+            }
+        }
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["last_response"] = data["last_response"][:RESPONSE_EXCERPT_BYTES]  # older rows
+        return data
+
+
+class BrandEventCreatedSerializer(serializers.ModelSerializer):
+    """The answer to POST /events/<solution>/<model>/<action>/ (the events seed's shape)."""
+
+    event_timestamp = serializers.DateTimeField(source="created_at")
+    event_data = serializers.DictField(child=serializers.JSONField())
+
+    class Meta:
+        model = BrandEvent
+        fields = ["event_uid", "event_timestamp", "event_data"]
+        read_only_fields = fields
+
+
+class BrandEventSerializer(BrandEventCreatedSerializer):
+    event_type = serializers.CharField(help_text="<solution>.<model>.<action>")
+    created_by = UserRefSerializer(allow_null=True)
+    published_at = serializers.DateTimeField(
+        source="outbox.published_at",
+        allow_null=True,
+        help_text="When the relay published it to megahub.events (null: waiting in the outbox).",
+    )
+
+    class Meta(BrandEventCreatedSerializer.Meta):
+        fields = ["id", "event_uid", "event_timestamp", "event_type", "solution", "model",
+                  "action", "event_data", "created_by", "published_at"]  # fmt: skip
         read_only_fields = fields

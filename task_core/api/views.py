@@ -1,6 +1,6 @@
 """The /tasks/ API: thin views over task_core's services and selectors."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from megahub.pagination import KeysetPagination
 from task_core import messaging, selectors, services
 from task_core.api.filters import task_filterset
+from task_core.api.idempotency import IDEMPOTENCY_HEADER, idempotency_key
 from task_core.api.serializers import (
     QueueStatsSerializer,
     TaskCreateSerializer,
@@ -24,13 +25,6 @@ from task_core.api.tenancy import BrandScopedViewSet
 from task_core.models import Task, Webhook
 from task_core.registry import all_task_types
 from task_core.tenancy import Role
-
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key",
-    str,
-    OpenApiParameter.HEADER,
-    description="Same key + same brand returns the first task (200) instead of creating another.",
-)
 
 
 class TimelinePagination(KeysetPagination):
@@ -96,7 +90,7 @@ class TaskViewSet(
         task, created = services.task_create(
             brand=request.brand,
             user=request.user,
-            idempotency_key=(request.headers.get("Idempotency-Key") or "").strip()[:255] or None,
+            idempotency_key=idempotency_key(request),
             **serializer.validated_data,
         )
         # `task` carries its brand and creator already, and the publish refreshed its status.
@@ -142,7 +136,9 @@ class TaskViewSet(
         pagination_class=None,
     )
     def queue_stats(self, request):
-        return Response(QueueStatsSerializer(selectors.queue_stats(brand=request.brand)).data)
+        fleet = request.user.is_staff or request.user.is_superuser
+        stats = selectors.queue_stats(brand=request.brand, fleet=fleet)
+        return Response(QueueStatsSerializer(stats).data)
 
     @extend_schema(responses=TaskTypeSerializer(many=True), summary="Registered task types")
     @action(detail=False, methods=["get"], filter_backends=[], pagination_class=None)

@@ -3,7 +3,7 @@
 import django_filters
 from django.db.models import Exists, OuterRef
 
-from megahub.filters import StrictBooleanFilter
+from megahub.filters import StrictBooleanFilter, StrictFilterSet
 from task_monitoring.models import Alert, AlertRule, TaskMetric
 
 
@@ -38,11 +38,13 @@ def task_filters() -> dict[str, django_filters.Filter]:
             help_text="Tasks with (or without) at least one metrics row.",
         ),
         "execution_time__gte": django_filters.NumberFilter(
+            field_name="metrics__execution_time_ms",  # its range (the method ignores it)
             method=_execution_time("gte"),
             min_value=0,
             help_text="Latest attempt's execution time >= this many ms.",
         ),
         "execution_time__lte": django_filters.NumberFilter(
+            field_name="metrics__execution_time_ms",  # its range (the method ignores it)
             method=_execution_time("lte"),
             min_value=0,
             help_text="Latest attempt's execution time <= this many ms.",
@@ -50,7 +52,7 @@ def task_filters() -> dict[str, django_filters.Filter]:
     }
 
 
-class MetricFilterSet(django_filters.FilterSet):
+class MetricFilterSet(StrictFilterSet):
     task_type = django_filters.CharFilter()
     status = django_filters.CharFilter()
     worker = django_filters.CharFilter(field_name="worker_hostname")
@@ -76,7 +78,7 @@ class MetricFilterSet(django_filters.FilterSet):
         fields = []
 
 
-class AlertFilterSet(django_filters.FilterSet):
+class AlertFilterSet(StrictFilterSet):
     status = django_filters.MultipleChoiceFilter(choices=Alert.Status.choices)
     severity = django_filters.MultipleChoiceFilter(choices=AlertRule.Severity.choices)
     rule = django_filters.NumberFilter(field_name="rule_id")
@@ -86,7 +88,7 @@ class AlertFilterSet(django_filters.FilterSet):
         fields = []
 
 
-class AlertRuleFilterSet(django_filters.FilterSet):
+class AlertRuleFilterSet(StrictFilterSet):
     metric = django_filters.ChoiceFilter(choices=AlertRule.Metric.choices)
     enabled = StrictBooleanFilter()
     task_type = django_filters.CharFilter()

@@ -1,9 +1,11 @@
 """Shapes of the /tasks/monitoring/ API."""
 
+from urllib.parse import urlsplit
+
 from rest_framework import serializers
 
+from megahub.serializers import StrictInputSerializer
 from megahub.webhooks import webhook_url_problem
-from task_core.api.serializers import StrictInputSerializer
 from task_core.registry import get_task_type
 from task_monitoring import selectors
 from task_monitoring.models import (
@@ -193,8 +195,31 @@ class NotificationAttemptSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+HIDDEN = "[hidden]"
+
+
+def _target_parts(target: str) -> list[str]:
+    """The target and the pieces of it an error message may quote (host, each address)."""
+    parts = [target, *(item.strip() for item in target.split(","))]
+    if "://" in target:
+        split = urlsplit(target)
+        parts += [split.netloc, split.hostname or ""]
+    return sorted({p for p in parts if p}, key=len, reverse=True)
+
+
+def _redact(text: str, parts: list[str]) -> str:
+    for part in parts:
+        text = text.replace(part, HIDDEN)
+    return text
+
+
 class AlertNotificationSerializer(serializers.ModelSerializer):
+    """A notification and its attempts. Its target (webhook URL, e-mail addresses) is shown
+    only to the brand's admins, like the rule's: ``context["show_target"]`` says so, and for
+    everyone else it is null and quoted nowhere (errors are redacted)."""
+
     attempt_log = NotificationAttemptSerializer(many=True, read_only=True)
+    target = serializers.CharField(read_only=True, allow_null=True)
 
     class Meta:
         model = AlertNotification
@@ -203,3 +228,14 @@ class AlertNotificationSerializer(serializers.ModelSerializer):
             "next_attempt_at", "last_error", "created_at", "delivered_at", "attempt_log",
         ]  # fmt: skip
         read_only_fields = fields
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if self.context.get("show_target"):
+            return data
+        parts = _target_parts(instance.target)
+        data["target"] = None
+        data["last_error"] = _redact(data["last_error"], parts)
+        for attempt in data["attempt_log"]:
+            attempt["error"] = _redact(attempt["error"], parts)
+        return data

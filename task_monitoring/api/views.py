@@ -217,6 +217,8 @@ class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScoped
     @extend_schema(
         responses=AlertNotificationSerializer(many=True),
         summary="The alert's notifications and every delivery attempt",
+        description="`target` (webhook URL or e-mail addresses) is shown to the brand's admins "
+        "only; for other roles it is null and redacted from error messages.",
     )
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def notifications(self, request, pk=None):
@@ -226,4 +228,7 @@ class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScoped
             .prefetch_related("attempt_log")
             .order_by("id")
         )
-        return Response(AlertNotificationSerializer(rows, many=True).data)
+        show_target = Role.allows(request.membership.role, "admin")
+        return Response(
+            AlertNotificationSerializer(rows, many=True, context={"show_target": show_target}).data
+        )

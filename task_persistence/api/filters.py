@@ -3,11 +3,12 @@
 import django_filters
 from rest_framework.exceptions import ValidationError
 
+from megahub.filters import StrictFilterSet
 from task_core.models import Task
 from task_persistence.models import Checkpoint, PersistentJob
 
 
-class JobFilterSet(django_filters.FilterSet):
+class JobFilterSet(StrictFilterSet):
     status = django_filters.CharFilter(
         method="filter_status", help_text="A task status, or several separated by commas."
     )
@@ -25,7 +26,7 @@ class JobFilterSet(django_filters.FilterSet):
         return queryset.filter(task__status__in=wanted) if wanted else queryset
 
 
-class CheckpointFilterSet(django_filters.FilterSet):
+class CheckpointFilterSet(StrictFilterSet):
     # A job of another brand simply matches nothing: the list is already brand-scoped.
     job = django_filters.NumberFilter(field_name="job_id", help_text="A job id: its timeline.")
 

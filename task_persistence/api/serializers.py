@@ -4,7 +4,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from task_core.api.serializers import StrictInputSerializer
+from megahub.serializers import StrictInputSerializer
 from task_core.models import Task
 from task_persistence import selectors
 from task_persistence.models import Checkpoint, PersistentJob

@@ -6,8 +6,8 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from megahub.pagination import KeysetPagination
+from task_core.api.idempotency import IDEMPOTENCY_HEADER, idempotency_key
 from task_core.api.tenancy import BrandScopedViewSet
-from task_core.api.views import IDEMPOTENCY_HEADER
 from task_core.models import Task
 from task_core.tenancy import Role
 from task_persistence import selectors, services
@@ -71,7 +71,7 @@ class PersistentJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Bra
         job, created = services.job_create(
             brand=request.brand,
             user=request.user,
-            idempotency_key=(request.headers.get("Idempotency-Key") or "").strip()[:255] or None,
+            idempotency_key=idempotency_key(request),
             **serializer.validated_data,
         )
         return self._detail(job, status.HTTP_201_CREATED if created else status.HTTP_200_OK)

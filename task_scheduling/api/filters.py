@@ -3,10 +3,11 @@
 import django_filters
 from rest_framework.exceptions import ValidationError
 
+from megahub.filters import StrictFilterSet
 from task_scheduling.models import OneOffJob, PeriodicSchedule, ScheduleRun
 
 
-class ScheduleFilterSet(django_filters.FilterSet):
+class ScheduleFilterSet(StrictFilterSet):
     status = django_filters.CharFilter(
         method="filter_status", help_text="`active` (enabled) or `paused`."
     )
@@ -23,7 +24,7 @@ class ScheduleFilterSet(django_filters.FilterSet):
         return queryset.filter(enabled=value == "active")
 
 
-class ScheduleRunFilterSet(django_filters.FilterSet):
+class ScheduleRunFilterSet(StrictFilterSet):
     outcome = django_filters.MultipleChoiceFilter(choices=ScheduleRun.Outcome.choices)
     fire_time_after = django_filters.IsoDateTimeFilter(field_name="fire_time", lookup_expr="gte")
     fire_time_before = django_filters.IsoDateTimeFilter(field_name="fire_time", lookup_expr="lt")
@@ -33,7 +34,7 @@ class ScheduleRunFilterSet(django_filters.FilterSet):
         fields = ["outcome", "fire_time_after", "fire_time_before"]
 
 
-class CronJobFilterSet(django_filters.FilterSet):
+class CronJobFilterSet(StrictFilterSet):
     status = django_filters.ChoiceFilter(choices=OneOffJob.Status.choices)
     task_type = django_filters.CharFilter()
 

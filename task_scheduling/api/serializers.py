@@ -1,11 +1,14 @@
 """Shapes of the /tasks/scheduled/ API. Input serializers only check types and shapes; the
 business checks (cron, time zone, task type, dates) live in the services."""
 
+from datetime import UTC
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from task_core.api.serializers import StrictInputSerializer, UserRefSerializer
+from megahub.serializers import StrictInputSerializer
+from task_core.api.serializers import UserRefSerializer
 from task_core.models import Task
 from task_scheduling import cron
 from task_scheduling.models import (
@@ -91,7 +94,11 @@ class ScheduleSerializer(serializers.ModelSerializer):
     def get_next_run_local(self, schedule):
         if schedule.next_run_at is None:
             return None
-        return schedule.next_run_at.astimezone(cron.timezone_get(schedule.timezone)).isoformat()
+        try:
+            tz = cron.timezone_get(schedule.timezone)
+        except cron.TimezoneInvalid:  # a stored zone no longer accepted: shown in UTC
+            tz = UTC
+        return schedule.next_run_at.astimezone(tz).isoformat()
 
 
 class ScheduleRunSerializer(serializers.ModelSerializer):
@@ -173,7 +180,8 @@ class CalendarSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class UpcomingQuerySerializer(serializers.Serializer):
+class UpcomingQuerySerializer(StrictInputSerializer):
+    refuse_unknown_fields = False  # the query string also holds e.g. ?brand=
     # "from" is a Python keyword: declared in __init__ below.
     to = serializers.DateTimeField()
 

@@ -105,6 +105,8 @@ def process_env(transactional_db):
         "TASK_SWEEP_INTERVAL_SECONDS": "1",
         "TASK_PUBLISH_GRACE_SECONDS": "2",
         "DB_CONN_MAX_AGE": "0",
+        "MEGAHUB_DEMO_TASK_TYPES": "1",
+        "WEBHOOK_ALLOWED_NETWORKS": ",".join(settings.WEBHOOK_ALLOWED_NETWORKS),  # receivers
     }
     return env
 

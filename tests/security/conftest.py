@@ -12,6 +12,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
+from task_core import services as core_services
 from task_core.models import Task, Webhook
 from task_monitoring import services as monitoring
 from task_monitoring.models import Alert
@@ -48,6 +49,14 @@ def _objects(brand, mark: str) -> dict:
         enabled=False,
     )  # fmt: skip
     return {
+        "brand_event": core_services.brand_event_create(
+            brand=brand,
+            user=None,
+            solution="shop",
+            model="order",
+            action="created",
+            event_data={"customer": f"{mark} customer"},
+        ),
         "task": task,
         "failed_task": failed,
         "webhook": Webhook.objects.create(

@@ -60,7 +60,10 @@ class Op:
         return self.path.startswith("/auth/")
 
     def url(self, pk: int | None = None) -> str:
-        return self.path.replace("{id}", str(pk)) if self.has_id else self.path
+        path = self.path.replace("{id}", str(pk)) if self.has_id else self.path
+        for name, value in PATH_SAMPLES.items():
+            path = path.replace(f"{{{name}}}", value)
+        return path
 
     def request_schema(self) -> dict | None:
         body = self.operation.get("requestBody")
@@ -75,6 +78,10 @@ class Op:
             if code.startswith("2") and content:
                 schemas.append(resolve(content["schema"]))
         return schemas
+
+
+# Values of path parameters other than {id} (the brand event type of POST /events/...).
+PATH_SAMPLES = {"solution": "shop", "model": "order", "action": "created"}
 
 
 def resolve(schema: dict) -> dict:
@@ -192,6 +199,12 @@ CALLS: dict[str, Call] = {
     ),
     "GET /tasks/scheduled/cron-jobs/{id}/": Call("cron_job", VWR),
     "POST /tasks/scheduled/cron-jobs/{id}/cancel/": Call("cron_job", OPR, {}),
+    # brand events
+    "GET /events/": Call("brand_event", VWR),
+    "GET /events/{id}/": Call("brand_event", VWR),
+    "POST /events/{solution}/{model}/{action}/": Call(
+        "brand_event", OPR, {"order_id": 12345, "customer": "John Doe", "total_amount": 250}
+    ),
 }
 
 # Objects every brand shares (the worker fleet): no "foreign" id exists for them.

@@ -15,7 +15,6 @@ PRODUCTION_ENV = {
     "CSRF_TRUSTED_ORIGINS": "https://megahub.example.com",
     "DATABASE_URL": "postgres://megahub@db.example.com:5432/megahub",
     "CELERY_BROKER_URL": "amqp://megahub:secret@mq.example.com:5672//",
-    "SECURE_HSTS_PRELOAD": "1",
 }
 
 
@@ -37,13 +36,17 @@ def test_check_deploy_is_clean_with_the_production_environment():
 
 
 def test_secure_defaults_when_debug_is_off():
-    """Only HSTS preload (the domain owner's decision) is left for the deployment to opt into."""
-    result = check_deploy(SECURE_HSTS_PRELOAD=None)
+    """Nothing security-related is left for the deployment to opt into, HSTS preload included."""
+    result = check_deploy()
     output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "security.W021" in output  # preload
-    for code in ("W004", "W005", "W008", "W009", "W012", "W016", "W018", "W020"):
+    for code in ("W004", "W005", "W008", "W009", "W012", "W016", "W018", "W020", "W021"):
         assert f"security.{code}" not in output, output
+
+
+def test_hsts_preload_can_be_opted_out():
+    result = check_deploy(SECURE_HSTS_PRELOAD="0")
+    assert result.returncode != 0
+    assert "security.W021" in result.stdout + result.stderr
 
 
 def test_weakened_settings_are_reported():

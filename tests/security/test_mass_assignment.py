@@ -86,7 +86,13 @@ def test_server_owned_fields_are_rejected_or_ignored(op, world):
             assert not _applied(payload[field], value), (field, payload[field])
     if model is None:
         return
-    row = model._base_manager.filter(pk=own_pk(op, world) if op.has_id else payload["id"]).first()
+    if op.has_id:
+        lookup = {"pk": own_pk(op, world)}
+    elif "id" in payload:
+        lookup = {"pk": payload["id"]}
+    else:  # a brand event answers the seed's {event_uid, event_timestamp, event_data}
+        lookup = {"event_uid": payload["event_uid"]}
+    row = model._base_manager.filter(**lookup).first()
     if row is None:  # deleted by the operation itself: nothing to apply a value to
         return
     assert row.brand_id == world.brand.pk

@@ -6,6 +6,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
+from tests.factories import MembershipFactory, UserFactory
 from tests.security.conftest import (
     alg_none_token,
     client_for,
@@ -24,11 +25,11 @@ def assert_error(response, status, code):
 
 def test_refresh_rotation_blacklists_the_used_refresh_token(world):
     client = APIClient()
-    world.owner.set_password("pw-123456")
-    world.owner.save()
-    tokens = client.post(
-        "/auth/token/", {"username": world.owner.username, "password": "pw-123456"}
-    ).json()
+    # A user of its own: the world's shared owner object must keep the password hash its
+    # tokens are bound to.
+    user = UserFactory(username="rotation", password="pw-123456")
+    MembershipFactory(user=user, brand=world.brand, role="viewer")
+    tokens = client.post("/auth/token/", {"username": "rotation", "password": "pw-123456"}).json()
     rotated = client.post("/auth/token/refresh/", {"refresh": tokens["refresh"]})
     assert rotated.status_code == 200 and rotated.json()["refresh"] != tokens["refresh"]
     assert_error(
@@ -135,3 +136,17 @@ def test_anonymous_token_requests_are_throttled(world, settings, fresh_throttles
     response = client.post("/auth/token/", {"username": "nobody", "password": "x"})
     assert_error(response, 429, "THROTTLED")
     assert int(response["Retry-After"]) > 0
+
+
+def test_an_unreachable_throttle_cache_never_fails_a_request(world, settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    settings.THROTTLE_USER_RATE = "1/minute"
+    client = client_for(str(AccessToken.for_user(world.owner)), str(world.brand.pk))
+    for _ in range(2):
+        assert client.get("/tasks/").status_code == 200
