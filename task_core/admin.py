@@ -39,7 +39,6 @@ class BrandScopedAdmin(admin.ModelAdmin):
     """Limits staff users to the brands they are members of: rows, brand filters, and the
     choices of every brand (or brand-owned) foreign key in forms."""
 
-    brand_field = "brand"
     service_arg = "task"  # keyword under which apply_service passes each object
 
     def get_list_filter(self, request):
@@ -50,8 +49,8 @@ class BrandScopedAdmin(admin.ModelAdmin):
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         field = super().formfield_for_foreignkey(db_field, request, **kwargs)
-        if field is not None and not request.user.is_superuser:
-            field.queryset = member_brand_queryset(field.queryset, request.user)
+        if field is not None:
+            field.queryset = admin_scope(field.queryset, request.user)
         return field
 
     def apply_service(self, request, queryset, service, verb: str) -> None:
@@ -71,17 +70,21 @@ class BrandScopedAdmin(admin.ModelAdmin):
             self.message_user(request, "Refused: " + "; ".join(refused[:20]), messages.WARNING)
 
     def get_queryset(self, request):
-        # The admin's one scoping point: superusers read every brand, staff only their own.
-        qs = unscoped(super().get_queryset(request))
-        if request.user.is_superuser:
-            return qs
-        return qs.filter(**{f"{self.brand_field}__memberships__user": request.user})
+        return admin_scope(super().get_queryset(request), request.user)
 
 
 def _is_brand_path(model, entry) -> bool:
     if not isinstance(entry, str):
         return False
     return get_fields_from_path(model, entry)[-1].related_model is Brand
+
+
+def admin_scope(queryset, user):
+    """The admin's one scoping point: superusers read every brand, staff the brands they are
+    members of (and the rows of those brands)."""
+    if hasattr(queryset, "unscoped"):
+        queryset = queryset.unscoped()  # scoped right below, unless the user is a superuser
+    return queryset if user.is_superuser else member_brand_queryset(queryset, user)
 
 
 def member_brand_queryset(queryset, user):
@@ -94,16 +97,12 @@ def member_brand_queryset(queryset, user):
     return queryset
 
 
-def unscoped(queryset):
-    """A brand-owned queryset marked as scoped by its caller (Brand itself has no scope)."""
-    return queryset.unscoped() if hasattr(queryset, "unscoped") else queryset
-
-
 class BrandScopedInline(admin.TabularInline):
     """Rows of the object on the page, which its admin read through its scoped queryset."""
 
     def get_queryset(self, request):
-        return unscoped(super().get_queryset(request))
+        qs = super().get_queryset(request)
+        return qs.unscoped() if hasattr(qs, "unscoped") else qs
 
 
 class MembershipInline(BrandScopedInline):
@@ -114,16 +113,11 @@ class MembershipInline(BrandScopedInline):
 
 @admin.register(Brand)
 class BrandAdmin(BrandScopedAdmin):
-    brand_field = "id"
     list_display = ["id", "name", "slug", "is_active", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
-
-    def get_queryset(self, request):
-        qs = admin.ModelAdmin.get_queryset(self, request)
-        return qs if request.user.is_superuser else qs.filter(memberships__user=request.user)
 
 
 @admin.register(BrandMembership)

@@ -34,7 +34,7 @@ class BrandScopedViewSet(viewsets.GenericViewSet):
 
     permission_classes = [HasBrandRole]
     # Ids are integers: "/tasks/monitoring/" and the like never match a detail route.
-    lookup_value_regex = r"\d+"
+    lookup_value_regex = r"[0-9]+"  # ASCII digits only (not ², ①, U+FF11)
     action_roles: dict[str, str] = {}
     not_found_code = "NOT_FOUND"
     not_found_detail = "Not found or access denied."
