@@ -73,9 +73,10 @@ coverage: install check-services ## `make test` with coverage: terminal report a
 	  --cov --cov-report=term-missing:skip-covered --cov-report=html $(PYTEST_ARGS)
 	@echo "HTML report: htmlcov/index.html"
 
-lint: install ## ruff lint + format check, migrations up to date
+lint: install ## ruff lint + format check, import contracts, migrations up to date
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 	DEBUG=1 $(PY) manage.py makemigrations --check --dry-run
 
 fmt: install ## format and autofix

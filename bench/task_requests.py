@@ -55,9 +55,9 @@ def created_span(pg, after_id: int, n: int, timeout: float) -> tuple[float, floa
 def queue_side(n: int, fixtures: dict, pg) -> dict:
     from celery import current_app
 
-    from task_core import messaging
+    from task_core import intake
 
-    queue = messaging.requests_queue()
+    queue = intake.requests_queue()
     body = {"brand_id": fixtures["brand_id"], "requested_by": "bench-operator", "task_type": "noop"}
     after = max_task_id(pg)
     with current_app.connection_for_write() as conn:

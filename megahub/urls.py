@@ -8,8 +8,7 @@ from drf_spectacular.views import (
 )
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView, TokenVerifyView
 
-from megahub import health
-from task_monitoring import dashboard, prometheus
+from task_monitoring import dashboard, health, prometheus
 
 urlpatterns = [
     path("auth/token/", TokenObtainPairView.as_view(), name="token_obtain_pair"),

@@ -1,4 +1,5 @@
-"""RabbitMQ beyond Celery: task requests from a queue, lifecycle events to a topic exchange.
+"""RabbitMQ beyond Celery: lifecycle and brand events to a topic exchange, and brand webhooks
+(task requests from a queue are ``task_core.intake``).
 
 Events: the task timeline (TaskEvent) is the outbox. Every transition writes its TaskEvent in
 the same transaction as the change, and a brand event (POST /events/...) its outbox row of kind
@@ -9,44 +10,34 @@ rows wait and go out on a later run: nothing is lost.
 Webhooks: relayed events are fanned out to the brand's webhooks as deliveries, POSTed signed
 (megahub.webhooks) by a delivery loop that retries with backoff and disables a webhook after
 too many consecutive failures.
-
-Requests: JSON messages on the durable queue megahub.task_requests are validated exactly like
-POST /tasks/ (same serializer, same service) and acknowledged only after the task row is
-committed. Invalid ones go to megahub.task_requests.dead with the reason.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from kombu import Exchange, Queue
+from kombu import Exchange
 
 from megahub.backoff import backoff_delay_s
-from megahub.errors import DomainError, DomainValidationError
+from megahub.errors import DomainValidationError
 from megahub.webhooks import WebhookRefused, webhook_post, webhook_url_problem
-from task_core import services
 from task_core.models import (
     BRAND_EVENT_PREFIX,
     BRAND_EVENT_SEGMENT,
     BrandEvent,
-    Task,
     TaskEvent,
     Webhook,
     WebhookDelivery,
 )
 from task_core.signals import webhook_disabled
-from task_core.tenancy import Role, member_with_role
 
 logger = logging.getLogger("megahub.messaging")
 
@@ -62,35 +53,17 @@ RELAY_LOCK_KEY = 7_311_002  # pg advisory lock: one relay publishes at a time (k
 EVENT_NAMES = {TaskEvent.Kind.RETRY_SCHEDULED: "retrying"}
 
 
-def _name(base: str) -> str:
+def queue_name(base: str) -> str:
+    """A broker name with this deployment's CELERY_QUEUE_PREFIX."""
     return f"{settings.CELERY_QUEUE_PREFIX}{base}"
 
 
 def events_exchange() -> Exchange:
-    return Exchange(_name("megahub.events"), type="topic", durable=True)
-
-
-def requests_dead_queue() -> Queue:
-    return Queue(_name("megahub.task_requests.dead"), durable=True)
-
-
-def requests_queue() -> Queue:
-    """Quorum queue: RabbitMQ dead-letters a message redelivered more than the limit (a
-    message that keeps crashing consumers) into the dead queue."""
-    return Queue(
-        _name("megahub.task_requests"),
-        durable=True,
-        queue_arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": settings.TASK_REQUESTS_DELIVERY_LIMIT,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": _name("megahub.task_requests.dead"),
-        },
-    )
+    return Exchange(queue_name("megahub.events"), type="topic", durable=True)
 
 
 # --- lifecycle and brand events -----------------------------------------------------------
-def event_name(event: TaskEvent) -> str:
+def eventqueue_name(event: TaskEvent) -> str:
     """The public name: a lifecycle event's ("completed", "retrying"...), or
     "brand_event.<solution>.<model>.<action>" for a brand event."""
     if event.kind == TaskEvent.Kind.BRAND_EVENT:
@@ -105,7 +78,7 @@ def event_routing_key(event: TaskEvent) -> str:
     if event.kind == TaskEvent.Kind.BRAND_EVENT:
         be = event.brand_event
         return f"brand_event.{event.brand_id}.{be.solution}.{be.model}.{be.action}"
-    return f"{event.brand_id}.{event.task.task_type}.{event_name(event)}"
+    return f"{event.brand_id}.{event.task.task_type}.{eventqueue_name(event)}"
 
 
 def brand_event_payload(event: BrandEvent, *, outbox_id: int) -> dict:
@@ -130,7 +103,7 @@ def event_payload(event: TaskEvent) -> dict:
     return {
         "schema": EVENT_SCHEMA,
         "event_id": event.pk,
-        "event": event_name(event),
+        "event": eventqueue_name(event),
         "occurred_at": event.created_at.isoformat(),
         "brand_id": event.brand_id,
         "task": {
@@ -230,96 +203,6 @@ def publish_with_backoff(producer, body, **options) -> None:
                 logger.info("event relay: reconnect failed", extra={"error": repr(reconnect_error)})
 
 
-def events_backlog(*, brand=None) -> dict:
-    """Lifecycle events not yet published: the whole outbox, or one brand's share of it."""
-    pending = TaskEvent.objects.unscoped().filter(published_at__isnull=True)
-    if brand is not None:
-        pending = pending.filter(brand=brand)
-    oldest = pending.order_by("id").values_list("created_at", flat=True).first()
-    return {
-        "unpublished": pending.count(),
-        "oldest_age_s": round((timezone.now() - oldest).total_seconds(), 1) if oldest else None,
-    }
-
-
-# --- task requests -------------------------------------------------------------------------
-@dataclass
-class RequestRejected(Exception):
-    reason: str
-    error_code: str
-    field_errors: dict = field(default_factory=dict)
-
-
-def task_request_handle(raw: bytes) -> tuple[Task, bool]:
-    """Validate one request message and create its task. Raises RequestRejected (dead-letter
-    it) or a database error (transient: retry the same message later)."""
-    from task_core.api.serializers import TaskRequestSerializer
-
-    if len(raw) > settings.TASK_REQUEST_MAX_BYTES:
-        raise RequestRejected(
-            f"message is {len(raw)} bytes; the limit is {settings.TASK_REQUEST_MAX_BYTES}",
-            "REQUEST_TOO_LARGE",
-        )
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestRejected(f"not JSON: {exc}", "MALFORMED_REQUEST")
-    if not isinstance(body, dict):
-        raise RequestRejected("the message must be a JSON object", "MALFORMED_REQUEST")
-    serializer = TaskRequestSerializer(data=body)
-    if not serializer.is_valid():
-        errors = {k: [str(e) for e in v] for k, v in serializer.errors.items()}
-        raise RequestRejected("invalid request", "VALIDATION_ERROR", errors)
-    data = dict(serializer.validated_data)
-    brand_id, username = data.pop("brand_id"), data.pop("requested_by")
-    idempotency_key = data.pop("idempotency_key", None)
-    user = get_user_model().objects.filter(username=username, is_active=True).first()
-    membership = user and member_with_role(user=user, brand_id=brand_id, required=Role.OPERATOR)
-    if not membership:
-        raise RequestRejected(
-            f"{username!r} may not create tasks in brand {brand_id}", "BRAND_FORBIDDEN"
-        )
-    try:
-        return services.task_create(
-            brand=membership.brand,
-            user=user,
-            idempotency_key=idempotency_key,
-            actor=f"queue:{username}",
-            **data,
-        )
-    except DomainError as exc:
-        raise RequestRejected(exc.detail, exc.error_code, exc.field_errors or {})
-
-
-def dead_letter(raw: bytes, rejected: RequestRejected, headers: dict | None) -> None:
-    """Publish a rejected request to the dead queue with why (confirmed before the ack).
-
-    Uses a pooled connection, not the consumer's: waiting for a publisher confirm on the
-    connection whose callback is running would deadlock."""
-    queue = requests_dead_queue()
-    with current_app.producer_or_acquire() as producer:
-        _publish_dead(producer, queue, raw, rejected, headers)
-
-
-def _publish_dead(producer, queue, raw, rejected, headers) -> None:
-    producer.publish(
-        {
-            "reason": rejected.reason,
-            "error_code": rejected.error_code,
-            "field_errors": rejected.field_errors,
-            "original": raw[:65536].decode("utf-8", errors="replace"),
-            "original_headers": {k: str(v) for k, v in (headers or {}).items()},
-            "dead_lettered_at": timezone.now().isoformat(),
-        },
-        exchange="",
-        routing_key=queue.name,
-        declare=[queue],
-        serializer="json",
-        delivery_mode=2,
-        headers={"x-megahub-reason": rejected.error_code},
-    )
-
-
 # --- brand webhooks ------------------------------------------------------------------------
 def event_names() -> list[str]:
     """Lifecycle event names a webhook may subscribe to (brand events: BRAND_EVENT_TYPE_RE)."""
@@ -375,13 +258,13 @@ def _fan_out(events: list[TaskEvent]) -> None:
                 webhook=hook,
                 brand_id=event.brand_id,
                 event=event,
-                event_name=event_name(event),
+                event_name=eventqueue_name(event),
                 payload=event_payload(event),
                 next_attempt_at=now,
             )
             for event in events
             for hook in hooks
-            if hook.brand_id == event.brand_id and hook.wants(event_name(event))
+            if hook.brand_id == event.brand_id and hook.wants(eventqueue_name(event))
         ],
         ignore_conflicts=True,
     )

@@ -101,8 +101,6 @@ def queue_stats(*, brand: Brand, fleet: bool = False) -> dict:
         completed_1h=Count("id", filter=Q(status="completed")),
         failed_1h=Count("id", filter=Q(status="failed")),
     )
-    from task_core.messaging import events_backlog
-
     stats = {
         "generated_at": now,
         "queues": queues,
@@ -115,3 +113,15 @@ def queue_stats(*, brand: Brand, fleet: bool = False) -> dict:
             "events_outbox": events_backlog(),
         }
     return stats
+
+
+def events_backlog(*, brand=None) -> dict:
+    """Lifecycle events not yet published: the whole outbox, or one brand's share of it."""
+    pending = TaskEvent.objects.unscoped().filter(published_at__isnull=True)
+    if brand is not None:
+        pending = pending.filter(brand=brand)
+    oldest = pending.order_by("id").values_list("created_at", flat=True).first()
+    return {
+        "unpublished": pending.count(),
+        "oldest_age_s": round((timezone.now() - oldest).total_seconds(), 1) if oldest else None,
+    }

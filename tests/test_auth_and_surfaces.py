@@ -27,7 +27,7 @@ def test_readiness_reports_every_check(client, db):
 
 
 def test_readiness_is_503_when_the_database_is_down(client, db, monkeypatch):
-    from megahub import health
+    from task_monitoring import health
 
     def down():
         raise ConnectionError("db down")

@@ -33,6 +33,7 @@ class BrandScopedViewSet(viewsets.GenericViewSet):
     """
 
     permission_classes = [HasBrandRole]
+    brand_scoped = True  # read by megahub.schema (every operation names its brand)
     # Ids are integers: "/tasks/monitoring/" and the like never match a detail route.
     lookup_value_regex = r"[0-9]+"  # ASCII digits only (not ², ①, U+FF11)
     action_roles: dict[str, str] = {}

@@ -10,7 +10,7 @@ import pytest
 from celery import current_app
 from kombu import Consumer, Queue
 
-from task_core import messaging, services
+from task_core import intake, messaging, services
 from task_core.models import Task
 from tests.factories import MembershipFactory, UserFactory
 from tests.integration.conftest import wait_for
@@ -30,12 +30,12 @@ def requester(brand):
 def request_queues(purge_queues):
     with current_app.connection_for_write() as conn:
         channel = conn.default_channel
-        for queue in (messaging.requests_queue(), messaging.requests_dead_queue()):
+        for queue in (intake.requests_queue(), intake.requests_dead_queue()):
             queue(channel).declare()
             queue(channel).purge()
     yield
     with current_app.connection_for_write() as conn:
-        for queue in (messaging.requests_queue(), messaging.requests_dead_queue()):
+        for queue in (intake.requests_queue(), intake.requests_dead_queue()):
             queue(conn.default_channel).delete()
 
 
@@ -45,7 +45,7 @@ def publish_raw(bodies, content_type="application/json"):
             producer.publish(
                 body if isinstance(body, bytes) else json.dumps(body).encode(),
                 exchange="",
-                routing_key=messaging.requests_queue().name,
+                routing_key=intake.requests_queue().name,
                 content_type=content_type,
                 content_encoding="utf-8",
                 delivery_mode=2,
@@ -108,7 +108,7 @@ def test_invalid_requests_are_dead_lettered_with_reasons(
         request(brand, 6),  # the one valid request
     ])  # fmt: skip
     start_process("consume_task_requests")
-    dead = drain(messaging.requests_dead_queue(), 8)
+    dead = drain(intake.requests_dead_queue(), 8)
     codes = [body["error_code"] for body in dead]
     assert codes == [
         "MALFORMED_REQUEST", "MALFORMED_REQUEST", "REQUEST_TOO_LARGE", "VALIDATION_ERROR",

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 from kombu import Consumer
 
-from task_core import messaging
+from task_core import intake
 
 logger = logging.getLogger("megahub.messaging")
 
@@ -28,7 +28,7 @@ class Command(BaseCommand):
         self.handled = 0
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        queue = messaging.requests_queue()
+        queue = intake.requests_queue()
         self.stdout.write(f"consuming {queue.name}")
         self.stdout.flush()
         while not self.stopping:
@@ -66,9 +66,9 @@ class Command(BaseCommand):
         while True:
             close_old_connections()
             try:
-                task, created = messaging.task_request_handle(raw)
-            except messaging.RequestRejected as rejected:
-                messaging.dead_letter(raw, rejected, message.headers)
+                task, created = intake.task_request_handle(raw)
+            except intake.RequestRejected as rejected:
+                intake.dead_letter(raw, rejected, message.headers)
                 logger.warning(
                     "task request dead-lettered",
                     extra={"error_code": rejected.error_code, "reason": rejected.reason},

@@ -3,11 +3,15 @@
 from datetime import timedelta
 
 from celery import current_app
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
+
+from task_core.selectors import events_backlog
+from task_monitoring.selectors import platform_loops
 
 BEAT_STALE_AFTER = timedelta(seconds=60)
 
@@ -66,10 +70,6 @@ def _check_workers() -> dict:
 
 
 def _check_events_outbox() -> dict:
-    from django.conf import settings
-
-    from task_core.messaging import events_backlog
-
     backlog = events_backlog()
     if backlog["unpublished"] > settings.EVENTS_BACKLOG_WARN:
         return {"status": "warn", "detail": "events are piling up in the outbox", **backlog}
@@ -79,8 +79,6 @@ def _check_events_outbox() -> dict:
 def _check_loops() -> dict:
     """Each platform loop with its last successful tick; a loop silent for 3 of its intervals
     is ``late`` and turns this check into a warning."""
-    from task_monitoring.selectors import platform_loops
-
     loops = platform_loops()
     late = [loop["task"] for loop in loops if loop["status"] == "late"]
     if late:
