@@ -91,3 +91,18 @@ class CheckpointSerializer(serializers.ModelSerializer):
             "created_at",
         ]  # fmt: skip
         read_only_fields = fields
+
+
+class JobSectionSerializer(serializers.Serializer):
+    """The ``persistent_job`` block of a task detail (null for a task of a non-resumable type,
+    or before its job exists)."""
+
+    id = serializers.IntegerField(help_text="The job's id under /tasks/persistent-jobs/.")
+    total_items = serializers.IntegerField(allow_null=True)
+    processed_items = serializers.IntegerField()
+    resume_count = serializers.IntegerField()
+    last_sequence = serializers.IntegerField()
+    last_checkpoint_at = serializers.DateTimeField(allow_null=True)
+
+    class Meta:
+        ref_name = "PersistentJobSection"

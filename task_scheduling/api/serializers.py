@@ -36,7 +36,11 @@ class BrandCalendarField(serializers.PrimaryKeyRelatedField):
 
 # --- periodic schedules -------------------------------------------------------------------
 class ScheduleInputSerializer(StrictInputSerializer):
-    name = serializers.CharField(max_length=200)
+    name = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text='Unique in the brand. Default: "<task_type> <cron_expression>".',
+    )
     description = serializers.CharField(max_length=5000, allow_blank=True, required=False)
     task_type = serializers.CharField(max_length=100)
     context_data = serializers.JSONField(required=False)
