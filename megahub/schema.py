@@ -78,7 +78,13 @@ class MegahubAutoSchema(AutoSchema):
 
     def _get_parameters(self):
         parameters = super()._get_parameters()
+        ordering_fields = getattr(self.view, "ordering_fields", None)
         for parameter in parameters:
+            if parameter["in"] == "query" and parameter["name"] == "ordering" and ordering_fields:
+                # What the view offers (StrictOrderingFilter refuses anything else).
+                names = [name for field in ordering_fields for name in (field, f"-{field}")]
+                parameter["schema"] = {"type": "string", "enum": names}
+                parameter["description"] = "Order of the rows: a field, `-` for descending."
             if parameter["in"] == "query" and parameter["name"] == "page_size":
                 parameter["schema"] = {"type": "integer", "minimum": 1}
                 parameter["description"] = (

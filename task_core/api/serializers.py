@@ -5,6 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from task_core.api import schema  # noqa: F401  (DetailSectionField's schema extension)
@@ -63,6 +64,17 @@ class StrictInputSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+@extend_schema_field({"type": "object", "additionalProperties": {}})
+class JSONObjectField(serializers.JSONField):
+    """A JSON object (not an array, a scalar or null), and declared so in the schema."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return value
+
+
 class BrandRefSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
@@ -77,7 +89,7 @@ class TaskCreateSerializer(StrictInputSerializer):
     task_type = serializers.CharField(max_length=100)
     priority = serializers.ChoiceField(choices=Task.Priority.choices, default=Task.Priority.NORMAL)
     description = serializers.CharField(max_length=5000, allow_blank=True, default="")
-    context_data = serializers.JSONField(default=dict)
+    context_data = JSONObjectField(default=dict)
     scheduled_for = serializers.DateTimeField(required=False, allow_null=True)
 
     def validate_context_data(self, value):
@@ -199,6 +211,12 @@ class QueueStatsSerializer(serializers.Serializer):
 
 class WebhookSerializer(StrictInputSerializer, serializers.ModelSerializer):
     """Read and write shape of a brand webhook; the secret is shown only when created."""
+
+    event_types = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        help_text='Event names, or ["*"].',
+    )
 
     class Meta:
         model = Webhook

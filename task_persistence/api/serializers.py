@@ -4,7 +4,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from task_core.api.serializers import StrictInputSerializer
+from task_core.api.serializers import JSONObjectField, StrictInputSerializer
 from task_core.models import Task
 from task_persistence import selectors
 from task_persistence.models import Checkpoint, PersistentJob
@@ -14,7 +14,7 @@ class JobCreateSerializer(StrictInputSerializer):
     task_type = serializers.CharField(max_length=100)
     priority = serializers.ChoiceField(choices=Task.Priority.choices, default=Task.Priority.NORMAL)
     description = serializers.CharField(max_length=5000, allow_blank=True, default="")
-    context_data = serializers.JSONField(default=dict)
+    context_data = JSONObjectField(default=dict)
     checkpoint_every_items = serializers.IntegerField(
         min_value=1, max_value=1_000_000, required=False
     )
@@ -22,7 +22,7 @@ class JobCreateSerializer(StrictInputSerializer):
         min_value=0.1, max_value=86_400, required=False
     )
     auto_resume_max = serializers.IntegerField(min_value=0, max_value=100, required=False)
-    state = serializers.JSONField(
+    state = JSONObjectField(
         default=dict, help_text="Initial handler state (JSON object) before any checkpoint."
     )
 

@@ -41,7 +41,12 @@ def test_generated_client_creates_fetches_and_lists_a_task(
     generated_client, live_server, member, brand, other_brand
 ):
     from megahub_client.api.tasks import tasks_create, tasks_list, tasks_retrieve
-    from megahub_client.models import TaskCreateRequest, TaskDetail, TaskPriorityEnum
+    from megahub_client.models import (
+        TaskCreateRequest,
+        TaskCreateRequestContextData,
+        TaskDetail,
+        TaskPriorityEnum,
+    )
 
     # The brand is a required argument of every brand-scoped call: nobody has to guess it.
     assert inspect.signature(tasks_list.sync).parameters["x_brand_id"].default is inspect._empty
@@ -52,7 +57,9 @@ def test_generated_client_creates_fetches_and_lists_a_task(
         task_type="seo_keyword_analysis",
         priority=TaskPriorityEnum.HIGH,
         description="from a generated client",
-        context_data={"keyword_ids": [1, 2, 3], "analysis_depth": "full"},
+        context_data=TaskCreateRequestContextData.from_dict(
+            {"keyword_ids": [1, 2, 3], "analysis_depth": "full"}
+        ),
     )
     created = tasks_create.sync_detailed(client=client, body=body, x_brand_id=brand.pk)
     assert created.status_code == 201, created.content
@@ -63,7 +70,7 @@ def test_generated_client_creates_fetches_and_lists_a_task(
 
     fetched = tasks_retrieve.sync(client=client, id=task.id, x_brand_id=brand.pk)
     assert isinstance(fetched, TaskDetail) and fetched.task_id == task.task_id
-    assert fetched.context_data == body.context_data
+    assert fetched.context_data == body.context_data.to_dict()
 
     page = tasks_list.sync(client=client, x_brand_id=brand.pk, search=task.task_id)
     assert [row.id for row in page.results] == [task.id]
