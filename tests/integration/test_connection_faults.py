@@ -101,8 +101,8 @@ def test_worker_reconnects_after_its_broker_connection_is_cut(
              message="the worker to reconnect")  # fmt: skip
     reconnect_s = proxy.connected[connections_before] - restored_at
     print(f"worker reconnected {reconnect_s:.2f}s after the broker was reachable again")
-    # docs/execution.md (Connection faults): at once after a reset; within one retry interval (2 s, then 4 s,
-    # 6 s... up to 30 s) after an outage.
+    # docs/execution.md (Connection faults): at once after a reset; within one retry interval
+    # (2 s, then 4 s, 6 s... up to 30 s) after an outage.
     assert reconnect_s < (1 if outage_s == 0 else 5)
     after = create_effect_tasks(brand, 2, seconds=0.2)  # published after the cut
     tasks = before + after
