@@ -214,6 +214,7 @@ class WebhookSerializer(StrictInputSerializer, serializers.ModelSerializer):
 
     event_types = serializers.ListField(
         child=serializers.CharField(max_length=100),
+        allow_empty=False,
         required=False,
         help_text='Event names, or ["*"].',
     )
