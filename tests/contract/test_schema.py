@@ -8,7 +8,7 @@ from django.urls import resolve as resolve_url
 from megahub.tenancy import BrandScopedViewSet
 from tests.security.operations import COMPONENTS, OPERATIONS, SCHEMA, resolve
 
-APP_TAGS = {"tasks", "monitoring", "persistent jobs", "scheduling", "webhooks", "auth"}
+APP_TAGS = {"tasks", "monitoring", "persistent jobs", "scheduling", "webhooks", "events", "auth"}
 
 
 def brand_scoped_paths() -> set[str]:
@@ -56,6 +56,7 @@ def test_operations_are_tagged_by_app():
     assert tags["GET /tasks/scheduled/cron-jobs/"] == ["scheduling"]
     assert tags["GET /tasks/webhooks/"] == ["webhooks"]
     assert tags["POST /auth/token/"] == ["auth"]
+    assert tags["GET /events/"] == ["events"]
 
 
 def test_task_detail_declares_metrics_and_persistent_job():
