@@ -1,8 +1,10 @@
 """Domain errors and the one place that turns any error into megahub's JSON error format.
 
 Every error response has the shape ``{"detail": str, "error_code": "UPPER_SNAKE",
-"field_errors": {...}}`` (``field_errors`` on validation errors). No stack trace or SQL ever
-reaches a client: unexpected exceptions are logged and answered with ``INTERNAL_ERROR``.
+"field_errors": {...}}``: all three keys always, ``field_errors`` empty when no field is at
+fault (401, 403, 404, 405, 409, 429, 5xx), so a client reads one shape whatever the status.
+No stack trace or SQL ever reaches a client: unexpected exceptions are logged and answered
+with ``INTERNAL_ERROR``.
 """
 
 import logging
@@ -69,7 +71,10 @@ class AccessError(exceptions.APIException):
 class BrandRequired(AccessError):
     status_code = status.HTTP_400_BAD_REQUEST
     error_code = "BRAND_REQUIRED"
-    default_detail = "Name the brand with the X-Brand-ID header (a positive integer)."
+    default_detail = (
+        "Name the brand with the X-Brand-ID header, or with ?brand=<id> in the URL where a "
+        "header cannot be set (a browser): a positive integer."
+    )
 
 
 class BrandForbidden(AccessError):
@@ -106,10 +111,7 @@ _DRF_CODES: dict[type, str] = {
 
 
 def error_body(detail: str, error_code: str, field_errors: dict | None = None) -> dict:
-    body = {"detail": detail, "error_code": error_code}
-    if field_errors is not None:
-        body["field_errors"] = field_errors
-    return body
+    return {"detail": detail, "error_code": error_code, "field_errors": field_errors or {}}
 
 
 def _flatten(detail) -> str:

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularJSONAPIView,
@@ -8,18 +8,24 @@ from drf_spectacular.views import (
 )
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView, TokenVerifyView
 
+from megahub.schema import self_contained
 from task_monitoring import dashboard, health, prometheus
 
 urlpatterns = [
     path("auth/token/", TokenObtainPairView.as_view(), name="token_obtain_pair"),
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
     path("auth/token/verify/", TokenVerifyView.as_view(), name="token_verify"),
-    path("health/", health.liveness, name="health"),
-    path("health/ready/", health.readiness, name="health-ready"),
+    # Probes answer with and without the trailing slash: a probe need not follow a redirect.
+    re_path(r"^health/?$", health.liveness, name="health"),
+    re_path(r"^health/ready/?$", health.readiness, name="health-ready"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema-alias"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path(
+        "docs/",
+        self_contained(SpectacularSwaggerView.as_view(url_name="schema")),
+        name="swagger-ui",
+    ),
+    path("redoc/", self_contained(SpectacularRedocView.as_view(url_name="schema")), name="redoc"),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
     # Before "tasks/": the app's routes live under the task hub's prefix.

@@ -61,6 +61,45 @@ def seo_keyword_analysis(ctx):
 
 
 @task_type(
+    "daily_seo_report",
+    description="Deterministic fake daily SEO report (the seed's periodic-task example): "
+    "positions of `keyword_ids` (default 1-20) for `report_date` (default: the run's date).",
+    soft_time_limit_s=300,
+    time_limit_s=330,
+    retry=RetryPolicy(max_retries=2, backoff_base_s=5.0),
+    cost_per_cpu_second_usd=0.0004,
+    context_schema={
+        "type": "object",
+        "properties": {
+            "keyword_ids": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1},
+                "minItems": 1,
+                "maxItems": 10000,
+            },
+            "report_date": {"type": "string", "format": "date"},
+        },
+    },
+)
+def daily_seo_report(ctx):
+    """Positions from a hash of (keyword, date): the same report for the same day, anywhere."""
+    keyword_ids = ctx.data.get("keyword_ids") or list(range(1, 21))
+    report_date = ctx.data.get("report_date") or ctx.task.created_at.date().isoformat()
+    positions = {}
+    for index, keyword_id in enumerate(keyword_ids, start=1):
+        digest = hashlib.sha256(f"{keyword_id}:{report_date}".encode()).digest()
+        positions[str(keyword_id)] = 1 + digest[0] % 100
+        ctx.progress(index, len(keyword_ids))
+    ctx.add_cost(0.00005 * len(keyword_ids), "rank tracker lookups")
+    return {
+        "report_date": report_date,
+        "keywords_tracked": len(keyword_ids),
+        "top_10": sum(position <= 10 for position in positions.values()),
+        "average_position": round(sum(positions.values()) / len(positions), 2),
+    }
+
+
+@task_type(
     "flaky_api_call",
     demo=True,
     description="Fails its first `fail_attempts` attempts (default: always) to try retries.",

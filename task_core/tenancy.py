@@ -189,14 +189,21 @@ def member_with_role(*, user, brand_id: int, required: str) -> BrandMembership |
 
 
 def resolve_brand(request):
-    """Return (brand, membership) for the request's user, or raise BRAND_REQUIRED/FORBIDDEN."""
+    """Return (brand, membership) for the request's user, or raise BRAND_REQUIRED/FORBIDDEN.
+
+    The brand is the X-Brand-ID header, or ``?brand=`` where a header cannot be set. A
+    ``?brand=`` given beside the header must be well-formed and name the same brand: an
+    ambiguous request is refused rather than guessed.
+    """
     cached = getattr(request, "_megahub_brand", None)
     if cached is not None:
         return cached
-    raw = request.headers.get("X-Brand-ID")
-    if raw is None:
-        raw = request.query_params.get("brand") if hasattr(request, "query_params") else None
-    membership = brand_membership(user=request.user, brand_id=parse_brand_id(raw))
+    header = request.headers.get("X-Brand-ID")
+    query = request.query_params.get("brand") if hasattr(request, "query_params") else None
+    brand_id = parse_brand_id(header if header is not None else query)
+    if header is not None and query is not None and parse_brand_id(query) != brand_id:
+        raise BrandRequired("X-Brand-ID and ?brand= name different brands; send one of them.")
+    membership = brand_membership(user=request.user, brand_id=brand_id)
     if membership is None:
         raise BrandForbidden()
     request._megahub_brand = (membership.brand, membership)

@@ -52,10 +52,13 @@ class TaskMonitoringConfig(AppConfig):
         from task_core.signals import attempt_finished, attempt_recorded, attempt_started
         from task_monitoring import loops, selectors, task_types, workers  # noqa: F401
         from task_monitoring.api.filters import task_filters
+        from task_monitoring.api.serializers import TaskMetricsSectionSerializer
 
         attempt_started.connect(_on_attempt_started, dispatch_uid="monitoring.attempt_started")
         attempt_recorded.connect(_on_attempt_recorded, dispatch_uid="monitoring.attempt_recorded")
         attempt_finished.connect(_on_attempt_finished, dispatch_uid="monitoring.attempt_finished")
-        register_detail_section("metrics", selectors.metric_detail_section)
+        register_detail_section(
+            "metrics", selectors.metric_detail_section, serializer=TaskMetricsSectionSerializer
+        )
         for name, task_filter in task_filters().items():
             register_task_filter(name, task_filter)

@@ -15,6 +15,7 @@ class TaskPersistenceConfig(AppConfig):
         from task_core.context import checkpoint_hooks
         from task_core.signals import attempt_finished
         from task_persistence import selectors, services, task_types  # noqa: F401
+        from task_persistence.api.serializers import JobSectionSerializer
 
         checkpoint_hooks.update(
             save=services.checkpoint_save,
@@ -27,7 +28,9 @@ class TaskPersistenceConfig(AppConfig):
                 method=_filter_is_resumable, label="Task type is resumable (has a job)"
             ),
         )
-        register_detail_section("persistent_job", selectors.job_summary)
+        register_detail_section(
+            "persistent_job", selectors.job_summary, serializer=JobSectionSerializer
+        )
         worker_shutting_down.connect(_hand_back_on_shutdown, weak=False)
         attempt_finished.connect(_prune_after_success, weak=False)
 

@@ -115,6 +115,8 @@ def _reschedule(schedule: PeriodicSchedule, now: datetime) -> None:
 def schedule_create(*, brand: Brand, user=None, now: datetime | None = None, **fields):
     """Create a schedule; its first run is the first fire after now (and after start_at)."""
     fields = schedule_clean(brand=brand, data=fields)
+    if not fields.get("name"):  # the seed's example names none: the type and the expression
+        fields["name"] = f"{fields['task_type']} {fields['cron_expression']}"
     schedule = PeriodicSchedule(brand=brand, created_by=user, **fields)
     _reschedule(schedule, now or timezone.now())
     try:

@@ -2,6 +2,7 @@
 can reach a server-owned field."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -9,15 +10,57 @@ from rest_framework import serializers
 
 from megahub.serializers import StrictInputSerializer
 from megahub.webhooks import RESPONSE_EXCERPT_BYTES
+from task_core.api import schema  # noqa: F401  (DetailSectionField's schema extension)
 from task_core.models import BrandEvent, Task, TaskEvent, Webhook, WebhookDelivery
 
-# Extra blocks of the task detail that other apps provide (e.g. "metrics" from
-# task_monitoring). Each callable gets the task and returns JSON-able data or None.
-detail_sections: dict[str, Callable[[Task], Any]] = {}
+
+@dataclass(frozen=True)
+class DetailSection:
+    """An extra block of the task detail that another app provides (e.g. "metrics" from
+    task_monitoring): ``provider(task)`` returns JSON-able data or None, and ``serializer``
+    (a Serializer class) declares its shape in the schema."""
+
+    name: str
+    provider: Callable[[Task], Any]
+    serializer: type[serializers.Serializer] | None = None
 
 
-def register_detail_section(name: str, provider: Callable[[Task], Any]) -> None:
-    detail_sections[name] = provider
+detail_sections: dict[str, DetailSection] = {}
+
+
+def register_detail_section(
+    name: str,
+    provider: Callable[[Task], Any],
+    *,
+    serializer: type[serializers.Serializer] | None = None,
+) -> None:
+    detail_sections[name] = DetailSection(name, provider, serializer)
+
+
+class DetailSectionField(serializers.Field):
+    """One registered section of the task detail (read-only, null when it does not apply).
+    Its schema is the section's serializer (task_core/api/schema.py)."""
+
+    def __init__(self, section: DetailSection, **kwargs):
+        self.section = section
+        super().__init__(source="*", read_only=True, allow_null=True, **kwargs)
+
+    def to_representation(self, task):
+        # A task created by this request has not run: it has no metrics yet (saves a query).
+        if self.section.name == "metrics" and self.context.get("never_run"):
+            return None
+        return self.section.provider(task)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {}})
+class JSONObjectField(serializers.JSONField):
+    """A JSON object (not an array, a scalar or null), and declared so in the schema."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return value
 
 
 class BrandRefSerializer(serializers.Serializer):
@@ -34,7 +77,7 @@ class TaskCreateSerializer(StrictInputSerializer):
     task_type = serializers.CharField(max_length=100)
     priority = serializers.ChoiceField(choices=Task.Priority.choices, default=Task.Priority.NORMAL)
     description = serializers.CharField(max_length=5000, allow_blank=True, default="")
-    context_data = serializers.JSONField(default=dict)
+    context_data = JSONObjectField(default=dict)
     scheduled_for = serializers.DateTimeField(required=False, allow_null=True)
 
     def validate_context_data(self, value):
@@ -100,29 +143,21 @@ def task_list_data(rows, *, brand) -> list[dict]:
 
 
 class TaskDetailSerializer(TaskListSerializer):
-    metrics = serializers.SerializerMethodField()
+    """The task detail; the blocks other apps register (``metrics``, ``persistent_job``) are
+    added as fields, each declared in the schema by its own serializer."""
 
     class Meta(TaskListSerializer.Meta):
         fields = [
             *TaskListSerializer.Meta.fields,
-            "context_data", "result_data", "metrics", "worker", "queued_at", "heartbeat_at",
-            "updated_at",
+            "context_data", "result_data", "worker", "queued_at", "heartbeat_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
 
-    @extend_schema_field({"type": "object", "additionalProperties": {}, "nullable": True})
-    def get_metrics(self, task):
-        if self.context.get("never_run"):  # a task created by this request: no attempt yet
-            return None
-        provider = detail_sections.get("metrics")
-        return provider(task) if provider else None
-
-    def to_representation(self, task):
-        data = super().to_representation(task)
-        for name, provider in detail_sections.items():
-            if name != "metrics":
-                data[name] = provider(task)
-        return data
+    def get_fields(self):
+        fields = super().get_fields()
+        for name, section in detail_sections.items():
+            fields[name] = DetailSectionField(section)
+        return fields
 
 
 class TaskEventSerializer(serializers.ModelSerializer):
@@ -171,6 +206,13 @@ class QueueStatsSerializer(serializers.Serializer):
 
 class WebhookSerializer(StrictInputSerializer, serializers.ModelSerializer):
     """Read and write shape of a brand webhook; the secret is shown only when created."""
+
+    event_types = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        allow_empty=False,
+        required=False,
+        help_text='Event names, or ["*"].',
+    )
 
     class Meta:
         model = Webhook

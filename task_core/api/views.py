@@ -1,6 +1,10 @@
 """The /tasks/ API: thin views over task_core's services and selectors."""
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -26,6 +30,44 @@ from task_core.models import Task, Webhook
 from task_core.registry import all_task_types
 from task_core.tenancy import Role
 
+# The seed's own examples (shared by the docs pages and generated clients).
+TASK_CREATE_EXAMPLE = OpenApiExample(
+    "SEO keyword analysis",
+    request_only=True,
+    value={
+        "task_type": "seo_keyword_analysis",
+        "priority": "normal",
+        "description": "Analyser 500 mots-clés",
+        "context_data": {"keyword_ids": [1, 2, 3, 4, 5], "analysis_depth": "full"},
+    },
+)
+TASK_DETAIL_EXAMPLE = OpenApiExample(
+    "Completed task",
+    response_only=True,
+    status_codes=["200", "201"],
+    value={
+        "id": 123, "task_id": "task_abc123def", "task_type": "seo_keyword_analysis",
+        "status": "completed", "priority": "normal", "progress_percentage": 100,
+        "description": "Analyser 500 mots-clés", "brand": {"id": 9, "name": "Humari"},
+        "created_by": {"id": 1, "username": "martin"},
+        "created_at": "2024-12-20T14:30:00Z", "started_at": "2024-12-20T14:30:02Z",
+        "completed_at": "2024-12-20T15:45:00Z", "attempts": 1, "max_retries": 3,
+        "error_message": None, "queue": "default", "scheduled_for": None,
+        "cancel_requested": False,
+        "context_data": {"keyword_ids": [1, 2, 3, 4, 5], "analysis_depth": "full"},
+        "result_data": {"keywords_processed": 500, "insights_generated": 45},
+        "worker": "celery@worker-1", "queued_at": "2024-12-20T14:30:00Z",
+        "heartbeat_at": "2024-12-20T15:44:58Z", "updated_at": "2024-12-20T15:45:00Z",
+        "metrics": {
+            "execution_time_ms": 4500, "cpu_time_ms": 4100, "memory_usage_mb": 128,
+            "memory_growth_mb": 3.5, "cost_usd": 0.034, "queue_wait_ms": 12,
+            "worker": "celery@worker-1", "attempt": 1, "status": "completed",
+            "recorded_at": "2024-12-20T15:45:00Z",
+        },
+        "persistent_job": None,
+    },
+)  # fmt: skip
+
 
 class TimelinePagination(KeysetPagination):
     ordering = "id"  # oldest first: a timeline reads top to bottom
@@ -33,7 +75,7 @@ class TimelinePagination(KeysetPagination):
 
 @extend_schema_view(
     list=extend_schema(summary="List the brand's tasks (keyset-paginated)"),
-    retrieve=extend_schema(summary="Task detail"),
+    retrieve=extend_schema(summary="Task detail", examples=[TASK_DETAIL_EXAMPLE]),
 )
 class TaskViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, BrandScopedViewSet
@@ -82,6 +124,7 @@ class TaskViewSet(
         request=TaskCreateSerializer,
         responses={201: TaskDetailSerializer, 200: TaskDetailSerializer},
         parameters=[IDEMPOTENCY_HEADER],
+        examples=[TASK_CREATE_EXAMPLE, TASK_DETAIL_EXAMPLE],
         summary="Create a task (201), or return the idempotent twin (200)",
     )
     def create(self, request, *args, **kwargs):

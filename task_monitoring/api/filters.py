@@ -79,7 +79,10 @@ class MetricFilterSet(StrictFilterSet):
 
 
 class AlertFilterSet(StrictFilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=Alert.Status.choices)
+    status = django_filters.MultipleChoiceFilter(
+        choices=Alert.Status.choices,
+        help_text="Repeatable. Without it the list shows the active (firing) alerts only.",
+    )
     severity = django_filters.MultipleChoiceFilter(choices=AlertRule.Severity.choices)
     rule = django_filters.NumberFilter(field_name="rule_id")
 

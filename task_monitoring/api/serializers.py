@@ -239,3 +239,24 @@ class AlertNotificationSerializer(serializers.ModelSerializer):
         for attempt in data["attempt_log"]:
             attempt["error"] = _redact(attempt["error"], parts)
         return data
+
+
+class TaskMetricsSectionSerializer(serializers.Serializer):
+    """The ``metrics`` block of a task detail: the latest attempt's measurements (the seed's
+    execution_time_ms, memory_usage_mb, cost_usd, and more)."""
+
+    execution_time_ms = serializers.IntegerField(min_value=0, help_text="Wall time of the attempt.")
+    cpu_time_ms = serializers.IntegerField(min_value=0)
+    memory_usage_mb = serializers.FloatField(
+        allow_null=True, help_text="The attempt's own peak memory (docs/monitoring.md)."
+    )
+    memory_growth_mb = serializers.FloatField(allow_null=True)
+    cost_usd = serializers.FloatField(min_value=0)
+    queue_wait_ms = serializers.IntegerField(min_value=0, allow_null=True)
+    worker = serializers.CharField(help_text="Hostname of the worker that ran the attempt.")
+    attempt = serializers.IntegerField(min_value=1)
+    status = serializers.CharField(help_text="The attempt's outcome.")
+    recorded_at = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "TaskMetrics"

@@ -179,7 +179,9 @@ class AlertRuleViewSet(
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Alerts: firing, acknowledged, resolved"),
+    list=extend_schema(
+        summary="Active (firing) alerts; ?status= selects acknowledged or resolved ones"
+    ),
     retrieve=extend_schema(summary="One alert"),
 )
 class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScopedViewSet):
@@ -200,7 +202,11 @@ class AlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BrandScoped
     }
 
     def scope_queryset(self, queryset):
-        return queryset.select_related("rule", "acknowledged_by", "resolved_by")
+        queryset = queryset.select_related("rule", "acknowledged_by", "resolved_by")
+        # The seed's "alertes actives": a list that names no status shows the firing ones.
+        if self.action == "list" and "status" not in self.request.query_params:
+            queryset = queryset.filter(status=Alert.Status.FIRING)
+        return queryset
 
     @extend_schema(request=None, responses=AlertSerializer, summary="Acknowledge a firing alert")
     @action(detail=True, methods=["post"])

@@ -5,6 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from megahub.serializers import StrictInputSerializer
+from task_core.api.serializers import JSONObjectField
 from task_core.models import Task
 from task_persistence import selectors
 from task_persistence.models import Checkpoint, PersistentJob
@@ -14,7 +15,7 @@ class JobCreateSerializer(StrictInputSerializer):
     task_type = serializers.CharField(max_length=100)
     priority = serializers.ChoiceField(choices=Task.Priority.choices, default=Task.Priority.NORMAL)
     description = serializers.CharField(max_length=5000, allow_blank=True, default="")
-    context_data = serializers.JSONField(default=dict)
+    context_data = JSONObjectField(default=dict)
     checkpoint_every_items = serializers.IntegerField(
         min_value=1, max_value=1_000_000, required=False
     )
@@ -22,7 +23,7 @@ class JobCreateSerializer(StrictInputSerializer):
         min_value=0.1, max_value=86_400, required=False
     )
     auto_resume_max = serializers.IntegerField(min_value=0, max_value=100, required=False)
-    state = serializers.JSONField(
+    state = JSONObjectField(
         default=dict, help_text="Initial handler state (JSON object) before any checkpoint."
     )
 
@@ -91,3 +92,18 @@ class CheckpointSerializer(serializers.ModelSerializer):
             "created_at",
         ]  # fmt: skip
         read_only_fields = fields
+
+
+class JobSectionSerializer(serializers.Serializer):
+    """The ``persistent_job`` block of a task detail (null for a task of a non-resumable type,
+    or before its job exists)."""
+
+    id = serializers.IntegerField(help_text="The job's id under /tasks/persistent-jobs/.")
+    total_items = serializers.IntegerField(allow_null=True)
+    processed_items = serializers.IntegerField()
+    resume_count = serializers.IntegerField()
+    last_sequence = serializers.IntegerField()
+    last_checkpoint_at = serializers.DateTimeField(allow_null=True)
+
+    class Meta:
+        ref_name = "PersistentJobSection"

@@ -2,9 +2,10 @@ from rest_framework.routers import DefaultRouter
 
 from task_persistence.api.views import CheckpointViewSet, PersistentJobViewSet
 
+# The seed's paths: /tasks/persistent-jobs/persistent-jobs/ and /tasks/persistent-jobs/checkpoints/;
+# /tasks/persistent-jobs/ itself is the app's API root listing both.
 router = DefaultRouter(trailing_slash=True)
-router.include_root_view = False
+router.register("persistent-jobs", PersistentJobViewSet, basename="persistent-job")
 router.register("checkpoints", CheckpointViewSet, basename="checkpoint")
-router.register("", PersistentJobViewSet, basename="persistent-job")
 
 urlpatterns = router.urls

@@ -1,6 +1,6 @@
 """The /tasks/persistent-jobs/ API: thin views over task_persistence's services and selectors."""
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -63,6 +63,18 @@ class PersistentJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Bra
         request=JobCreateSerializer,
         responses={201: JobDetailSerializer, 200: JobDetailSerializer},
         parameters=[IDEMPOTENCY_HEADER],
+        examples=[
+            OpenApiExample(
+                "Keyword audit, checkpoint every 100 keywords",
+                request_only=True,
+                value={
+                    "task_type": "seo_keyword_audit",
+                    "context_data": {"keyword_ids": [1, 2, 3]},
+                    "checkpoint_every_items": 100,
+                    "auto_resume_max": 3,
+                },
+            )
+        ],
         summary="Create a resumable task and its job",
     )
     def create(self, request, *args, **kwargs):

@@ -9,7 +9,8 @@ from task_persistence.models import Checkpoint, PersistentJob
 from task_persistence.tests.helpers import make_job, reload, run
 
 pytestmark = pytest.mark.django_db
-BASE = "/tasks/persistent-jobs/"
+BASE = "/tasks/persistent-jobs/persistent-jobs/"
+CHECKPOINTS = "/tasks/persistent-jobs/checkpoints/"
 PAYLOAD = {
     "task_type": "seo_keyword_audit",
     "description": "Audit 3 keywords",
@@ -77,11 +78,11 @@ def test_lists_and_details_never_show_another_brands_jobs(api, member, brand, ot
     assert_error(client.get(f"{BASE}{theirs.pk}/"), 404, "JOB_NOT_FOUND")
     for verb in ("resume", "pause", "cancel"):
         assert_error(client.post(f"{BASE}{theirs.pk}/{verb}/"), 404, "JOB_NOT_FOUND")
-    checkpoints = client.get(f"{BASE}checkpoints/").json()["results"]
+    checkpoints = client.get(f"{CHECKPOINTS}").json()["results"]
     assert checkpoints and {c["job"] for c in checkpoints} == {mine.pk}
-    assert client.get(f"{BASE}checkpoints/", {"job": theirs.pk}).json()["results"] == []
+    assert client.get(f"{CHECKPOINTS}", {"job": theirs.pk}).json()["results"] == []
     foreign_cp = Checkpoint.objects.unscoped().filter(job=theirs).first()
-    assert_error(client.get(f"{BASE}checkpoints/{foreign_cp.pk}/"), 404, "CHECKPOINT_NOT_FOUND")
+    assert_error(client.get(f"{CHECKPOINTS}{foreign_cp.pk}/"), 404, "CHECKPOINT_NOT_FOUND")
     theirs_paused = make_job(other_brand, status="paused")
     assert client.get(f"{BASE}resumable/").json()["results"] == []
     assert Task.objects.unscoped().get(pk=theirs_paused.task_id).status == "paused"
@@ -92,15 +93,13 @@ def test_checkpoint_timeline_of_a_job(api, member, brand):
     other = make_job(brand, ids=5)
     run(job)
     run(other)
-    rows = api(member, brand).get(f"{BASE}checkpoints/", {"job": job.pk, "ordering": "id"})
+    rows = api(member, brand).get(f"{CHECKPOINTS}", {"job": job.pk, "ordering": "id"})
     results = rows.json()["results"]
     assert [(c["sequence"], c["items_processed"]) for c in results] == [(1, 100), (2, 200),
                                                                         (3, 250)]  # fmt: skip
     assert set(results[0]) == {"id", "job", "sequence", "items_processed", "state",
                                "size_bytes", "attempt", "created_at"}  # fmt: skip
-    assert_error(
-        api(member, brand).get(f"{BASE}checkpoints/", {"job": "abc"}), 400, "VALIDATION_ERROR"
-    )
+    assert_error(api(member, brand).get(f"{CHECKPOINTS}", {"job": "abc"}), 400, "VALIDATION_ERROR")
 
 
 def test_detail_shows_progress_and_last_state(api, member, brand):
@@ -192,9 +191,9 @@ def test_tasks_is_resumable_filter(api, member, brand):
 def test_endpoints_are_in_the_schema(api, member, brand):
     paths = api(member, brand).get("/openapi.json").json()["paths"]
     for path in (
-        "/tasks/persistent-jobs/",
-        "/tasks/persistent-jobs/{id}/resume/",
-        "/tasks/persistent-jobs/resumable/",
+        "/tasks/persistent-jobs/persistent-jobs/",
+        "/tasks/persistent-jobs/persistent-jobs/{id}/resume/",
+        "/tasks/persistent-jobs/persistent-jobs/resumable/",
         "/tasks/persistent-jobs/checkpoints/",
     ):
         assert path in paths  # fmt: skip
@@ -224,3 +223,18 @@ def test_prune_command(brand, capsys):
     services.checkpoints_prune(keep=10)
     call_command("jobs_prune_checkpoints", "--keep", "1")
     assert "deleted 2 checkpoint(s)" in capsys.readouterr().out
+
+
+def test_the_seeds_paths_are_served_and_the_app_root_lists_them(api, member, brand):
+    client = api(member, brand)
+    job = make_job(brand, status="paused", last_sequence=1)
+    assert client.get(f"{BASE}resumable/").json()["results"][0]["id"] == job.pk
+    assert client.post(f"{BASE}{job.pk}/resume/").status_code == 200
+    root = client.get("/tasks/persistent-jobs/")
+    assert root.status_code == 200
+    assert root.json() == {
+        "persistent-jobs": f"http://testserver{BASE}",
+        "checkpoints": f"http://testserver{CHECKPOINTS}",
+    }
+    # The paths one level up are not the seed's: they are not served.
+    assert_error(client.get(f"/tasks/persistent-jobs/{job.pk}/"), 404, "NOT_FOUND")

@@ -8,8 +8,10 @@ from task_scheduling.models import OneOffJob, PeriodicSchedule, ScheduleRun
 
 
 class ScheduleFilterSet(StrictFilterSet):
-    status = django_filters.CharFilter(
-        method="filter_status", help_text="`active` (enabled) or `paused`."
+    status = django_filters.ChoiceFilter(
+        choices=[("active", "active"), ("paused", "paused")],
+        method="filter_status",
+        help_text="`active` (enabled) or `paused`.",
     )
     task_type = django_filters.CharFilter()
     calendar = django_filters.NumberFilter(field_name="calendar_id")

@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from megahub.serializers import StrictInputSerializer
-from task_core.api.serializers import UserRefSerializer
+from task_core.api.serializers import JSONObjectField, UserRefSerializer
 from task_core.models import Task
 from task_scheduling import cron
 from task_scheduling.models import (
@@ -39,10 +39,14 @@ class BrandCalendarField(serializers.PrimaryKeyRelatedField):
 
 # --- periodic schedules -------------------------------------------------------------------
 class ScheduleInputSerializer(StrictInputSerializer):
-    name = serializers.CharField(max_length=200)
+    name = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text='Unique in the brand. Default: "<task_type> <cron_expression>".',
+    )
     description = serializers.CharField(max_length=5000, allow_blank=True, required=False)
     task_type = serializers.CharField(max_length=100)
-    context_data = serializers.JSONField(required=False)
+    context_data = JSONObjectField(required=False)
     priority = serializers.ChoiceField(choices=Task.Priority.choices, required=False)
     cron_expression = serializers.CharField(max_length=200)
     timezone = serializers.CharField(max_length=64, required=False)
@@ -111,7 +115,7 @@ class ScheduleRunSerializer(serializers.ModelSerializer):
 
 
 class ValidateCronInputSerializer(StrictInputSerializer):
-    cron_expression = serializers.CharField(max_length=200, allow_blank=True)
+    cron_expression = serializers.CharField(max_length=200)
     timezone = serializers.CharField(max_length=64, default="UTC")
     count = serializers.IntegerField(min_value=1, max_value=100, default=5)
     dst_gap_policy = serializers.ChoiceField(
@@ -219,7 +223,7 @@ class UpcomingSerializer(serializers.Serializer):
 class CronJobInputSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=200, allow_blank=True, required=False)
     task_type = serializers.CharField(max_length=100)
-    context_data = serializers.JSONField(required=False)
+    context_data = JSONObjectField(required=False)
     priority = serializers.ChoiceField(choices=Task.Priority.choices, required=False)
     run_at = serializers.DateTimeField()
 

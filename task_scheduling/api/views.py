@@ -1,7 +1,12 @@
 """The /tasks/scheduled/ API: thin views over task_scheduling's services and selectors."""
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -92,7 +97,17 @@ class PeriodicScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
     def _out(self, schedule, code=status.HTTP_200_OK):
         return Response(ScheduleSerializer(self.get_queryset().get(pk=schedule.pk)).data, code)
 
-    @extend_schema(request=ScheduleInputSerializer, responses={201: ScheduleSerializer})
+    @extend_schema(
+        request=ScheduleInputSerializer,
+        responses={201: ScheduleSerializer},
+        examples=[
+            OpenApiExample(
+                "Every working day at 9:00",
+                request_only=True,
+                value={"cron_expression": "0 9 * * 1-5", "task_type": "daily_seo_report"},
+            )
+        ],
+    )
     def create(self, request):
         schedule = services.schedule_create(
             brand=request.brand, user=request.user, **self._input(partial=False)

@@ -125,7 +125,7 @@ def test_sigterm_checkpoints_and_hands_the_job_back_without_reprocessing(brand, 
 def test_pause_then_resume_over_the_api(api, owner, brand, worker, beat):
     client = api(owner, brand)
     response = client.post(
-        "/tasks/persistent-jobs/",
+        "/tasks/persistent-jobs/persistent-jobs/",
         {
             "task_type": "seo_keyword_audit",
             "context_data": {"keyword_ids": list(range(1, ITEMS + 1)), "delay_ms": 3},
@@ -137,7 +137,7 @@ def test_pause_then_resume_over_the_api(api, owner, brand, worker, beat):
     assert response.status_code == 201
     job = PersistentJob.objects.unscoped().get(pk=response.json()["id"])
     checkpoints(job, 1)
-    response = client.post(f"/tasks/persistent-jobs/{job.pk}/pause/")
+    response = client.post(f"/tasks/persistent-jobs/persistent-jobs/{job.pk}/pause/")
     assert response.status_code == 202 and response.json()["pause_requested"] is True
     wait_status(job.task_id, "paused", timeout=60)
     job = reload(job)
@@ -145,9 +145,9 @@ def test_pause_then_resume_over_the_api(api, owner, brand, worker, beat):
     assert 0 < paused_at < ITEMS
     time.sleep(2)  # really stopped: nothing processed beyond the checkpoint
     assert ProcessedItem.objects.unscoped().filter(task_id=job.task_id).count() == paused_at
-    listed = client.get("/tasks/persistent-jobs/resumable/").json()["results"]
+    listed = client.get("/tasks/persistent-jobs/persistent-jobs/resumable/").json()["results"]
     assert [j["id"] for j in listed] == [job.pk]
-    response = client.post(f"/tasks/persistent-jobs/{job.pk}/resume/")
+    response = client.post(f"/tasks/persistent-jobs/persistent-jobs/{job.pk}/resume/")
     assert response.status_code == 200
     assert response.json()["status"] in ("pending", "queued", "running")  # a worker may be quick
     task = wait_status(job.task_id, "completed", timeout=180)
@@ -155,7 +155,7 @@ def test_pause_then_resume_over_the_api(api, owner, brand, worker, beat):
     assert sorted(seen) == list(range(1, ITEMS + 1)) and set(seen.values()) == {1}
     timeline = kinds(task)
     assert timeline.count("paused") == 1 and timeline.count("resumed") == 2  # request + attempt
-    detail = client.get(f"/tasks/persistent-jobs/{job.pk}/").json()
+    detail = client.get(f"/tasks/persistent-jobs/persistent-jobs/{job.pk}/").json()
     assert detail["progress_percentage"] == 100 and detail["resume_count"] == 1
 
 

@@ -159,17 +159,17 @@ CALLS: dict[str, Call] = {
     "GET /tasks/monitoring/alerts/{id}/notifications/": Call("alert", VWR),
     "POST /tasks/monitoring/alerts/{id}/resolve/": Call("alert", OPR, {}),
     # task_persistence
-    "GET /tasks/persistent-jobs/": Call("job", VWR),
-    "POST /tasks/persistent-jobs/": Call(
+    "GET /tasks/persistent-jobs/persistent-jobs/": Call("job", VWR),
+    "POST /tasks/persistent-jobs/persistent-jobs/": Call(
         "job", OPR, {"task_type": "seo_keyword_audit", "context_data": {"keyword_ids": [1, 2]}}
     ),
-    "GET /tasks/persistent-jobs/{id}/": Call("job", VWR),
-    "POST /tasks/persistent-jobs/{id}/cancel/": Call("job", OPR, {}),
-    "POST /tasks/persistent-jobs/{id}/pause/": Call("job", OPR, {}),
-    "POST /tasks/persistent-jobs/{id}/resume/": Call("paused_job", OPR, {}),
+    "GET /tasks/persistent-jobs/persistent-jobs/{id}/": Call("job", VWR),
+    "POST /tasks/persistent-jobs/persistent-jobs/{id}/cancel/": Call("job", OPR, {}),
+    "POST /tasks/persistent-jobs/persistent-jobs/{id}/pause/": Call("job", OPR, {}),
+    "POST /tasks/persistent-jobs/persistent-jobs/{id}/resume/": Call("paused_job", OPR, {}),
     "GET /tasks/persistent-jobs/checkpoints/": Call("checkpoint", VWR),
     "GET /tasks/persistent-jobs/checkpoints/{id}/": Call("checkpoint", VWR),
-    "GET /tasks/persistent-jobs/resumable/": Call("paused_job", VWR),
+    "GET /tasks/persistent-jobs/persistent-jobs/resumable/": Call("paused_job", VWR),
     # task_scheduling
     "GET /tasks/scheduled/periodic-tasks/": Call("schedule", VWR),
     "POST /tasks/scheduled/periodic-tasks/": Call("schedule", ADM, SCHEDULE),

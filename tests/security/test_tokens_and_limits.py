@@ -86,7 +86,11 @@ def test_wrong_password_is_401(world):
 # --- page-size caps -----------------------------------------------------------------------------
 LISTS = [op for op in BRAND_OPERATIONS if op.is_list]
 # Lists of which the world holds several rows: there the cap must show as a next page.
-MULTI_ROW_LISTS = {"/tasks/", "/tasks/persistent-jobs/", "/tasks/scheduled/periodic-tasks/"}
+MULTI_ROW_LISTS = {
+    "/tasks/",
+    "/tasks/persistent-jobs/persistent-jobs/",
+    "/tasks/scheduled/periodic-tasks/",
+}
 
 
 @pytest.mark.parametrize("op", LISTS, ids=[op.id for op in LISTS])
