@@ -75,9 +75,7 @@ def wait_status(task, status, timeout=60):
     )
 
 
-def test_brand_tasks_show_in_celery_events_under_their_type(
-    brand, start_process, event_stream
-):
+def test_brand_tasks_show_in_celery_events_under_their_type(brand, start_process, event_stream):
     worker = start_process("worker")
     start_process("beat")  # the release loop publishes retries from the database
     wait_for(
