@@ -490,3 +490,17 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+# --- Error reporting (optional) -----------------------------------------------------------
+# With SENTRY_DSN set, errors of the web and the workers go to Sentry (megahub/sentry.py: Django
+# and Celery integrations, brand and task type as tags, no PII, bodies or tokens); without it
+# sentry_sdk is not even imported.
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+if SENTRY_DSN:
+    from megahub import sentry
+
+    sentry.init(
+        SENTRY_DSN,
+        environment=os.environ.get("SENTRY_ENVIRONMENT") or None,
+        release=os.environ.get("SENTRY_RELEASE") or None,
+    )
