@@ -6,8 +6,6 @@ from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "megahub.settings")
 
-SYSTEM_TICK_PREFIX = "megahub.tasks_"  # the platform's periodic ticks (queue "system")
-
 
 class SystemTicksQuiet:
     """Task annotation (CELERY_TASK_ANNOTATIONS): the platform's ticks send no monitoring
@@ -17,7 +15,9 @@ class SystemTicksQuiet:
         return None
 
     def annotate(self, task):
-        if task.name.startswith(SYSTEM_TICK_PREFIX):
+        from megahub.logging import is_platform_tick
+
+        if is_platform_tick(task.name):
             return {"send_events": False}
         return None
 
