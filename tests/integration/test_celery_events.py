@@ -141,3 +141,46 @@ def test_brand_tasks_show_in_celery_events_under_their_type(brand, start_process
         if e.get("hostname") in hostnames and str(e.get("name", "")).startswith("megahub.tasks_")
     ]
     assert tick_events == []  # the release loop did run: it published the second attempt
+
+
+def test_batch_release_counts_confirms_with_sent_events_and_labels_messages(
+    brand, purge_queues, settings
+):
+    """The release loop's batch publish (one confirm channel; with task_send_sent_event each
+    execution message is followed by its task-sent event) marks every confirmed task queued,
+    at once; each message carries the type's Celery name, brand and task id."""
+    import time
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    assert current_app.conf.task_send_sent_event  # on by default
+    later = timezone.now() + timedelta(hours=1)
+    tasks = [
+        services.task_create(brand=brand, task_type="noop", scheduled_for=later)[0]
+        for _ in range(5)
+    ]
+    Task.objects.for_brand(brand).update(available_at=timezone.now())
+    started = time.monotonic()
+    assert services.tasks_release_due() == 5
+    assert time.monotonic() - started < 10  # every confirm counted: no wait for the deadline
+    assert set(Task.objects.for_brand(brand).values_list("status", flat=True)) == {"queued"}
+
+    queue = next(q for q in settings.CELERY_TASK_QUEUES if q.name.endswith("default"))
+    messages = []
+    with current_app.connection_for_read() as conn:
+        with conn.Consumer(queue, callbacks=[lambda body, msg: messages.append(msg)]):
+            deadline = time.monotonic() + 10
+            while len(messages) < 5 and time.monotonic() < deadline:
+                conn.drain_events(timeout=2)
+        for message in messages:
+            message.ack()
+    by_task_id = {m.headers["megahub_task_id"]: m.headers for m in messages}
+    assert set(by_task_id) == {t.task_id for t in tasks}
+    for task in tasks:
+        headers = by_task_id[task.task_id]
+        assert headers["task"] == services.EXECUTE_TASK_NAME
+        assert headers["shadow"] == "megahub.noop"
+        assert headers["megahub_brand_id"] == brand.pk
+        assert headers["megahub_task_type"] == "noop"
+        assert headers["argsrepr"] == f"(task_id={task.task_id}, brand={brand.pk}, type=noop)"
