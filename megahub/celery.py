@@ -6,6 +6,22 @@ from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "megahub.settings")
 
+
+class SystemTicksQuiet:
+    """Task annotation (CELERY_TASK_ANNOTATIONS): the platform's ticks send no monitoring
+    events, so Celery's event stream (Flower) lists brand tasks only."""
+
+    def annotate_any(self):
+        return None
+
+    def annotate(self, task):
+        from megahub.logging import is_platform_tick
+
+        if is_platform_tick(task.name):
+            return {"send_events": False}
+        return None
+
+
 app = Celery("megahub")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
@@ -21,3 +37,9 @@ def _close_old_connections(sender=None, **kwargs):
 
     if not getattr(getattr(sender, "request", None), "is_eager", False):  # as the fixup does
         close_old_connections()
+
+
+@signals.beat_init.connect(weak=False)
+def _beat_sends_no_sent_events(sender=None, **kwargs):
+    """Beat publishes only ticks: no task-sent events for them (see SystemTicksQuiet)."""
+    sender.app.conf.task_send_sent_event = False

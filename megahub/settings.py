@@ -310,7 +310,12 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_SEND_EVENTS", False)
+# Celery's own monitoring events (Flower, `celery events`): workers send task-received/started/
+# succeeded/failed/retried, producers task-sent. Brand tasks show under megahub.<task_type>;
+# the platform's ticks send none (megahub.celery.SystemTicksQuiet, and beat sends no task-sent).
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_SEND_EVENTS", True)
+CELERY_TASK_SEND_SENT_EVENT = env_bool("CELERY_SEND_SENT_EVENT", CELERY_WORKER_SEND_TASK_EVENTS)
+CELERY_TASK_ANNOTATIONS = ["megahub.celery.SystemTicksQuiet"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Beat saves last_run_at after this many sends (not only every 3 min): /health/ready/ reads it.
@@ -486,3 +491,17 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+# --- Error reporting (optional) -----------------------------------------------------------
+# With SENTRY_DSN set, errors of the web and the workers go to Sentry (megahub/sentry.py: Django
+# and Celery integrations, brand and task type as tags, no PII, bodies or tokens); without it
+# sentry_sdk is not even imported.
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+if SENTRY_DSN:
+    from megahub import sentry
+
+    sentry.init(
+        SENTRY_DSN,
+        environment=os.environ.get("SENTRY_ENVIRONMENT") or None,
+        release=os.environ.get("SENTRY_RELEASE") or None,
+    )

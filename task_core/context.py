@@ -57,6 +57,7 @@ class TaskContext:
         # The attempt's clocks (reset when its handler starts) and whether attempt_recorded ran.
         self.started_cpu, self.started_wall = time.process_time(), time.monotonic()
         self.outcome_recorded = False
+        self.error: BaseException | None = None  # the handler's exception, if it raised one
         self._last_percent = task.progress_percentage
         self._last_write = 0.0
         self._last_cancel_check = time.monotonic()

@@ -347,18 +347,38 @@ def _idempotent_match(existing: Task, task_type: str, context_data: dict) -> Tas
     return existing
 
 
+def celery_task_name(task_type: str) -> str:
+    """The name a task type's executions carry in Celery's events, logs and monitors (Flower,
+    ``celery events``): every brand task runs the one entry point EXECUTE_TASK_NAME, published
+    with this name as Celery's ``shadow`` name."""
+    return f"megahub.{task_type}"
+
+
+def _message_options(task: Task, spec: TaskType | None) -> dict:
+    """Execution message options: queue, priority, the type's time limits, and what monitors
+    show (the type's Celery name, brand and task id in the headers and the args repr)."""
+    return {
+        "args": [task.pk],
+        "shadow": celery_task_name(task.task_type),
+        "argsrepr": f"(task_id={task.task_id}, brand={task.brand_id}, type={task.task_type})",
+        "headers": {
+            "megahub_task_id": str(task.task_id),
+            "megahub_brand_id": task.brand_id,
+            "megahub_task_type": task.task_type,
+        },
+        "queue": f"{settings.CELERY_QUEUE_PREFIX}{task.queue}",
+        "routing_key": task.queue,
+        "priority": Task.BROKER_PRIORITY.get(task.priority, 4),
+        "soft_time_limit": spec.soft_time_limit_s if spec else None,
+        "time_limit": spec.time_limit_s if spec else None,
+    }
+
+
 def _send(task: Task) -> None:
     """Publish the execution message (priority, queue and time limits from the task type)."""
-    spec = get_task_type(task.task_type)
-    limits = (spec.soft_time_limit_s, spec.time_limit_s) if spec else (None, None)
     current_app.send_task(
         EXECUTE_TASK_NAME,
-        args=[task.pk],
-        queue=f"{settings.CELERY_QUEUE_PREFIX}{task.queue}",
-        routing_key=task.queue,
-        priority=Task.BROKER_PRIORITY.get(task.priority, 4),
-        soft_time_limit=limits[0],
-        time_limit=limits[1],
+        **_message_options(task, get_task_type(task.task_type)),
         retry=True,
         retry_policy={
             "max_retries": settings.TASK_PUBLISH_RETRIES,
@@ -391,6 +411,10 @@ def _send_many(tasks: list[Task]) -> int:
 
         return record
 
+    # With task_send_sent_event each execution message is followed by its task-sent event on
+    # the same channel: message n has delivery tag (n - 1) * per_task + 1, and counts as
+    # confirmed once its event is too.
+    per_task = 2 if app.conf.task_send_sent_event else 1
     sent = 0
     try:
         # Our own connection without per-message confirms; the channel is put in confirm
@@ -403,27 +427,21 @@ def _send_many(tasks: list[Task]) -> int:
             channel.confirm_select()
             producer = app.amqp.Producer(conn)
             for task in tasks:
-                spec = get_task_type(task.task_type)
                 app.send_task(
                     EXECUTE_TASK_NAME,
-                    args=[task.pk],
+                    **_message_options(task, get_task_type(task.task_type)),
                     producer=producer,
-                    queue=f"{settings.CELERY_QUEUE_PREFIX}{task.queue}",
-                    routing_key=task.queue,
-                    priority=Task.BROKER_PRIORITY.get(task.priority, 4),
-                    soft_time_limit=spec.soft_time_limit_s if spec else None,
-                    time_limit=spec.time_limit_s if spec else None,
                 )
                 sent += 1
             deadline = time.monotonic() + 30
-            while len(resolved) < sent and time.monotonic() < deadline:
+            while len(resolved) < sent * per_task and time.monotonic() < deadline:
                 conn.drain_events(timeout=5)
     except Exception as exc:
         logger.warning("batch publish interrupted", extra={"error": repr(exc), "sent": sent})
     confirmed = 0
     while resolved.get(confirmed + 1):
         confirmed += 1
-    return confirmed
+    return min(sent, confirmed // per_task)
 
 
 def task_publish(*, task: Task, actor: str = "system:publisher") -> bool:
@@ -586,25 +604,46 @@ def task_claim(*, task_pk: int, worker: str) -> Task | None:
     )
 
 
+@dataclass
+class Attempt:
+    """What one delivery did, once recorded: the outcome ("completed", "failed", "retrying",
+    "ignored", "lost"...), the task (None when ignored), the handler's exception if it raised
+    one, and for a retry the time the release loop publishes the next attempt."""
+
+    outcome: str
+    task: Task | None = None
+    error: BaseException | None = None
+
+    @property
+    def retry_at(self) -> datetime | None:
+        return self.task.available_at if self.task is not None else None
+
+
 def task_execute(*, task_pk: int, worker: str) -> str:
     """Run one delivery of a task: claim, call the handler, record the outcome."""
+    return task_execute_attempt(task_pk=task_pk, worker=worker).outcome
+
+
+def task_execute_attempt(*, task_pk: int, worker: str) -> Attempt:
+    """task_execute, returning the recorded outcome with what the Celery entry point needs to
+    report it to Celery (FAILURE with the original exception, RETRY) after the database has it."""
     # A connection kept from an earlier task and dead meanwhile is replaced before this claim:
     # megahub/celery.py runs close_old_connections() at task_prerun (health check on next use).
     task = task_claim(task_pk=task_pk, worker=worker)
     if task is None:
         logger.info("duplicate or stale delivery ignored", extra={"task_pk": task_pk})
-        return "ignored"
+        return Attempt("ignored")
     spec = get_task_type(task.task_type)
     if spec is None:
         _finish_failed(task, worker, f"Task type {task.task_type!r} is not registered.")
-        return S.FAILED
+        return Attempt(S.FAILED, task)
     try:  # the type's limits hold whatever door (or admin edit) stored the context
         task_validate_request(
             task_type=task.task_type, priority=task.priority, context_data=task.context_data
         )
     except DomainValidationError as exc:
         _finish_failed(task, worker, f"{exc.error_code}: {exc.field_errors or exc.detail}"[:2000])
-        return S.FAILED
+        return Attempt(S.FAILED, task, exc)
     ctx = TaskContext(task, spec, worker)
     heartbeat.register(ctx)
     # A receiver's failure (monitoring, say) must never stop the attempt: log it and run.
@@ -621,7 +660,7 @@ def task_execute(*, task_pk: int, worker: str) -> str:
             sender=Task, task=task, ctx=ctx, outcome=outcome, recorded=ctx.outcome_recorded,
             **_attempt_clocks(ctx),
         )  # fmt: skip
-    return outcome
+    return Attempt(outcome, task, ctx.error)
 
 
 def _attempt_clocks(ctx: TaskContext) -> dict[str, float]:
@@ -653,13 +692,16 @@ def _run_handler(task: Task, spec: TaskType, ctx: TaskContext, worker: str) -> s
     except TaskLost:
         logger.warning("attempt lost ownership; outcome dropped", extra={"task_id": task.task_id})
         return "lost"
-    except SoftTimeLimitExceeded:
+    except SoftTimeLimitExceeded as exc:
+        ctx.error = exc
         return _attempt_failed(
             task, spec, worker, "Soft time limit exceeded.", kind=K.TIMED_OUT, ctx=ctx
         )
     except PermanentError as exc:
+        ctx.error = exc
         return _finish_failed(task, worker, f"{type(exc).__name__}: {exc}", ctx=ctx)
     except Exception as exc:
+        ctx.error = exc
         message = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, OperationalError | InterfaceError):
             # The attempt lost its database connection: drop it so that recording the failure
