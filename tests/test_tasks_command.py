@@ -1,12 +1,10 @@
 """manage.py tasks submit|list|show|watch|cancel|retry, and task_enqueue --count."""
 
-import threading
 import time
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 
 from task_core import producer
 from task_core.models import Task
@@ -100,32 +98,6 @@ def test_watch_exit_status_follows_the_outcome(brand):
     error = refused("watch", "humari", pending.task_id, "--timeout", "0.4", "--interval", "0.1")
     assert error.returncode == 3 and "still pending after 0.4 s" in str(error)
     assert time.monotonic() - started < 3
-
-
-@pytest.mark.django_db(transaction=True)
-def test_watch_follows_progress_and_the_timeline_until_the_task_ends():
-    brand = BrandFactory(slug="humari")
-    task = producer.submit(
-        "seo_keyword_analysis", brand=brand, context={"keyword_ids": list(range(1, 41)),
-                                                       "delay_ms": 40},
-    )  # fmt: skip
-
-    def work():
-        time.sleep(0.5)
-        producer.run_inline(task)
-        connection.close()
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    try:
-        out = run("watch", "humari", task.task_id, "--interval", "0.1", "--timeout", "30")
-    finally:
-        thread.join()
-    lines = out.splitlines()
-    kinds = [line.split()[1] for line in lines if line[:2].isdigit() and ":" in line[:3]]
-    assert kinds[0] == "created" and "started" in kinds and kinds[-1] == "completed"
-    assert kinds.count("progress") >= 2  # milestones printed as they happened
-    assert f"{task.task_id}  seo_keyword_analysis  completed  100%" in out
 
 
 def test_cancel_and_retry(brand):

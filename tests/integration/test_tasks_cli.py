@@ -3,9 +3,15 @@ input, 3 watch timed out."""
 
 import subprocess
 import sys
+import threading
+import time
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
+from django.db import connection
 
+from task_core import producer
 from task_core.models import Task
 from tests.factories import BrandFactory, TaskFactory
 from tests.integration.conftest import ROOT
@@ -47,3 +53,40 @@ def test_exit_status(process_env):
     assert submitted.returncode == 0 and submitted.stdout.startswith("submitted task_")
     task_id = submitted.stdout.split()[1]
     assert Task.objects.for_brand(brand).filter(task_id=task_id, task_type="noop").exists()
+
+
+def test_watch_follows_progress_and_the_timeline_until_the_task_ends(transactional_db):
+    brand = BrandFactory(slug="humari")
+    task = producer.submit(
+        "seo_keyword_analysis", brand=brand, context={"keyword_ids": list(range(1, 41)),
+                                                       "delay_ms": 40},
+    )  # fmt: skip
+
+    def work():
+        time.sleep(0.5)
+        producer.run_inline(task)
+        connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        out = StringIO()
+        call_command(
+            "tasks",
+            "watch",
+            "humari",
+            task.task_id,
+            "--interval",
+            "0.1",
+            "--timeout",
+            "30",
+            stdout=out,
+        )
+    finally:
+        thread.join()
+    out = out.getvalue()
+    lines = out.splitlines()
+    kinds = [line.split()[1] for line in lines if line[:2].isdigit() and ":" in line[:3]]
+    assert kinds[0] == "created" and "started" in kinds and kinds[-1] == "completed"
+    assert kinds.count("progress") >= 2  # milestones printed as they happened
+    assert f"{task.task_id}  seo_keyword_analysis  completed  100%" in out
