@@ -68,7 +68,7 @@ def test_task_enqueue_bad_input_is_a_clear_error(db, args, message):
 def test_seed_demo_prints_credentials_and_a_curl_line(db, capsys):
     call_command("seed_demo")
     out = capsys.readouterr().out
-    assert "demo / megahub-demo" in out and "curl -s -X POST" in out and "X-Brand-ID" in out
+    assert "demo / megahub-demo" in out and "curl -sS -X POST" in out and "X-Brand-ID" in out
     demo = get_user_model().objects.get(username="demo")
     assert demo.check_password("megahub-demo") and demo.is_staff
     call_command("seed_demo", "--quiet")  # idempotent
