@@ -1,5 +1,6 @@
 """manage.py tasks submit|list|show|watch|cancel|retry, and task_enqueue --count."""
 
+import logging
 import time
 from io import StringIO
 
@@ -121,9 +122,11 @@ def test_cancel_and_retry_do_not_reach_another_brands_task(brand, other):
     assert theirs.status == "failed"
 
 
-def test_task_enqueue_count_draws_a_bar_and_ends_with_one_summary_line(brand):
+def test_task_enqueue_count_draws_a_bar_and_ends_with_one_summary_line(brand, caplog):
+    caplog.set_level(logging.INFO, logger="megahub.tasks")
     out = StringIO()
     call_command("task_enqueue", "humari", "noop", "--count", "50", stdout=out)
+    assert not [r for r in caplog.records if r.name == "megahub.tasks" and r.levelno < 30]
     tasks = Task.objects.for_brand(brand).order_by("id")
     assert tasks.count() == 50
     lines = [line for line in out.getvalue().splitlines() if line.strip()]

@@ -1,3 +1,5 @@
+import logging
+
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -44,12 +46,29 @@ class Command(BaseCommand):
                     f"{'created' if created else 'existing'} {task.task_id} id={task.pk}"
                 )
                 return
-            self._many(create, o["count"])
+            self._many(create, o["count"], quiet=o["verbosity"] < 2)
         except DomainError as exc:
             raise domain_error(exc)
 
-    def _many(self, create: dict, count: int) -> None:
+    def _many(self, create: dict, count: int, *, quiet: bool) -> None:
         console = Console(file=self.stdout._out, stderr=False)
+        # Two log lines per task (created, queued) would drown the bar: only warnings and
+        # errors while the batch runs, unless -v 2.
+        task_log = logging.getLogger("megahub.tasks")
+        level = task_log.level
+        if quiet:
+            task_log.setLevel(logging.WARNING)
+        try:
+            first, last, created, existing = self._create(create, count, console)
+        finally:
+            task_log.setLevel(level)
+        brand = create["brand"]
+        self.stdout.write(
+            f"{created} created, {existing} existing: {count} {create['task_type']} tasks for "
+            f"brand {brand.slug} (id={brand.pk}), {first.task_id} .. {last.task_id}"
+        )
+
+    def _create(self, create: dict, count: int, console: Console):
         created = existing = 0
         first = last = None
         with Progress(
@@ -68,8 +87,4 @@ class Command(BaseCommand):
                 first = first or task
                 last = task
                 bar.advance(job)
-        brand = create["brand"]
-        self.stdout.write(
-            f"{created} created, {existing} existing: {count} {create['task_type']} tasks for "
-            f"brand {brand.slug} (id={brand.pk}), {first.task_id} .. {last.task_id}"
-        )
+        return first, last, created, existing
