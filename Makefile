@@ -8,7 +8,7 @@ AMQP_URL ?= amqp://guest:guest@localhost:5672//
 TEST_ENV = SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-not-for-any-deployment} \
   DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(AMQP_URL)}
 
-.PHONY: help install run migrate test test-outage test-fast coverage lint fmt bench loadtest worker \
+.PHONY: help install install-runtime run migrate test test-outage test-fast coverage lint fmt bench loadtest worker \
   system-worker beat web consume check-services up down ps logs health clean
 
 help:
@@ -17,37 +17,49 @@ help:
 $(UV):
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 
+# Two install modes, one stamp each. The development mode (`make install`, the test, lint and
+# bench targets) has every dependency group; the runtime mode (`make run` and the process
+# targets) installs the runtime dependencies only (no test or load tools). The runtime sync is
+# --inexact: it removes nothing, so switching between `make run` and `make test` costs no
+# reinstall, and a development install counts as a runtime one.
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
+	@touch $@ .venv/.synced-runtime
+
+.venv/.synced-runtime: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --no-dev --inexact
 	@touch $@
 
-install: .venv/.synced ## create the virtualenv from uv.lock
+install: .venv/.synced ## create the virtualenv from uv.lock (with the dev tools)
 
-migrate: install ## apply database migrations
+install-runtime: .venv/.synced-runtime ## the virtualenv with the runtime dependencies only (make run)
+
+migrate: install-runtime ## apply database migrations
 	$(PY) manage.py migrate --noinput
 
 # Developer targets run with DEBUG on unless told otherwise (no SECRET_KEY needed locally).
 run migrate web worker system-worker beat consume: export DEBUG ?= 1
 # ... and with the demo task types (docs/task-types.md); production leaves them off.
 run web worker system-worker beat consume: export MEGAHUB_DEMO_TASK_TYPES ?= 1
-run: install migrate ## the whole stack (web, brand and system workers, beat) on embedded defaults, demo credentials printed
-	$(PY) manage.py seed_demo
-	bin/run-stack
+run: install-runtime migrate ## the whole stack (web, brand and system workers, beat); demo credentials printed once it answers
+	@mkdir -p .run
+	$(PY) manage.py seed_demo > .run/demo-banner.txt
+	DEMO_BANNER=.run/demo-banner.txt bin/run-stack
 
-web: install ## the web process alone
+web: install-runtime ## the web process alone
 	$(PY) manage.py runserver 127.0.0.1:$${PORT:-8000}
 
-consume: install ## the consumer of the megahub.task_requests queue
+consume: install-runtime ## the consumer of the megahub.task_requests queue
 	$(PY) manage.py consume_task_requests
 
-worker: install ## the brand worker (queues default and long)
+worker: install-runtime ## the brand worker (queues default and long)
 	.venv/bin/celery -A megahub worker --loglevel INFO -n brand@%h \
 	  -Q $${CELERY_QUEUE_PREFIX}default,$${CELERY_QUEUE_PREFIX}long
 
-system-worker: install ## the system worker (the platform's loops: queue system)
+system-worker: install-runtime ## the system worker (the platform's loops: queue system)
 	.venv/bin/celery -A megahub worker --loglevel INFO -n system@%h -Q $${CELERY_QUEUE_PREFIX}system
 
-beat: install ## Celery beat (platform periodic work)
+beat: install-runtime ## Celery beat (platform periodic work)
 	.venv/bin/celery -A megahub beat --loglevel INFO --pidfile=
 
 check-services: install

@@ -2,6 +2,7 @@
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import get_fields_from_path
+from django.utils import timezone
 from django.utils.html import format_html
 
 from megahub.errors import DomainError
@@ -128,13 +129,37 @@ class BrandMembershipAdmin(BrandScopedAdmin):
     autocomplete_fields = ["user", "brand"]
 
 
+def to_the_second(value) -> str:
+    """A timestamp as the admin shows it on timelines: local time, to the second."""
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _seconds_field(name: str, label: str):
+    @admin.display(description=label)
+    def show(obj):
+        return to_the_second(getattr(obj, name))
+
+    show.__name__ = f"{name}_to_the_second"
+    return show
+
+
+# Read-only panels other apps add to the task page (task_monitoring: metrics and cost):
+# callables taking the task, as ModelAdmin.readonly_fields accepts them.
+TASK_PAGE_PANELS: list = []
+
+
 class TaskEventInline(BrandScopedInline):
     model = TaskEvent
     extra = 0
     can_delete = False
-    fields = ["created_at", "kind", "from_status", "to_status", "attempt", "actor", "message"]
+    fields = ["time", "kind", "from_status", "to_status", "attempt", "actor", "message"]
     readonly_fields = fields
     ordering = ["id"]
+    verbose_name_plural = "timeline"
+
+    @admin.display(description="time")
+    def time(self, event):
+        return to_the_second(event.created_at)
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -157,9 +182,16 @@ class TaskAdmin(BrandScopedAdmin):
         "task_id", "brand", "created_by", "task_type", "queue", "status", "priority",
         "description", "context_data", "result_data", "error_message", "progress_percentage",
         "attempts", "max_retries", "idempotency_key", "scheduled_for", "available_at",
-        "cancel_requested", "worker", "created_at", "updated_at", "queued_at", "started_at",
-        "completed_at", "heartbeat_at",
+        "cancel_requested", "worker",
+        *(_seconds_field(name, label) for name, label in [
+            ("created_at", "created at"), ("updated_at", "updated at"), ("queued_at", "queued at"),
+            ("started_at", "started at"), ("completed_at", "completed at"),
+            ("heartbeat_at", "heartbeat at"),
+        ]),
     ]  # fmt: skip
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), *TASK_PAGE_PANELS]
 
     def has_add_permission(self, request):
         return False  # tasks are created through the API, commands or schedules

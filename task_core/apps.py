@@ -6,5 +6,5 @@ class TaskCoreConfig(AppConfig):
     verbose_name = "Task hub"
 
     def ready(self):
-        # Registers the demo task types shipped with the hub.
-        from task_core import task_types  # noqa: F401
+        # Registers the demo task types shipped with the hub, and TaskType.submit's producer.
+        from task_core import producer, task_types  # noqa: F401

@@ -285,6 +285,7 @@ class WebhookDelivery(models.Model):
     objects = BrandScopedManager()
 
     class Meta:
+        verbose_name_plural = "webhook deliveries"
         ordering = ["-id"]
         constraints = [
             models.UniqueConstraint(fields=["webhook", "event"], name="delivery_unique_event")

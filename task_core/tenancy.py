@@ -15,8 +15,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from megahub.errors import BrandForbidden, BrandRequired
-from megahub.inputs import BIGINT_MAX, InputRejected, parse_int
+from megahub.errors import BrandForbidden, BrandRequired, NotFound
+from megahub.inputs import BIGINT_MAX, InputRejected, is_ascii_int, parse_int
 
 
 class Role(models.TextChoices):
@@ -167,6 +167,32 @@ def parse_brand_id(raw: str | None) -> int:
         return parse_int(raw, low=1, high=BIGINT_MAX)
     except InputRejected:
         raise BrandRequired()
+
+
+class UnknownBrand(NotFound):
+    error_code = "UNKNOWN_BRAND"
+    default_detail = "No such brand (give its id or slug)."
+
+
+def brand_get(ref) -> Brand:
+    """The one lookup of a brand named by a caller who is not an HTTP request (commands, the
+    producer API): a ``Brand`` instance, its id (int, or a string of ASCII digits) or its slug.
+    Raises ``UnknownBrand`` when there is no such brand."""
+    if isinstance(ref, Brand):
+        return ref
+    if isinstance(ref, bool) or not isinstance(ref, int | str) or ref == "":
+        raise UnknownBrand(f"No brand {ref!r} (give its id or slug).")
+    if isinstance(ref, int) or is_ascii_int(ref):
+        try:
+            lookup = {"pk": parse_int(str(ref), low=1, high=BIGINT_MAX)}
+        except InputRejected:
+            raise UnknownBrand(f"No brand {ref!r} (give its id or slug).")
+    else:
+        lookup = {"slug": ref}
+    brand = Brand.objects.filter(**lookup).first()
+    if brand is None:
+        raise UnknownBrand(f"No brand {ref!r} (give its id or slug).")
+    return brand
 
 
 def brand_membership(*, user, brand_id: int) -> BrandMembership | None:

@@ -3,8 +3,9 @@ brands' rows (workers are the shared fleet); acknowledge/resolve call the same s
 API."""
 
 from django.contrib import admin
+from django.utils.html import format_html, format_html_join
 
-from task_core.admin import BrandScopedAdmin, BrandScopedInline
+from task_core.admin import TASK_PAGE_PANELS, BrandScopedAdmin, BrandScopedInline, to_the_second
 from task_monitoring import selectors, services
 from task_monitoring.models import (
     Alert,
@@ -23,6 +24,56 @@ class ReadOnlyAdmin(BrandScopedAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+def _number(value, digits=0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+@admin.display(description="cost (USD)")
+def task_cost(task):
+    """The task page's cost: every attempt's cost, split into CPU time and reported costs."""
+    _rows, totals = selectors.task_attempt_metrics(task=task)
+    if totals["total"] is None:
+        return "- (no attempt measured yet)"
+    return f"{totals['total']:.6f} (CPU {totals['cpu']:.6f} + reported {totals['reported']:.6f})"
+
+
+@admin.display(description="metrics (per attempt)")
+def task_metrics(task):
+    """The task page's metrics: one line per measured attempt."""
+    rows, _totals = selectors.task_attempt_metrics(task=task)
+    if not rows:
+        return "- (no attempt measured yet)"
+    head = (
+        "attempt", "status", "started", "finished", "wall ms", "CPU ms", "queue wait ms",
+        "memory MB", "cost USD", "worker",
+    )  # fmt: skip
+    body = format_html_join(
+        "",
+        "<tr>" + "<td>{}</td>" * len(head) + "</tr>",
+        (
+            (
+                m.attempt,
+                m.status,
+                to_the_second(m.started_at),
+                to_the_second(m.finished_at),
+                _number(m.execution_time_ms),
+                _number(m.cpu_time_ms),
+                _number(m.queue_wait_ms),
+                _number(m.memory_usage_mb, 1),
+                f"{m.cost_usd:.6f}",
+                m.worker_hostname,
+            )
+            for m in rows
+        ),
+    )
+    header = format_html_join("", "<th>{}</th>", ((h,) for h in head))
+    return format_html('<table class="task-metrics"><tr>{}</tr>{}</table>', header, body)
+
+
+# The task page (task_core's admin) shows them next to the task's own fields.
+TASK_PAGE_PANELS.extend([task_metrics, task_cost])
 
 
 @admin.register(TaskMetric)

@@ -356,3 +356,13 @@ def platform_loops(*, now: datetime | None = None) -> list[dict]:
             }
         )
     return loops
+
+
+def task_attempt_metrics(*, task: Task) -> tuple[list[TaskMetric], dict]:
+    """A task's metrics, one row per attempt, and their cost totals (USD; None when no attempt
+    was measured): the admin task page."""
+    rows = list(task.metrics.order_by("attempt", "id"))
+    totals = task.metrics.aggregate(
+        cpu=Sum("cpu_cost_usd"), reported=Sum("reported_cost_usd"), total=Sum("cost_usd")
+    )
+    return rows, totals

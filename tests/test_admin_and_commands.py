@@ -1,8 +1,11 @@
 """manage.py commands and the Django admin."""
 
+import re
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from task_core.models import Brand, BrandMembership, Task
 from tests.factories import BrandFactory, MembershipFactory, TaskFactory, UserFactory
@@ -65,7 +68,7 @@ def test_task_enqueue_bad_input_is_a_clear_error(db, args, message):
 def test_seed_demo_prints_credentials_and_a_curl_line(db, capsys):
     call_command("seed_demo")
     out = capsys.readouterr().out
-    assert "demo / megahub-demo" in out and "curl -s -X POST" in out and "X-Brand-ID" in out
+    assert "demo / megahub-demo" in out and "curl -sS -X POST" in out and "X-Brand-ID" in out
     demo = get_user_model().objects.get(username="demo")
     assert demo.check_password("megahub-demo") and demo.is_staff
     call_command("seed_demo", "--quiet")  # idempotent
@@ -134,3 +137,28 @@ def test_superuser_admin_sees_every_brand(admin_client, db):
     tasks = [TaskFactory(brand=BrandFactory()) for _ in range(3)]
     page = admin_client.get("/admin/task_core/task/").content.decode()
     assert all(t.task_id in page for t in tasks)
+
+
+def test_admin_task_page_shows_metrics_cost_and_a_timeline_to_the_second(client, staff_of_brand):
+    from task_core import producer
+
+    user, brand = staff_of_brand
+    task = producer.submit("seo_keyword_analysis", brand=brand, context={"keyword_ids": [1, 2]})
+    client.force_login(user)
+    before = client.get(f"/admin/task_core/task/{task.pk}/change/").content.decode()
+    assert "no attempt measured yet" in before
+    task = producer.run_inline(task, worker="admin-test@host")
+    page = client.get(f"/admin/task_core/task/{task.pk}/change/").content.decode()
+    assert "Metrics (per attempt)" in page and "admin-test@host" in page
+    assert '<table class="task-metrics">' in page and "<th>CPU ms</th>" in page
+    # 0.0001 USD per keyword reported by the handler, plus its CPU time at 0.0004 USD/s
+    assert "Cost (USD)" in page and "+ reported 0.000200)" in page
+    times = re.findall(r"\b\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\b", page)
+    events = list(task.events.order_by("id"))
+    local = [timezone.localtime(e.created_at).strftime("%Y-%m-%d %H:%M:%S") for e in events]
+    assert set(local) <= set(times) and len(events) >= 3
+
+
+def test_admin_index_names_webhook_deliveries(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert "Webhook deliveries" in page and "deliverys" not in page

@@ -136,3 +136,51 @@ def test_the_entrypoint_is_valid_bash():
     subprocess.run(["bash", "-n", str(ROOT / "bin" / "docker-entrypoint")], check=True)
     subprocess.run([sys.executable, "-m", "py_compile", str(ROOT / "bin" / "health-check")],
                    check=True)  # fmt: skip
+
+
+def _planned(target: str) -> list[str]:
+    """The sync commands `make TARGET` would run on a fresh clone (dry run, every stamp stale)."""
+    out = subprocess.run(
+        ["make", "-n", "-B", "--no-print-directory", target], cwd=ROOT, capture_output=True,
+        text=True, timeout=60,
+    ).stdout  # fmt: skip
+    return [line.split(" sync ", 1)[1] for line in out.splitlines() if " sync --frozen" in line]
+
+
+def test_make_run_installs_runtime_dependencies_only_and_make_test_the_dev_tools():
+    assert _planned("run") == ["--frozen --no-dev --inexact"]
+    assert _planned("worker") == ["--frozen --no-dev --inexact"]
+    assert _planned("test-fast") == ["--frozen"]
+    assert _planned("lint") == ["--frozen"]
+
+
+def test_switching_between_run_and_test_syncs_only_when_needed(tmp_path):
+    """A development sync also stands for a runtime one; a runtime one never for the dev tools;
+    a changed lock file resyncs either mode. Run on a copy of the Makefile with a fake uv."""
+    import os
+    import shutil
+
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    for name in ("pyproject.toml", "uv.lock"):
+        (tmp_path / name).write_text("")
+    (tmp_path / ".venv").mkdir()
+    log = tmp_path / "uv.log"
+    fake_uv = tmp_path / "uv"
+    fake_uv.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    fake_uv.chmod(0o755)
+
+    def make(target: str) -> list[str]:
+        before = log.read_text().splitlines() if log.exists() else []
+        subprocess.run(["make", "-s", f"UV={fake_uv}", target], cwd=tmp_path, check=True,
+                       capture_output=True, timeout=60)  # fmt: skip
+        return log.read_text().splitlines()[len(before) :]
+
+    assert make("install-runtime") == ["sync --frozen --no-dev --inexact"]  # a newcomer's run
+    assert make("install-runtime") == []
+    assert make("install") == ["sync --frozen"]  # then make test: the dev tools are added
+    assert make("install-runtime") == []  # back to make run: nothing to do
+    assert make("install") == []
+    stamp = (tmp_path / ".venv" / ".synced").stat().st_mtime
+    os.utime(tmp_path / "uv.lock", (stamp + 5, stamp + 5))  # the lock file changed
+    assert make("install-runtime") == ["sync --frozen --no-dev --inexact"]
+    assert make("install") == ["sync --frozen"]

@@ -213,7 +213,7 @@ def test_commands_list_and_resume_interrupted_jobs(brand, capsys):
         call_command("jobs_resume")
     with pytest.raises(CommandError):
         call_command("jobs_prune_checkpoints", "--keep", "-1")
-    with pytest.raises(CommandError, match="no brand"):
+    with pytest.raises(CommandError, match="No brand"):
         call_command("jobs_list_interrupted", "--brand", "nope")
 
 

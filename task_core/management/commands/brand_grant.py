@@ -2,7 +2,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from task_core import services
-from task_core.models import Brand, BrandMembership
+from task_core.management import brand_arg
+from task_core.models import BrandMembership
 
 
 class Command(BaseCommand):
@@ -17,9 +18,6 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
             raise CommandError(f"No user named {username!r}.")
-        lookup = {"pk": int(brand)} if brand.isdigit() else {"slug": brand}
-        target = Brand.objects.filter(**lookup).first()
-        if target is None:
-            raise CommandError(f"No brand {brand!r}.")
+        target = brand_arg(brand)
         services.membership_grant(user=user, brand=target, role=role)
         self.stdout.write(f"{username} is now {role} in {target.name} (id={target.id})")

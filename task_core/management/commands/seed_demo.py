@@ -48,7 +48,7 @@ class Command(BaseCommand):
         token = AccessToken.for_user(demo)
         token.set_exp(lifetime=timedelta(hours=12))  # long enough to play with the printed line
         curl = (
-            f"curl -s -X POST {base_url}/tasks/ -H 'Authorization: Bearer {token}' "
+            f"curl -sS -X POST {base_url}/tasks/ -H 'Authorization: Bearer {token}' "
             f"-H 'X-Brand-ID: {brand.id}' -H 'Content-Type: application/json' "
             """-d '{"task_type": "seo_keyword_analysis", "description": "Analyser 10 mots-cles", """
             """"context_data": {"keyword_ids": [1,2,3,4,5,6,7,8,9,10], """
@@ -65,7 +65,7 @@ class Command(BaseCommand):
                     f"  Docs     : {base_url}/docs/   Health: {base_url}/health/ready/",
                     "  Create a task (token valid 12 h):",
                     f"  {curl}",
-                    f"  Then: curl -s {base_url}/tasks/ -H 'Authorization: Bearer {token}'"
+                    f"  Then: curl -sS {base_url}/tasks/ -H 'Authorization: Bearer {token}'"
                     f" -H 'X-Brand-ID: {brand.id}'",
                     "",
                 ]

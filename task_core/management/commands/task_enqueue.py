@@ -1,60 +1,90 @@
-import json
+import logging
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.utils.dateparse import parse_datetime
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from megahub.errors import DomainError
 from task_core import services
-from task_core.models import Brand, Task
+from task_core.management import add_task_request_arguments, domain_error, task_request
 
 
 class Command(BaseCommand):
-    help = "Create a task for a brand, exactly as POST /tasks/ would (published on commit)."
+    help = (
+        "Create tasks for a brand, exactly as POST /tasks/ would (published on commit). With "
+        "--count N, draws a progress bar and ends with a one-line summary."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("brand", help="brand id or slug")
-        parser.add_argument("task_type")
-        parser.add_argument("--context", default="{}", help="context_data as a JSON object")
-        parser.add_argument("--priority", default="normal", choices=Task.Priority.values)
-        parser.add_argument("--description", default="")
-        parser.add_argument("--scheduled-for", help="ISO 8601 datetime with time zone")
-        parser.add_argument("--idempotency-key")
-        parser.add_argument("--user", help="username recorded as creator")
+        add_task_request_arguments(parser)
         parser.add_argument("--count", type=int, default=1, help="how many identical tasks")
 
     def handle(self, *args, **o):
-        lookup = {"pk": int(o["brand"])} if o["brand"].isdigit() else {"slug": o["brand"]}
-        brand = Brand.objects.filter(**lookup).first()
-        if brand is None:
-            raise CommandError(f"No brand {o['brand']!r}.")
-        try:
-            context = json.loads(o["context"])
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--context is not valid JSON: {exc}")
-        scheduled = None
-        if o["scheduled_for"]:
-            scheduled = parse_datetime(o["scheduled_for"])
-            if scheduled is None or scheduled.tzinfo is None:
-                raise CommandError("--scheduled-for must be an ISO datetime with a time zone.")
-        user = None
-        if o["user"]:
-            user = get_user_model().objects.filter(username=o["user"]).first()
-            if user is None:
-                raise CommandError(f"No user named {o['user']!r}.")
-        for _ in range(o["count"]):
-            try:
-                task, created = services.task_create(
-                    brand=brand,
-                    user=user,
-                    task_type=o["task_type"],
-                    priority=o["priority"],
-                    description=o["description"],
-                    context_data=context,
-                    scheduled_for=scheduled,
-                    idempotency_key=o["idempotency_key"],
-                    actor="system:command",
+        if o["count"] < 1:
+            raise CommandError("--count must be at least 1.", returncode=2)
+        request = task_request(o)
+        create = {
+            "brand": request["brand"],
+            "user": request["user"],
+            "task_type": request["task_type"],
+            "priority": request["priority"],
+            "description": request["description"],
+            "context_data": request["context"],
+            "scheduled_for": request["scheduled_for"],
+            "idempotency_key": request["idempotency_key"],
+            "actor": "system:command",
+        }
+        try:  # the same checks first: bad input never leaves a partial batch
+            services.task_validate_request(
+                task_type=create["task_type"],
+                priority=create["priority"],
+                context_data=create["context_data"],
+            )
+            if o["count"] == 1:
+                task, created = services.task_create(**create)
+                self.stdout.write(
+                    f"{'created' if created else 'existing'} {task.task_id} id={task.pk}"
                 )
-            except DomainError as exc:
-                raise CommandError(f"{exc.error_code}: {exc.detail} {exc.field_errors or ''}")
-            self.stdout.write(f"{'created' if created else 'existing'} {task.task_id} id={task.pk}")
+                return
+            self._many(create, o["count"], quiet=o["verbosity"] < 2)
+        except DomainError as exc:
+            raise domain_error(exc)
+
+    def _many(self, create: dict, count: int, *, quiet: bool) -> None:
+        console = Console(file=self.stdout._out, stderr=False)
+        # Two log lines per task (created, queued) would drown the bar: only warnings and
+        # errors while the batch runs, unless -v 2.
+        task_log = logging.getLogger("megahub.tasks")
+        level = task_log.level
+        if quiet:
+            task_log.setLevel(logging.WARNING)
+        try:
+            first, last, created, existing = self._create(create, count, console)
+        finally:
+            task_log.setLevel(level)
+        brand = create["brand"]
+        self.stdout.write(
+            f"{created} created, {existing} existing: {count} {create['task_type']} tasks for "
+            f"brand {brand.slug} (id={brand.pk}), {first.task_id} .. {last.task_id}"
+        )
+
+    def _create(self, create: dict, count: int, console: Console):
+        created = existing = 0
+        first = last = None
+        with Progress(
+            TextColumn("enqueue"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            job = bar.add_task("enqueue", total=count)
+            for _ in range(count):
+                task, was_created = services.task_create(**create)  # published on commit
+                created += was_created
+                existing += not was_created
+                first = first or task
+                last = task
+                bar.advance(job)
+        return first, last, created, existing

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from task_persistence.management.commands._brand import brand_arg
+from task_core.management import brand_arg
 from task_persistence.selectors import jobs_interrupted
 
 

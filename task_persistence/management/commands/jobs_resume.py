@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from megahub.errors import DomainError
-from task_persistence.management.commands._brand import brand_arg
+from task_core.management import brand_arg
 from task_persistence.models import PersistentJob
 from task_persistence.selectors import jobs_interrupted
 from task_persistence.services import job_resume
