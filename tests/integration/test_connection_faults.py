@@ -163,7 +163,7 @@ def test_web_answers_503_while_its_database_is_unreachable_and_recovers(
             assert response.status_code == 503, response.text
             body = response.json()
             assert body == {"detail": "The database is unavailable; retry shortly.",
-                            "error_code": "DATABASE_UNAVAILABLE"}  # fmt: skip
+                            "error_code": "DATABASE_UNAVAILABLE", "field_errors": {}}  # fmt: skip
             assert response.headers["Retry-After"] == "5"
             assert "Traceback" not in response.text and "psycopg" not in response.text
         ready = http.get(f"{base}/health/ready/", timeout=10)
