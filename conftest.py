@@ -7,6 +7,8 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from tests.factories import BrandFactory, MembershipFactory, UserFactory
 
+pytest_plugins = ["tests.browser"]  # the headless Chromium fixture of the browser tests
+
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():

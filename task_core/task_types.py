@@ -12,6 +12,22 @@ class UpstreamUnavailable(Exception):
     """A transient upstream error: worth retrying."""
 
 
+def keyword_ids_schema(max_items: int) -> dict:
+    """The `keyword_ids` context field of the SEO demo types."""
+    items = {"type": "integer", "minimum": 1}
+    return {"type": "array", "items": items, "minItems": 1, "maxItems": max_items}
+
+
+def keyword_digest(keyword_id: int, salt: str) -> bytes:
+    """A keyword's deterministic pseudo-measure: the same input, the same result anywhere."""
+    return hashlib.sha256(f"{keyword_id}:{salt}".encode()).digest()
+
+
+def keyword_score(keyword_id: int, depth: str) -> int:
+    """The SEO demo types' 0-100 score of a keyword (80 and above is an insight)."""
+    return keyword_digest(keyword_id, depth)[0] * 100 // 255
+
+
 @task_type(
     "seo_keyword_analysis",
     demo=True,
@@ -23,12 +39,7 @@ class UpstreamUnavailable(Exception):
     context_schema={
         "type": "object",
         "properties": {
-            "keyword_ids": {
-                "type": "array",
-                "items": {"type": "integer", "minimum": 1},
-                "minItems": 1,
-                "maxItems": 100000,
-            },
+            "keyword_ids": keyword_ids_schema(100000),
             "analysis_depth": {"enum": ["quick", "standard", "full"]},
             "delay_ms": {"type": "integer", "minimum": 0, "maximum": 10000},
         },
@@ -43,8 +54,7 @@ def seo_keyword_analysis(ctx):
     insights = 0
     top = []
     for index, keyword_id in enumerate(keyword_ids, start=1):
-        digest = hashlib.sha256(f"{keyword_id}:{depth}".encode()).digest()
-        score = digest[0] * 100 // 255
+        score = keyword_score(keyword_id, depth)
         insights += score >= 80
         top.append((score, keyword_id))
         if delay:
@@ -62,6 +72,7 @@ def seo_keyword_analysis(ctx):
 
 @task_type(
     "daily_seo_report",
+    demo=True,
     description="Deterministic fake daily SEO report (the seed's periodic-task example): "
     "positions of `keyword_ids` (default 1-20) for `report_date` (default: the run's date).",
     soft_time_limit_s=300,
@@ -71,12 +82,7 @@ def seo_keyword_analysis(ctx):
     context_schema={
         "type": "object",
         "properties": {
-            "keyword_ids": {
-                "type": "array",
-                "items": {"type": "integer", "minimum": 1},
-                "minItems": 1,
-                "maxItems": 10000,
-            },
+            "keyword_ids": keyword_ids_schema(10000),
             "report_date": {"type": "string", "format": "date"},
         },
     },
@@ -87,7 +93,7 @@ def daily_seo_report(ctx):
     report_date = ctx.data.get("report_date") or ctx.task.created_at.date().isoformat()
     positions = {}
     for index, keyword_id in enumerate(keyword_ids, start=1):
-        digest = hashlib.sha256(f"{keyword_id}:{report_date}".encode()).digest()
+        digest = keyword_digest(keyword_id, report_date)
         positions[str(keyword_id)] = 1 + digest[0] % 100
         ctx.progress(index, len(keyword_ids))
     ctx.add_cost(0.00005 * len(keyword_ids), "rank tracker lookups")

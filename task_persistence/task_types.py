@@ -1,11 +1,11 @@
 """Resumable demo task types (also used by the chaos tests and the benchmark)."""
 
-import hashlib
 import os
 import signal
 import time
 
 from task_core.registry import RetryPolicy, task_type
+from task_core.task_types import keyword_ids_schema, keyword_score
 from task_persistence.models import ProcessedItem
 
 
@@ -24,12 +24,7 @@ from task_persistence.models import ProcessedItem
     context_schema={
         "type": "object",
         "properties": {
-            "keyword_ids": {
-                "type": "array",
-                "items": {"type": "integer", "minimum": 1},
-                "minItems": 1,
-                "maxItems": 100000,
-            },
+            "keyword_ids": keyword_ids_schema(100000),
             "analysis_depth": {"enum": ["quick", "standard", "full"]},
             "delay_ms": {"type": "integer", "minimum": 0, "maximum": 10000},
             "record_items": {"type": "boolean"},
@@ -49,7 +44,7 @@ def seo_keyword_audit(ctx):
     crash_after = ctx.data.get("crash_after_items")
     items = ctx.items(keyword_ids, state={"insights": 0, "top": []})
     for done_here, keyword_id in enumerate(items, start=1):
-        score = hashlib.sha256(f"{keyword_id}:{depth}".encode()).digest()[0] * 100 // 255
+        score = keyword_score(keyword_id, depth)
         ctx.state["insights"] += score >= 80
         top = [*ctx.state["top"], [score, keyword_id]]
         ctx.state["top"] = sorted(top, reverse=True)[:10]

@@ -1,7 +1,6 @@
 """End to end in a real browser: headless Chromium logs in through the admin form, opens
 /dashboard/ and checks that the charts are laid out and drawn. Screenshot in test-artifacts/."""
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,32 +12,6 @@ from tests.factories import MembershipFactory, TaskFactory, UserFactory
 
 pytestmark = [pytest.mark.integration]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-@pytest.fixture
-def browser():
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.fail(
-            "Chromium and chromedriver are needed: `apt-get install -y chromium "
-            "chromium-driver` (.ci/run installs them)."
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--window-size=1400,1000",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
 
 
 def test_operations_page_renders_its_charts_in_chromium(live_server, browser, brand, settings):
