@@ -231,7 +231,8 @@ class TcpProxy:
     """A loopback TCP relay to `target` that a test can cut and restore.
 
     cut() closes every relayed connection (both sides see it end, as when a network path or a
-    peer goes away) and, until restore(), accepts new connections only to close them at once.
+    peer goes away) and, until restore(), accepts new connections only to close them at once;
+    cut(refuse_new=False) only resets the connections (the path stays open).
     """
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
@@ -279,9 +280,9 @@ class TcpProxy:
             with suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def cut(self):
+    def cut(self, *, refuse_new: bool = True):
         with self._lock:
-            self._open = False
+            self._open = not refuse_new
             pairs, self._pairs = self._pairs, []
         for pair in pairs:
             for sock in pair:

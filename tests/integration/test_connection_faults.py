@@ -91,12 +91,14 @@ def test_worker_reconnects_after_its_broker_connection_is_cut(
              message="2 running tasks")  # fmt: skip
     time.sleep(0.5)
     connections_before = len(proxy.connected)
-    # A reset connection (as `rabbitmqctl close_connection` does), then the broker is out of
-    # this worker's reach for `outage_s` (connections refused).
-    proxy.cut()
-    time.sleep(outage_s)
-    restored_at = time.monotonic()
-    proxy.restore()
+    if outage_s:  # the broker out of this worker's reach for outage_s (connections refused)
+        proxy.cut()
+        time.sleep(outage_s)
+        restored_at = time.monotonic()
+        proxy.restore()
+    else:  # a reset connection (as `rabbitmqctl close_connection` does); the path stays open
+        restored_at = time.monotonic()
+        proxy.cut(refuse_new=False)
     wait_for(lambda: len(proxy.connected) > connections_before, 30,
              message="the worker to reconnect")  # fmt: skip
     reconnect_s = proxy.connected[connections_before] - restored_at
