@@ -5,6 +5,10 @@ from __future__ import annotations
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+# Text size in viewBox units: a chart is drawn 480 wide and shown at ~380-600 px in the page
+# grid, so labels render at 12-20 px (never under 11 px).
+FONT = 16
+
 
 def _nice_max(value: float) -> float:
     if value <= 0:
@@ -22,12 +26,12 @@ def bar_chart(
     title: str,
     color: str,
     chart_id: str,
-    width: int = 640,
+    width: int = 480,
     height: int = 180,
 ) -> SafeString:
     """A vertical bar chart: one ``rect.bar`` per point, an axis with the maximum, a label
     every few bars, and a <title> per bar for the exact value on hover."""
-    left, bottom, top = 36, 22, 10
+    left, bottom, top = 44, 26, 12
     plot_w, plot_h = width - left - 6, height - bottom - top
     top_value = _nice_max(max((v for _, v in points), default=0))
     n = max(1, len(points))
@@ -42,9 +46,9 @@ def bar_chart(
         f'y2="{top + plot_h}" stroke="#94a3b8"/>',
         f'<line class="grid" x1="{left}" y1="{top}" x2="{width - 6}" y2="{top}" '
         f'stroke="#e2e8f0" stroke-dasharray="3 3"/>',
-        f'<text x="{left - 4}" y="{top + 4}" text-anchor="end" font-size="10" '
+        f'<text x="{left - 4}" y="{top + 4}" text-anchor="end" font-size="{FONT}" '
         f'fill="#475569">{top_value:g}</text>',
-        f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end" font-size="10" '
+        f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end" font-size="{FONT}" '
         f'fill="#475569">0</text>',
     ]
     label_every = max(1, n // 8)
@@ -60,7 +64,7 @@ def bar_chart(
         if i % label_every == 0:
             parts.append(
                 f'<text x="{x + bar_w / 2:.1f}" y="{height - 6}" text-anchor="middle" '
-                f'font-size="10" fill="#475569">{escape(label)}</text>'
+                f'font-size="{FONT}" fill="#475569">{escape(label)}</text>'
             )
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every interpolated text is escaped
@@ -72,10 +76,10 @@ def stacked_bars(
     colors: dict[str, str],
     title: str,
     chart_id: str,
-    width: int = 640,
+    width: int = 480,
 ) -> SafeString:
     """Horizontal stacked bars (one row per queue, one segment per status) with a legend."""
-    row_h, left, legend_h = 26, 90, 22
+    row_h, left, legend_h = 30, 110, 26
     height = legend_h + row_h * max(1, len(rows)) + 6
     plot_w = width - left - 50
     top_value = _nice_max(max((sum(v.values()) for _, v in rows), default=0))
@@ -87,14 +91,14 @@ def stacked_bars(
     x = left
     for status, color in colors.items():
         parts.append(
-            f'<rect x="{x}" y="4" width="10" height="10" fill="{color}"/><text x="{x + 14}" '
-            f'y="13" font-size="11" fill="#334155">{escape(status)}</text>'
+            f'<rect x="{x}" y="4" width="12" height="12" fill="{color}"/><text x="{x + 14}" '
+            f'y="15" font-size="{FONT}" fill="#334155">{escape(status)}</text>'
         )
-        x += 24 + 7 * len(status)
+        x += 26 + 9 * len(status)
     for i, (name, values) in enumerate(rows):
         y = legend_h + i * row_h
         parts.append(
-            f'<text x="{left - 6}" y="{y + 16}" text-anchor="end" font-size="12" '
+            f'<text x="{left - 6}" y="{y + 20}" text-anchor="end" font-size="{FONT}" '
             f'fill="#0f172a">{escape(name)}</text>'
         )
         x = float(left)
@@ -110,7 +114,7 @@ def stacked_bars(
             )
             x += w
         parts.append(
-            f'<text x="{x + 4:.1f}" y="{y + 16}" font-size="11" fill="#475569">'
+            f'<text x="{x + 4:.1f}" y="{y + 20}" font-size="{FONT}" fill="#475569">'
             f"{sum(values.values())}</text>"
         )
     parts.append("</svg>")

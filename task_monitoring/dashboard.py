@@ -11,9 +11,10 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from task_core.models import Brand, Task
-from task_monitoring import charts, selectors
+from task_monitoring import charts, health, selectors
 from task_monitoring.models import Worker
 
+REFRESH_SECONDS = 15  # the page fetches its panels again this often (no full reload)
 QUEUE_COLORS = {"pending": "#a5b4fc", "queued": "#6366f1", "running": "#0ea5e9",
                 "retrying": "#f59e0b"}  # fmt: skip
 
@@ -32,15 +33,9 @@ def dashboard_context(*, user, brand_param: str | None) -> dict:
     scope = [selected] if selected else brands
     tasks = Task.objects.unscoped().filter(brand__in=scope)
 
-    # Queue depths (database view of the selected brands): active statuses per queue.
+    # Queue depths (database view of the selected brands): only work that is due.
     depth_rows: dict[str, dict[str, int]] = {q: {} for q in settings.MEGAHUB_QUEUES}
-    for row in (
-        tasks.filter(status__in=list(QUEUE_COLORS))
-        .values("queue", "status")
-        .annotate(n=Count("id"))
-        .order_by()
-    ):
-        depth_rows.setdefault(row["queue"], {})[row["status"]] = row["n"]
+    depth_rows.update(selectors.due_queue_depths(tasks=tasks, now=now))
 
     # Last 24 h, hourly: completed and failed.
     start = (now - timedelta(hours=23)).replace(minute=0, second=0, microsecond=0)
@@ -91,10 +86,15 @@ def dashboard_context(*, user, brand_param: str | None) -> dict:
         "workers_online": sum(1 for w in workers if w.is_online),
         "alerts": list(selectors.firing_alerts(brands=scope)[:50]),
         "running": running,
+        "recent_failures": selectors.recent_failures(tasks=tasks, now=now),
+        "health": health.platform_health(),
+        "refresh_s": REFRESH_SECONDS,
     }
 
 
 @staff_member_required
 def dashboard_view(request):
     context = dashboard_context(user=request.user, brand_param=request.GET.get("brand"))
-    return render(request, "dashboard/index.html", context)
+    # ?fragment=1: the panels only, swapped in by the page's own script every REFRESH_SECONDS.
+    template = "dashboard/_panels.html" if request.GET.get("fragment") else "dashboard/index.html"
+    return render(request, template, context)

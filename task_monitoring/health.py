@@ -112,3 +112,83 @@ def readiness(request):
     return JsonResponse(
         {"status": "ok" if ready else "fail", "checks": results}, status=200 if ready else 503
     )
+
+
+# --- Red/amber/green for the operations page -------------------------------------------------
+
+COLOURS = {"ok": "green", "pending": "amber", "warn": "amber", "late": "red", "fail": "red"}
+DISPATCH_LOOP = "megahub.tasks_dispatch_schedules"
+
+
+def _run(check) -> dict:
+    try:
+        return check()
+    except Exception as exc:  # an unreachable broker raises: that is a red light, not a 500
+        return {"status": "fail", "detail": type(exc).__name__}
+
+
+def _age(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{int(seconds)}s ago"
+
+
+def platform_health() -> list[dict]:
+    """The readiness checks the operations page shows, each with a colour: ``green`` (ok),
+    ``amber`` (warning: beat not run yet, outbox above EVENTS_BACKLOG_WARN, a loop not run yet)
+    or ``red`` (broker unreachable, a loop silent for 3 of its intervals, a failed check).
+    Platform-wide, not per brand."""
+    rows = []
+    beat = _run(_check_beat)
+    rows.append(
+        {
+            "name": "Beat last tick",
+            "colour": COLOURS[beat["status"]],
+            "detail": beat.get("detail") or f"last tick {beat.get('last_run_at', '')}",
+        }
+    )
+    loops = _run(_check_loops)
+    by_name = {loop["task"]: loop for loop in loops.get("loops", [])}
+    dispatch = by_name.get(DISPATCH_LOOP)
+    if dispatch is None:
+        detail = loops.get("detail", "schedule dispatch loop not configured")
+        rows.append({"name": "Dispatcher lag", "colour": "red", "detail": detail})
+    else:
+        rows.append(
+            {
+                "name": "Dispatcher lag",
+                "colour": COLOURS[dispatch["status"]],
+                "detail": f"schedule dispatch {_age(dispatch['age_s'])} "
+                f"(every {dispatch['interval_s']:g}s)",
+            }
+        )
+    outbox = _run(_check_events_outbox)
+    rows.append(
+        {
+            "name": "Outbox backlog",
+            "colour": COLOURS[outbox["status"]],
+            "detail": outbox.get("detail", "")
+            + (f" {outbox['unpublished']} unpublished" if "unpublished" in outbox else ""),
+        }
+    )
+    broker = _run(_check_broker)
+    rows.append(
+        {
+            "name": "Broker reachable",
+            "colour": COLOURS[broker["status"]],
+            "detail": "reachable" if broker["status"] == "ok" else broker.get("detail", ""),
+        }
+    )
+    late = [name for name, loop in by_name.items() if loop["status"] == "late"]
+    pending = [name for name, loop in by_name.items() if loop["status"] == "pending"]
+    rows.append(
+        {
+            "name": "Platform loops on time",
+            "colour": "red"
+            if late or loops["status"] == "fail"
+            else ("amber" if pending else "green"),
+            "detail": f"late: {', '.join(late)}"
+            if late
+            else (f"not run yet: {len(pending)}" if pending else f"{len(by_name)} on time"),
+            "loops": [{**loop, "colour": COLOURS[loop["status"]]} for loop in by_name.values()],
+        }
+    )
+    return rows

@@ -366,3 +366,56 @@ def task_attempt_metrics(*, task: Task) -> tuple[list[TaskMetric], dict]:
         cpu=Sum("cpu_cost_usd"), reported=Sum("reported_cost_usd"), total=Sum("cost_usd")
     )
     return rows, totals
+
+
+# --- The operations page (/dashboard/) ------------------------------------------------------
+
+DASHBOARD_QUEUE_STATUSES = ("pending", "queued", "running", "retrying")
+
+
+def due_queue_depths(*, tasks: QuerySet[Task], now: datetime) -> dict[str, dict[str, int]]:
+    """Work waiting or running per queue and status, counting only what is due: a pending or
+    retrying task whose ``available_at``/``scheduled_for`` is still ahead is not queue depth."""
+    not_yet = Q(status__in=["pending", "retrying"]) & (
+        Q(available_at__gt=now) | Q(scheduled_for__gt=now)
+    )
+    depths: dict[str, dict[str, int]] = {}
+    for row in (
+        tasks.filter(status__in=DASHBOARD_QUEUE_STATUSES)
+        .exclude(not_yet)
+        .values("queue", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        depths.setdefault(row["queue"], {})[row["status"]] = row["n"]
+    return depths
+
+
+def recent_failures(
+    *, tasks: QuerySet[Task], now: datetime, hours: int = 24, per_type: int = 3, limit: int = 20
+) -> list[dict]:
+    """Failed tasks of the last ``hours`` grouped by task type, most failures first: count,
+    latest failure time and error message, and the latest ``per_type`` failing tasks."""
+    failed = tasks.filter(status="failed", completed_at__gte=now - timedelta(hours=hours))
+    groups = []
+    for row in (
+        failed.values("task_type")
+        .annotate(n=Count("id"), latest_at=Max("completed_at"))
+        .order_by("-n", "task_type")[:limit]
+    ):
+        latest = list(
+            failed.filter(task_type=row["task_type"])
+            .select_related("brand")
+            .only("task_id", "task_type", "error_message", "completed_at", "brand__name")
+            .order_by("-completed_at", "-pk")[:per_type]
+        )
+        groups.append(
+            {
+                "task_type": row["task_type"],
+                "count": row["n"],
+                "latest_at": row["latest_at"],
+                "latest_error": (latest[0].error_message or "") if latest else "",
+                "tasks": latest,
+            }
+        )
+    return groups
