@@ -106,7 +106,7 @@ LOAD_WEB_WORKERS ?= 3
 LOAD_WORKER_CONCURRENCY ?= 2
 
 loadtest: install check-services ## locust load test on database megahub_load (not in make test; docs/loadtest.md)
-	$(TEST_ENV) $(PY) loadtest/run.py --users $(LOAD_USERS) --duration $(LOAD_DURATION) \
+	$(TEST_ENV) $(PY) bench/loadtest/run.py --users $(LOAD_USERS) --duration $(LOAD_DURATION) \
 	  --spawn-rate $(LOAD_SPAWN_RATE) --web-workers $(LOAD_WEB_WORKERS) \
 	  --worker-concurrency $(LOAD_WORKER_CONCURRENCY)
 

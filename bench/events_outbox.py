@@ -1,7 +1,7 @@
 """Overhead of the lifecycle-events outbox on drain throughput: event relay on vs off.
 
 Every transition writes its TaskEvent row in the same transaction whatever happens next (the
-outbox); the relay (`task_core.messaging.events_relay`, the `megahub.tasks_relay_events`
+outbox); the relay (`task_core.messaging.events_relay`, the `megahub.events_relay`
 Celery task) publishes the unpublished rows to the `megahub.events` topic exchange with
 publisher confirms, then stamps `published_at`. In production beat sends that task every
 EVENTS_RELAY_INTERVAL_SECONDS and a worker runs it.
@@ -12,7 +12,7 @@ relay is taken to have kept up with creation), then `celery -A megahub worker -c
 <default>,<system>` drains them. The worker command is the same on both sides:
 
 - relay off: nothing else runs; the started/completed events stay in the outbox.
-- relay on: this process sends `megahub.tasks_relay_events` to the system queue every
+- relay on: this process sends `megahub.events_relay` to the system queue every
   EVENTS_RELAY_INTERVAL_SECONDS, as beat does, and the same worker runs it between the
   tasks; a durable queue bound to the exchange with `#` stands for a subscriber, so the
   persistent event messages are routed and stored. After the last task completes, the relay
@@ -46,10 +46,10 @@ class Ticker:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        from task_core.tasks import tasks_relay_events
+        from task_core.tasks import events_relay
 
         while not self._stop.wait(self.interval):
-            tasks_relay_events.apply_async()
+            events_relay.apply_async()
             self.sent += 1
 
     def __enter__(self):

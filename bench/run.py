@@ -564,7 +564,7 @@ def render_schedules(sc: dict | None, se: dict | None) -> list[str]:
         rows += [
             f"{params['schedules']:,} `* * * * *` schedules over 10 brands, all due at the same "
             f"minute boundary; {params['dispatchers']} dispatcher processes run "
-            "`schedule_dispatch_due` from the boundary on, every "
+            "`schedules_dispatch_due` from the boundary on, every "
             f"{params['dispatch_interval_s']:g} s as beat's entry does. Lag of a fire = the "
             "task's `queued_at` - the fire time. Baseline: stock django-celery-beat, "
             f"{params['schedules']:,} PeriodicTask rows on one crontab, its DatabaseScheduler "
@@ -610,7 +610,7 @@ def render_schedules(sc: dict | None, se: dict | None) -> list[str]:
             kinds.setdefault(sample["kind"], []).append(sample)
         rows += [
             "**An edit takes effect within 5 s.** A dispatcher process runs "
-            f"`schedule_dispatch_due` every {params['dispatch_interval_s']:g} s like beat's "
+            f"`schedules_dispatch_due` every {params['dispatch_interval_s']:g} s like beat's "
             "entry; beat's phase relative to the minute is arbitrary, so each repetition starts "
             "a dispatcher whose first tick at or after the boundary comes "
             + (
@@ -776,7 +776,7 @@ def render_messaging(rq: dict | None, ob: dict | None) -> list[str]:
             f"{params['tasks']:,} `noop` tasks loaded and released as in section 1, the "
             "events so far stamped as published, then `celery -A megahub worker -c "
             f"{params['workers']} -Q default,system` drains them. Relay on: "
-            "`megahub.tasks_relay_events` sent to the system queue every "
+            "`megahub.events_relay` sent to the system queue every "
             f"{params['relay_interval_s']:g} s as beat does, run by the same worker; a durable "
             "queue bound to `megahub.events` with `#` stands for a subscriber. Relay off: no "
             f"relay; the events stay in the outbox. {params['reps']} repetitions per side, "

@@ -1,6 +1,6 @@
 """Scheduling: how soon an edited schedule is honoured by a running dispatcher.
 
-A dispatcher process runs `task_scheduling.services.schedule_dispatch_due` every
+A dispatcher process runs `task_scheduling.services.schedules_dispatch_due` every
 SCHEDULE_DISPATCH_INTERVAL_SECONDS as beat's entry does, and records when each tick started and
 ended. Beat's phase relative to the minute is arbitrary, so each repetition starts its own
 dispatcher with a different phase (its first tick at or after the boundary comes 0.1, 0.9,
@@ -56,13 +56,13 @@ def _dispatcher(interval: float, ticks, stop, start_at: float) -> None:
     from django.db import connections
 
     connections.close_all()
-    from task_scheduling.services import schedule_dispatch_due
+    from task_scheduling.services import schedules_dispatch_due
 
     time.sleep(max(0.0, start_at - time.time()))
 
     while not stop.is_set():
         started = time.time()
-        totals = schedule_dispatch_due()
+        totals = schedules_dispatch_due()
         ticks.put((started, time.time(), sum(totals.values())))
         stop.wait(max(0.0, interval - (time.time() - started)))
 

@@ -1,7 +1,7 @@
 """Scheduling benchmark: N schedules due in the same minute (SPEC section 5).
 
 megahub: N ``* * * * *`` schedules spread over 10 brands; at the minute boundary, D dispatcher
-processes run ``schedule_dispatch_due`` as beat's ticks would (every
+processes run ``schedules_dispatch_due`` as beat's ticks would (every
 SCHEDULE_DISPATCH_INTERVAL_SECONDS, the first one at the boundary). Lag of a fire = when its
 task was published (``queued_at``) minus the fire time; also the ledger row's creation.
 
@@ -117,7 +117,7 @@ def _dispatcher(boundary_ts: float, interval: float, queue) -> None:
     from django.db import connection, connections
 
     connections.close_all()
-    from task_scheduling.services import schedule_dispatch_due
+    from task_scheduling.services import schedules_dispatch_due
 
     queries = 0
 
@@ -132,7 +132,7 @@ def _dispatcher(boundary_ts: float, interval: float, queue) -> None:
         idle_ticks = 0
         while idle_ticks < 2:
             started = time.monotonic()
-            totals = schedule_dispatch_due()
+            totals = schedules_dispatch_due()
             busy += time.monotonic() - started
             ticks += 1
             idle_ticks = idle_ticks + 1 if not totals else 0

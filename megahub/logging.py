@@ -37,8 +37,11 @@ class TextFormatter(logging.Formatter):
 
 def is_platform_tick(task_name: str) -> bool:
     """The platform's own periodic tasks (release, sweeper, relay, schedule dispatch, alert
-    evaluation, deliveries...): the names routed to the ``system`` queue (settings.py)."""
-    return str(task_name).startswith("megahub.tasks_")
+    evaluation, deliveries...): MEGAHUB_PLATFORM_LOOPS, routed to the ``system`` queue
+    (settings.py)."""
+    from django.conf import settings
+
+    return str(task_name) in settings.MEGAHUB_PLATFORM_LOOPS
 
 
 class PlatformTicksAtDebug(logging.Filter):

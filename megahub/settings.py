@@ -280,11 +280,27 @@ CELERY_TASK_QUEUES = [
     )
     for name in [*MEGAHUB_QUEUES, MEGAHUB_SYSTEM_QUEUE]
 ]
+# The platform's own periodic loops, one name per operation: the service function, the Celery
+# task (megahub.<name>) and the management command (where there is one) share it. Every loop
+# runs on the system queue; a brand task's execution message names its type's queue when it is
+# published (task_core/services.py), so it needs no route.
+MEGAHUB_PLATFORM_LOOPS = [
+    "megahub.tasks_release_due",
+    "megahub.tasks_sweep",
+    "megahub.events_relay",
+    "megahub.webhooks_deliver_due",
+    "megahub.checkpoints_prune",
+    "megahub.schedules_dispatch_due",
+    "megahub.alert_rules_evaluate",
+    "megahub.alert_notifications_deliver",
+    "megahub.monitoring_prune",
+]
 CELERY_TASK_ROUTES = {
-    "megahub.tasks_*": {
+    name: {
         "queue": f"{CELERY_QUEUE_PREFIX}{MEGAHUB_SYSTEM_QUEUE}",
         "routing_key": MEGAHUB_SYSTEM_QUEUE,
     }
+    for name in MEGAHUB_PLATFORM_LOOPS
 }
 CELERY_TASK_QUEUE_MAX_PRIORITY = 10
 CELERY_TASK_DEFAULT_PRIORITY = 4
@@ -317,7 +333,8 @@ CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_SEND_EVENTS", True)
 CELERY_TASK_SEND_SENT_EVENT = env_bool("CELERY_SEND_SENT_EVENT", CELERY_WORKER_SEND_TASK_EVENTS)
 CELERY_TASK_ANNOTATIONS = ["megahub.celery.SystemTicksQuiet"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler, which also deletes megahub.* rows no longer declared.
+CELERY_BEAT_SCHEDULER = "megahub.beat:PlatformScheduler"
 # Beat saves last_run_at after this many sends (not only every 3 min): /health/ready/ reads it.
 CELERY_BEAT_SYNC_EVERY = 10
 CELERY_TIMEZONE = "UTC"
@@ -394,20 +411,20 @@ CELERY_BEAT_SCHEDULE = {
         "task": "megahub.tasks_sweep",
         "schedule": float(TASK_SWEEP_INTERVAL_SECONDS),
     },
-    "megahub.tasks_relay_events": {
-        "task": "megahub.tasks_relay_events",
+    "megahub.events_relay": {
+        "task": "megahub.events_relay",
         "schedule": float(EVENTS_RELAY_INTERVAL_SECONDS),
     },
-    "megahub.tasks_deliver_webhooks": {
-        "task": "megahub.tasks_deliver_webhooks",
+    "megahub.webhooks_deliver_due": {
+        "task": "megahub.webhooks_deliver_due",
         "schedule": float(WEBHOOK_DELIVER_INTERVAL_SECONDS),
     },
-    "megahub.tasks_prune_checkpoints": {
-        "task": "megahub.tasks_prune_checkpoints",
+    "megahub.checkpoints_prune": {
+        "task": "megahub.checkpoints_prune",
         "schedule": float(JOB_CHECKPOINT_PRUNE_INTERVAL_SECONDS),
     },
-    "megahub.tasks_dispatch_schedules": {
-        "task": "megahub.tasks_dispatch_schedules",
+    "megahub.schedules_dispatch_due": {
+        "task": "megahub.schedules_dispatch_due",
         "schedule": float(SCHEDULE_DISPATCH_INTERVAL_SECONDS),
     },
 }
@@ -448,16 +465,16 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "megahub@localhost")
 
 CELERY_BEAT_SCHEDULE.update(
     {
-        "megahub.tasks_alert_rules_evaluate": {
-            "task": "megahub.tasks_alert_rules_evaluate",
+        "megahub.alert_rules_evaluate": {
+            "task": "megahub.alert_rules_evaluate",
             "schedule": float(ALERT_EVALUATION_INTERVAL_SECONDS),
         },
-        "megahub.tasks_alert_notifications_deliver": {
-            "task": "megahub.tasks_alert_notifications_deliver",
+        "megahub.alert_notifications_deliver": {
+            "task": "megahub.alert_notifications_deliver",
             "schedule": float(ALERT_DELIVERY_INTERVAL_SECONDS),
         },
-        "megahub.tasks_monitoring_prune": {
-            "task": "megahub.tasks_monitoring_prune",
+        "megahub.monitoring_prune": {
+            "task": "megahub.monitoring_prune",
             "schedule": 3600.0,
         },
     }

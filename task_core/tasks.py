@@ -41,11 +41,11 @@ def tasks_sweep() -> int:
     return services.tasks_sweep()
 
 
-@shared_task(name="megahub.tasks_relay_events", ignore_result=True)
-def tasks_relay_events() -> int:
+@shared_task(name="megahub.events_relay", ignore_result=True)
+def events_relay() -> int:
     return messaging.events_relay()
 
 
-@shared_task(name="megahub.tasks_deliver_webhooks", ignore_result=True)
-def tasks_deliver_webhooks() -> int:
+@shared_task(name="megahub.webhooks_deliver_due", ignore_result=True)
+def webhooks_deliver_due() -> int:
     return messaging.webhooks_deliver_due()

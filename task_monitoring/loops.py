@@ -1,5 +1,5 @@
 """The platform loops' last runs, from Celery's own signals in the worker process that runs
-them: after each tick of a platform loop (a ``megahub.tasks_*`` task, see settings.py) one row
+them: after each tick of a platform loop (one of MEGAHUB_PLATFORM_LOOPS, settings.py) one row
 per loop records when it last succeeded, how long it took, and its last failure.
 /health/ready/ reads them (selectors.platform_loops)."""
 

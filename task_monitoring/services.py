@@ -34,7 +34,7 @@ from task_monitoring.models import (
 )
 
 logger = logging.getLogger("megahub.monitoring")
-DELIVER_TASK_NAME = "megahub.tasks_alert_notifications_deliver"
+DELIVER_TASK_NAME = "megahub.alert_notifications_deliver"
 SIX_PLACES = Decimal("0.000001")
 
 

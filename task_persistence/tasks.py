@@ -5,7 +5,7 @@ from celery import shared_task
 from task_persistence import services
 
 
-# "megahub.tasks_*" routes it to the system queue (CELERY_TASK_ROUTES).
-@shared_task(name="megahub.tasks_prune_checkpoints", ignore_result=True)
-def tasks_prune_checkpoints() -> int:
+# Routed to the system queue by CELERY_TASK_ROUTES (settings.py).
+@shared_task(name="megahub.checkpoints_prune", ignore_result=True)
+def checkpoints_prune() -> int:
     return services.checkpoints_prune()

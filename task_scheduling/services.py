@@ -194,7 +194,7 @@ def _task_description(schedule: PeriodicSchedule) -> str:
 
 
 # --- dispatcher ---------------------------------------------------------------------------
-def schedule_dispatch_due(
+def schedules_dispatch_due(
     *, now: datetime | None = None, batch_size: int | None = None, max_batches: int = 1000
 ) -> Counter:
     """Fire every due schedule once per fire time; returns outcome counts.

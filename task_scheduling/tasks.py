@@ -5,7 +5,7 @@ from celery import shared_task
 from task_scheduling import services
 
 
-@shared_task(name="megahub.tasks_dispatch_schedules", ignore_result=True)
-def tasks_dispatch_schedules() -> dict:
+@shared_task(name="megahub.schedules_dispatch_due", ignore_result=True)
+def schedules_dispatch_due() -> dict:
     """Fire due schedules (beat triggers it every SCHEDULE_DISPATCH_INTERVAL_SECONDS)."""
-    return dict(services.schedule_dispatch_due())
+    return dict(services.schedules_dispatch_due())

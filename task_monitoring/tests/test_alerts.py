@@ -174,10 +174,10 @@ def test_one_broken_rule_never_stops_the_others(brand, monkeypatch):
 
 
 def test_evaluation_beat_entry_is_routed_to_the_system_queue():
-    entry = settings.CELERY_BEAT_SCHEDULE["megahub.tasks_alert_rules_evaluate"]
-    assert entry["task"] == "megahub.tasks_alert_rules_evaluate"
+    entry = settings.CELERY_BEAT_SCHEDULE["megahub.alert_rules_evaluate"]
+    assert entry["task"] == "megahub.alert_rules_evaluate"
     assert entry["schedule"] == settings.ALERT_EVALUATION_INTERVAL_SECONDS
-    assert "megahub.tasks_alert_notifications_deliver" in settings.CELERY_BEAT_SCHEDULE
+    assert "megahub.alert_notifications_deliver" in settings.CELERY_BEAT_SCHEDULE
 
 
 # --- alerts API -------------------------------------------------------------------------------

@@ -47,8 +47,8 @@ def test_readiness_reports_a_loop_silent_for_three_intervals(client, db, setting
     settings.CELERY_BEAT_SCHEDULE = {  # the intervals readiness compares with
         RELEASE: {"task": RELEASE, "schedule": 20.0},
         SWEEP: {"task": SWEEP, "schedule": 10.0},
-        "megahub.tasks_dispatch_schedules": {
-            "task": "megahub.tasks_dispatch_schedules", "schedule": 10.0,
+        "megahub.schedules_dispatch_due": {
+            "task": "megahub.schedules_dispatch_due", "schedule": 10.0,
         },
     }  # fmt: skip
     _age(RELEASE, 45)  # within 3 x 20 s
@@ -58,28 +58,28 @@ def test_readiness_reports_a_loop_silent_for_three_intervals(client, db, setting
     check = response.json()["checks"]["loops"]
     by_task = {loop["task"]: loop for loop in check["loops"]}
     assert check["status"] == "warn"
-    assert check["detail"] == f"late: {SWEEP}, megahub.tasks_dispatch_schedules"
+    assert check["detail"] == f"late: {SWEEP}, megahub.schedules_dispatch_due"
     assert by_task[RELEASE]["status"] == "ok" and by_task[RELEASE]["interval_s"] == 20.0
     assert by_task[SWEEP]["status"] == "late" and by_task[SWEEP]["age_s"] >= 31
     assert by_task[SWEEP]["last_run_at"] is not None
     # never ran although the platform has been ticking for 45 s: late too
-    assert by_task["megahub.tasks_dispatch_schedules"]["status"] == "late"
+    assert by_task["megahub.schedules_dispatch_due"]["status"] == "late"
     _age(SWEEP, 1)
     PlatformLoop.objects.filter(task_name=SWEEP).update(first_run_at=timezone.now())
     PlatformLoop.objects.filter(task_name=RELEASE).update(first_run_at=timezone.now())
     check = client.get("/health/ready/").json()["checks"]["loops"]
     by_task = {loop["task"]: loop for loop in check["loops"]}
     assert check["status"] == "ok"
-    assert by_task["megahub.tasks_dispatch_schedules"]["status"] == "pending"  # just started
+    assert by_task["megahub.schedules_dispatch_due"]["status"] == "pending"  # just started
 
 
 def test_readiness_before_any_tick_lists_every_loop_as_pending(client, db, settings):
     check = client.get("/health/ready/").json()["checks"]["loops"]
     assert check["status"] == "ok"
     names = {loop["task"] for loop in check["loops"]}
-    assert {RELEASE, SWEEP, "megahub.tasks_relay_events", "megahub.tasks_dispatch_schedules",
-            "megahub.tasks_alert_rules_evaluate", "megahub.tasks_deliver_webhooks",
-            "megahub.tasks_alert_notifications_deliver"} <= names  # fmt: skip
+    assert {RELEASE, SWEEP, "megahub.events_relay", "megahub.schedules_dispatch_due",
+            "megahub.alert_rules_evaluate", "megahub.webhooks_deliver_due",
+            "megahub.alert_notifications_deliver"} <= names  # fmt: skip
     assert {loop["status"] for loop in check["loops"]} == {"pending"}
 
 

@@ -212,7 +212,7 @@ def test_commands_list_and_resume_interrupted_jobs(brand, capsys):
     with pytest.raises(CommandError):
         call_command("jobs_resume")
     with pytest.raises(CommandError):
-        call_command("jobs_prune_checkpoints", "--keep", "-1")
+        call_command("checkpoints_prune", "--keep", "-1")
     with pytest.raises(CommandError, match="No brand"):
         call_command("jobs_list_interrupted", "--brand", "nope")
 
@@ -221,7 +221,7 @@ def test_prune_command(brand, capsys):
     job = make_job(brand, ids=250, checkpoint_every_items=100)
     run(job)
     services.checkpoints_prune(keep=10)
-    call_command("jobs_prune_checkpoints", "--keep", "1")
+    call_command("checkpoints_prune", "--keep", "1")
     assert "deleted 2 checkpoint(s)" in capsys.readouterr().out
 
 

@@ -25,7 +25,7 @@ def make(brand, now=T0, **fields):
 
 
 def dispatch(now):
-    return services.schedule_dispatch_due(now=now)
+    return services.schedules_dispatch_due(now=now)
 
 
 def ledger(schedule):
@@ -92,7 +92,7 @@ def test_concurrent_dispatchers_fire_each_schedule_once(brand):
     def run():
         try:
             barrier.wait()
-            services.schedule_dispatch_due(now=now, batch_size=7)
+            services.schedules_dispatch_due(now=now, batch_size=7)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:

@@ -130,7 +130,7 @@ def test_dispatcher_goes_on_past_a_stored_row_that_cannot_fire(brand):
     good = services.schedule_create(brand=brand, **{**GOOD, "cron_expression": "* * * * *"})
     PeriodicSchedule.objects.unscoped().filter(pk=good.pk).update(next_run_at=due)
     bad = stored_never(brand, next_run_at=due)
-    totals = services.schedule_dispatch_due()
+    totals = services.schedules_dispatch_due()
     assert totals["fired"] == 1
     bad.refresh_from_db()
     assert bad.next_run_at is None

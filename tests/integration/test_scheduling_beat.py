@@ -5,6 +5,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.utils import timezone
 
 from task_core.models import Task
@@ -62,11 +63,19 @@ def test_two_beats_for_three_minutes_fire_a_minute_schedule_exactly_three_times(
 
 
 def test_beat_registers_the_platform_entries_in_django_celery_beat(start_process):
-    from django_celery_beat.models import PeriodicTask
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+    # A row left by an older release under a name the code no longer declares (the
+    # checkpoint prune loop was megahub.tasks_prune_checkpoints) must not keep firing it.
+    every = IntervalSchedule.objects.create(every=3600, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(
+        name="megahub.tasks_prune_checkpoints", task="megahub.tasks_prune_checkpoints",
+        interval=every,
+    )  # fmt: skip
+    PeriodicTask.objects.create(name="ops.hand_made", task="ops.hand_made", interval=every)
     start_process("beat")
     expected = {
-        "megahub.tasks_dispatch_schedules",
+        "megahub.schedules_dispatch_due",
         "megahub.tasks_release_due",
         "megahub.tasks_sweep",
     }
@@ -76,6 +85,12 @@ def test_beat_registers_the_platform_entries_in_django_celery_beat(start_process
         message="the platform entries in django-celery-beat's tables",
     )
     entry = PeriodicTask.objects.select_related("interval").get(
-        name="megahub.tasks_dispatch_schedules"
+        name="megahub.schedules_dispatch_due"
     )
     assert entry.enabled and entry.interval.every == 2 and entry.interval.period == "seconds"
+    names = set(PeriodicTask.objects.values_list("name", flat=True))
+    assert "megahub.tasks_prune_checkpoints" not in names
+    assert "ops.hand_made" in names  # rows outside megahub.* are the operator's
+    assert {n for n in names if n.startswith("megahub.")} <= set(
+        django_settings.CELERY_BEAT_SCHEDULE
+    )

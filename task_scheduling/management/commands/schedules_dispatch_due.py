@@ -1,4 +1,4 @@
-"""manage.py schedules_dispatch [--now ISO]"""
+"""manage.py schedules_dispatch_due [--now ISO]"""
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_datetime
@@ -8,7 +8,7 @@ from task_scheduling import services
 
 class Command(BaseCommand):
     help = (
-        "Dispatch due schedules once (what the beat entry megahub.tasks_dispatch_schedules "
+        "Dispatch due schedules once (what the beat entry megahub.schedules_dispatch_due "
         "does every few seconds) and print the outcome counts."
     )
 
@@ -24,6 +24,6 @@ class Command(BaseCommand):
             instant = parse_datetime(now)
             if instant is None or instant.tzinfo is None:
                 raise CommandError(f"--now: {now!r} is not an ISO 8601 datetime with a time zone")
-        totals = services.schedule_dispatch_due(now=instant)
+        totals = services.schedules_dispatch_due(now=instant)
         summary = ", ".join(f"{k}={v}" for k, v in sorted(totals.items())) or "nothing due"
         self.stdout.write(f"dispatched: {summary}")

@@ -1,6 +1,6 @@
 """Locust users of the task API: create tasks, list them, poll the ones they created.
 
-Driven by loadtest/run.py, which passes LOADTEST_TOKEN (a JWT), LOADTEST_BRAND_ID and
+Driven by bench/loadtest/run.py, which passes LOADTEST_TOKEN (a JWT), LOADTEST_BRAND_ID and
 LOADTEST_RESULT (where the status-code counts are written when the run stops).
 """
 
