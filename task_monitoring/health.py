@@ -117,7 +117,7 @@ def readiness(request):
 # --- Red/amber/green for the operations page -------------------------------------------------
 
 COLOURS = {"ok": "green", "pending": "amber", "warn": "amber", "late": "red", "fail": "red"}
-DISPATCH_LOOP = "megahub.tasks_dispatch_schedules"
+DISPATCH_LOOP = "megahub.schedules_dispatch_due"
 
 
 def _run(check) -> dict:
