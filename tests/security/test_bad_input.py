@@ -546,3 +546,9 @@ def test_a_json_value_of_the_wrong_type_for_a_text_or_boolean_field_is_a_400(
     what type it means, and the schema says string or boolean."""
     response = owner_client(world).post(path, body, format="json")
     assert_400_naming(response, name)
+
+
+@pytest.mark.parametrize("path", ["/tasks/monitoring/alerts/", "/tasks/scheduled/periodic-tasks/"])
+def test_an_empty_ordering_is_a_400(path, world):
+    """The schema's ordering is an enum of the offered fields: empty is not one of them."""
+    assert_400_naming(owner_client(world).get(path, {"ordering": ""}), "ordering")
