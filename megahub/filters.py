@@ -171,7 +171,14 @@ class StrictFilterSet(django_filters.FilterSet):
 
 
 class StrictOrderingFilter(OrderingFilter):
-    """``?ordering=`` naming a field the view does not offer is a 400, not the default order."""
+    """``?ordering=`` naming a field the view does not offer, or empty, is a 400, not the
+    default order."""
+
+    def get_ordering(self, request, queryset, view):
+        raw = request.query_params.get(self.ordering_param)
+        if raw is not None and not raw.strip():
+            raise ValidationError({self.ordering_param: ["May not be empty."]})
+        return super().get_ordering(request, queryset, view)
 
     def remove_invalid_fields(self, queryset, fields, view, request):
         valid = super().remove_invalid_fields(queryset, fields, view, request)

@@ -6,10 +6,14 @@ field by kind, so that no field has to repeat them.
 - an integer field holds a JSON integer or a string of ASCII digits, within the field's declared
   bounds, else the signed 64-bit range (``²``, U+FF11, ``1.5``, ``2**64`` are 400);
 - a float or decimal field holds a finite number written with ASCII digits;
-- a datetime's UTC offset is at most ±15:59.
+- a datetime's UTC offset is at most ±15:59;
+- in a JSON body, a text field holds a JSON string and a boolean field a JSON boolean (DRF
+  would turn ``0`` into ``"0"`` and ``0``/``"true"`` into a boolean); a query string, where
+  every value is text, is read as DRF reads it.
 """
 
 from django.core.validators import MaxValueValidator, MinValueValidator
+from django.http import QueryDict
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
@@ -56,10 +60,13 @@ class StrictInputSerializer(serializers.Serializer):
                     {name: ["Unknown or read-only field."] for name in unknown}
                 )
             errors = {}
+            json_body = not isinstance(data, QueryDict)
             for name, raw in data.items():
                 if name not in writable:
                     continue
-                problem = _raw_problem(self.fields[name], raw)
+                problem = _raw_problem(self.fields[name], raw) or (
+                    json_body and _json_type_problem(self.fields[name], raw)
+                )
                 if problem:
                     errors[name] = [problem]
             if errors:
@@ -75,6 +82,18 @@ def _bound(field, low, high):
     if field.min_value is None:
         field.min_value = low
         field.validators.append(MinValueValidator(low))
+
+
+def _json_type_problem(field, raw) -> str | None:
+    """A JSON value of the wrong type for a text or boolean field; None if nothing (null is
+    the field's own business: allow_null)."""
+    if raw is None:
+        return None
+    if isinstance(field, serializers.CharField) and not isinstance(raw, str):
+        return "Not a valid string."
+    if isinstance(field, serializers.BooleanField) and not isinstance(raw, bool):
+        return "Must be a valid boolean (true or false)."
+    return None
 
 
 def _raw_problem(field, raw) -> str | None:

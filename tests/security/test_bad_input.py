@@ -516,3 +516,39 @@ def test_refreshing_the_token_of_a_deleted_user_is_401(world):
     response = APIClient().post("/auth/token/refresh/", {"refresh": refresh}, format="json")
     assert response.status_code == 401, response.content[:300]
     assert response.json()["error_code"] == "AUTHENTICATION_FAILED"
+
+
+@pytest.mark.parametrize(
+    "path,body,name",
+    [
+        ("/tasks/scheduled/calendars/", {"name": "c", "description": 0}, "description"),
+        ("/tasks/scheduled/calendars/", {"name": 0}, "name"),
+        (
+            "/tasks/scheduled/periodic-tasks/",
+            {"cron_expression": "0 9 * * 1-5", "task_type": "daily_seo_report", "enabled": 0},
+            "enabled",
+        ),
+        (
+            "/tasks/scheduled/periodic-tasks/",
+            {
+                "cron_expression": "0 9 * * 1-5",
+                "task_type": "daily_seo_report",
+                "enabled": "true",
+            },
+            "enabled",
+        ),
+    ],
+)
+def test_a_json_value_of_the_wrong_type_for_a_text_or_boolean_field_is_a_400(
+    path, body, name, world
+):
+    """DRF turns 0 into "0" for a CharField and 0 or "true" into a boolean; a JSON body says
+    what type it means, and the schema says string or boolean."""
+    response = owner_client(world).post(path, body, format="json")
+    assert_400_naming(response, name)
+
+
+@pytest.mark.parametrize("path", ["/tasks/monitoring/alerts/", "/tasks/scheduled/periodic-tasks/"])
+def test_an_empty_ordering_is_a_400(path, world):
+    """The schema's ordering is an enum of the offered fields: empty is not one of them."""
+    assert_400_naming(owner_client(world).get(path, {"ordering": ""}), "ordering")
