@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.core import signals
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
@@ -22,7 +23,7 @@ from task_persistence.tests.helpers import make_job
 from task_scheduling import services as scheduling
 from task_scheduling.models import PeriodicSchedule
 from tests.factories import BrandFactory, MembershipFactory, TaskFactory, UserFactory
-from tests.security.operations import Op, body_for, call_for
+from tests.security.operations import CALLS, Op, body_for, call_for
 
 LEAK = "FOREIGN-LEAK"
 
@@ -194,3 +195,33 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if isinstance(item, SchemathesisFunction) and not item.nodeid.endswith("]"):
             item._id = item.parent.id.child(item.name)
+
+
+@pytest.fixture
+def in_test_transaction():
+    """The WSGI handler closes "obsolete" connections around each request, which would end
+    the test's transaction; Django's own test client disconnects the same receivers."""
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def unthrottled(settings):
+    settings.THROTTLE_USER_RATE = "1000000/minute"
+    settings.THROTTLE_ANON_RATE = "1000000/minute"
+
+
+def call_case_as_owner(case, world, checks, *, fill_id: bool = True) -> None:
+    """Send a schemathesis case as the brand's admin, ``{id}`` (when ``fill_id``) set to the
+    brand's own object of the operation's kind, and run ``checks`` on the answer."""
+    headers = {
+        "Authorization": f"Bearer {AccessToken.for_user(world.owner)}",
+        "X-Brand-ID": str(world.brand.pk),
+    }
+    kind = CALLS[f"{case.operation.method.upper()} {case.operation.path}"].kind
+    if fill_id and "id" in (case.path_parameters or {}) and kind:
+        case.path_parameters["id"] = world.own[kind].pk
+    case.call_and_validate(headers=headers, checks=checks)

@@ -13,10 +13,7 @@ import copy as copy_module
 
 import pytest
 import schemathesis
-from django.core import signals
-from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
-from rest_framework_simplejwt.tokens import AccessToken
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.parameters import ParameterLocation
@@ -29,7 +26,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from megahub.wsgi import application
-from tests.security.operations import CALLS, SCHEMA
+from tests.security.conftest import call_case_as_owner
+from tests.security.operations import SCHEMA
 
 MAX_EXAMPLES = 10
 CHECKS = [
@@ -71,17 +69,6 @@ def without_brand_and_auth(schema: dict) -> dict:
 schema = schemathesis.openapi.from_dict(without_brand_and_auth(SCHEMA))
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 schema.app = application
-
-
-@pytest.fixture
-def in_test_transaction():
-    """The WSGI handler closes "obsolete" connections around each request, which would end
-    the test's transaction; Django's own test client disconnects the same receivers."""
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    yield
-    signals.request_started.connect(close_old_connections)
-    signals.request_finished.connect(close_old_connections)
 
 
 # Operations where schema and behaviour still disagree (measured with these settings); each is
@@ -133,12 +120,6 @@ def known_mismatch(request):
             request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
 
 
-@pytest.fixture
-def unthrottled(settings):
-    settings.THROTTLE_USER_RATE = "1000000/minute"
-    settings.THROTTLE_ANON_RATE = "1000000/minute"
-
-
 @schema.parametrize()
 @settings(
     max_examples=MAX_EXAMPLES,
@@ -149,14 +130,7 @@ def unthrottled(settings):
 def test_api_conforms_to_its_schema_with_negative_data(
     case, world, in_test_transaction, unthrottled, known_mismatch
 ):
-    headers = {
-        "Authorization": f"Bearer {AccessToken.for_user(world.owner)}",
-        "X-Brand-ID": str(world.brand.pk),
-    }
-    kind = CALLS[f"{case.operation.method.upper()} {case.operation.path}"].kind
     # A negated {id} stays as generated: replaced by a real id, it would be sent valid and
     # reported as a schema-violating request "accepted".
     negative_path = case.meta is not None and case.meta.is_negative_at(ParameterLocation.PATH)
-    if "id" in (case.path_parameters or {}) and kind and not negative_path:
-        case.path_parameters["id"] = world.own[kind].pk
-    case.call_and_validate(headers=headers, checks=CHECKS)
+    call_case_as_owner(case, world, CHECKS, fill_id=not negative_path)
