@@ -232,7 +232,7 @@ class OpenTransactionProbe:
 def bench_throughput(brand, reps: int, items: int) -> dict:
     from django.db import connection
 
-    from task_core import services as core
+    from task_core import execution
     from task_persistence import services
 
     modes = (("every 100 items", 100), ("none during the run", 10**9))
@@ -257,7 +257,7 @@ def bench_throughput(brand, reps: int, items: int) -> dict:
                 backend = cursor.fetchone()[0]
             with OpenTransactionProbe(backend) as probe:
                 t0 = time.perf_counter()
-                outcome = core.task_execute(task_pk=job.task_id, worker="bench")
+                outcome = execution.task_execute(task_pk=job.task_id, worker="bench")
                 elapsed = time.perf_counter() - t0
             assert outcome == "completed", outcome
             runs[label].append(items / elapsed)

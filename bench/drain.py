@@ -3,7 +3,7 @@
 Project, per repetition:
   1. TRUNCATE the bench task tables; bulk-insert N `noop` rows as `pending` with
      available_at=now, each with its `created` event (what N task_create calls leave behind).
-  2. Publish them the way the project publishes due tasks: `services.tasks_release_due()` in
+  2. Publish them the way the project publishes due tasks: `publishing.tasks_release_due()` in
      batches of 500 until none is left (SELECT ... FOR UPDATE SKIP LOCKED, one confirmed publish
      per task, one UPDATE + one bulk INSERT of `queued` events per batch).
   3. Start `celery -A megahub worker -c K -Q <prefix>default` and wait for N terminal rows.
@@ -120,14 +120,14 @@ class ProjectDrain:
             cur.execute("ANALYZE task_core_taskevent")
 
     def publish(self) -> dict:
-        from task_core import services
+        from task_core import publishing
 
         self.connection.close()
         time.sleep(0.3)
         x0 = common.xact_commits(DB)
         t0 = time.perf_counter()
         released = 0
-        while batch := services.tasks_release_due(limit=500):
+        while batch := publishing.tasks_release_due(limit=500):
             released += batch
         seconds = time.perf_counter() - t0
         self.connection.close()
@@ -276,13 +276,13 @@ SELECT * FROM t
 def breakdown(brand, n: int = 300) -> dict:
     """Where a task's time goes, in this process (no Celery, one persistent connection).
 
-    ``services.task_execute`` per task, its database share, and the floor: the same claim
+    ``execution.task_execute`` per task, its database share, and the floor: the same claim
     and finish as one SQL statement + COMMIT each through psycopg.
     """
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from task_core import services
+    from task_core import execution
     from task_core.models import Task
 
     def queued(count: int) -> list[int]:
@@ -302,22 +302,22 @@ def breakdown(brand, n: int = 300) -> dict:
 
     ids = queued(n + 20)
     for pk in ids[:20]:  # warm: imports, connection, statement caches
-        services.task_execute(task_pk=pk, worker="bench")
+        execution.task_execute(task_pk=pk, worker="bench")
     t0 = time.perf_counter()
     with connection.execute_wrapper(timed):
         for pk in ids[20:]:
-            services.task_execute(task_pk=pk, worker="bench")
+            execution.task_execute(task_pk=pk, worker="bench")
     orm_ms = (time.perf_counter() - t0) / n * 1000
     # Transactions and statements of one task on a persistent connection.
     ids = queued(101)
-    services.task_execute(task_pk=ids[0], worker="bench")
+    execution.task_execute(task_pk=ids[0], worker="bench")
     with CaptureQueriesContext(connection) as captured:
-        services.task_execute(task_pk=ids[1], worker="bench")
+        execution.task_execute(task_pk=ids[1], worker="bench")
     connection.close()
     time.sleep(0.3)
     x0 = common.xact_commits(DB)
     for pk in ids[2:]:
-        services.task_execute(task_pk=pk, worker="bench")
+        execution.task_execute(task_pk=pk, worker="bench")
     connection.close()
     time.sleep(0.5)
     # 99 tasks; the connection's own start-up and its first SET are 2 transactions.

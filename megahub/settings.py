@@ -283,7 +283,7 @@ CELERY_TASK_QUEUES = [
 # The platform's own periodic loops, one name per operation: the service function, the Celery
 # task (megahub.<name>) and the management command (where there is one) share it. Every loop
 # runs on the system queue; a brand task's execution message names its type's queue when it is
-# published (task_core/services.py), so it needs no route.
+# published (task_core/publishing.py), so it needs no route.
 MEGAHUB_PLATFORM_LOOPS = [
     "megahub.tasks_release_due",
     "megahub.tasks_sweep",

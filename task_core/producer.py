@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from task_core import registry, services
+from task_core import execution, registry, services
 from task_core.models import Brand, Task
 from task_core.tenancy import brand_get
 
@@ -79,7 +79,7 @@ def run_inline(task: Task, *, worker: str = "inline") -> Task:
     handler, the outcome, the timeline, metrics), and return the task refreshed: for unit tests
     of a handler and for scripts, no broker or worker needed. A retryable failure leaves the
     task ``retrying``; call again for the next attempt."""
-    services.task_execute(task_pk=task.pk, worker=worker)
+    execution.task_execute(task_pk=task.pk, worker=worker)
     task.refresh_from_db()
     return task
 

@@ -3,7 +3,7 @@
 from celery import shared_task
 from celery.exceptions import Retry
 
-from task_core import messaging, services
+from task_core import execution, messaging, publishing
 from task_core.models import Task
 
 
@@ -19,9 +19,9 @@ class TaskFailed(Exception):
 # failure is raised to Celery (FAILURE: task_failure, task-failed) and a scheduled retry is a
 # celery Retry (task-retried) that publishes nothing: the message is already acknowledged, and
 # the release loop publishes the next attempt from the database when its backoff is over.
-@shared_task(name=services.EXECUTE_TASK_NAME, bind=True, acks_late=False, ignore_result=True)
+@shared_task(name=publishing.EXECUTE_TASK_NAME, bind=True, acks_late=False, ignore_result=True)
 def task_execute(self, task_pk: int) -> str:
-    attempt = services.task_execute_attempt(
+    attempt = execution.task_execute_attempt(
         task_pk=task_pk, worker=self.request.hostname or "unknown"
     )
     if attempt.outcome == Task.Status.FAILED:
@@ -33,12 +33,12 @@ def task_execute(self, task_pk: int) -> str:
 
 @shared_task(name="megahub.tasks_release_due", ignore_result=True)
 def tasks_release_due() -> int:
-    return services.tasks_release_due()
+    return publishing.tasks_release_due()
 
 
 @shared_task(name="megahub.tasks_sweep", ignore_result=True)
 def tasks_sweep() -> int:
-    return services.tasks_sweep()
+    return execution.tasks_sweep()
 
 
 @shared_task(name="megahub.events_relay", ignore_result=True)

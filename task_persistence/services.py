@@ -17,6 +17,7 @@ from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from megahub.errors import Conflict, DomainValidationError
+from task_core import publishing
 from task_core import services as core
 from task_core import state_machine as sm
 from task_core.context import TaskCancelled, TaskContext, TaskHandedBack, TaskLost, TaskPaused
@@ -180,7 +181,7 @@ def job_resume(*, job: PersistentJob, user=None, actor: str | None = None) -> Pe
         PersistentJob.objects.unscoped().filter(pk=job.pk).update(
             pause_requested=False, handback_requested=False, auto_resume_count=0
         )
-        transaction.on_commit(lambda: core.task_publish(task=job.task))
+        transaction.on_commit(lambda: publishing.task_publish(task=job.task))
     job.refresh_from_db()
     return job
 

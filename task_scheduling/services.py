@@ -11,6 +11,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from megahub.errors import Conflict, DomainError, DomainValidationError
+from task_core import publishing
 from task_core import services as core
 from task_core.models import Brand, Task
 from task_scheduling import cron
@@ -219,7 +220,7 @@ def schedules_dispatch_due(
         # on_commit: at once outside a transaction, after the caller's commit inside one.
         if created:
             transaction.on_commit(
-                lambda: core.tasks_publish_many(task_pks=created, actor="system:scheduler")
+                lambda: publishing.tasks_publish_many(task_pks=created, actor="system:scheduler")
             )
     return totals
 

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from megahub.backoff import backoff_delay_s
-from task_core import messaging, services
+from task_core import execution, messaging, services
 from task_core.models import BrandEvent, TaskEvent, Webhook, WebhookDelivery
 
 SEED_BODY = {"order_id": 12345, "customer": "John Doe", "total_amount": 250}
@@ -167,7 +167,7 @@ def test_the_relay_publishes_brand_and_lifecycle_events_in_one_id_order(brand, o
     services.brand_event_create(
         brand=brand, user=owner, solution="shop", model="order", action="created", event_data={}
     )
-    services.task_execute(task_pk=task.pk, worker="w")
+    execution.task_execute(task_pk=task.pk, worker="w")
     pending = list(TaskEvent.objects.unscoped().order_by("id").values_list("kind", flat=True))
     assert pending == ["created", "brand_event", "started", "completed"]
     assert messaging.events_relay() == 4

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from task_core import services
+from task_core import execution
 from task_core.models import Task
 from task_core.registry import all_task_types, get_task_type
 from tests.factories import TaskFactory
@@ -63,7 +63,7 @@ def test_a_stored_demo_task_is_not_run_once_the_setting_is_off(brand, settings):
     settings.MEGAHUB_DEMO_TASK_TYPES = False
     task = TaskFactory(brand=brand, task_type="memory_probe", context_data={"mb": 1},
                        status="queued")  # fmt: skip
-    assert services.task_execute(task_pk=task.pk, worker="test@host") == "failed"
+    assert execution.task_execute(task_pk=task.pk, worker="test@host") == "failed"
     task.refresh_from_db()
     assert task.status == "failed" and "not registered" in task.error_message
 
@@ -90,6 +90,6 @@ def test_a_stored_context_beyond_the_types_limits_is_refused_at_execution(
     """A context stored without the API (admin edit, an old row) is checked again by the worker
     before the handler runs: it fails without allocating or killing anything."""
     task = TaskFactory(brand=brand, task_type=task_type, context_data=context, status="queued")
-    assert services.task_execute(task_pk=task.pk, worker="test@host") == "failed"
+    assert execution.task_execute(task_pk=task.pk, worker="test@host") == "failed"
     task.refresh_from_db()
     assert task.status == "failed" and "CONTEXT_INVALID" in task.error_message

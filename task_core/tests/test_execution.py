@@ -8,14 +8,14 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from task_core import services
+from task_core import execution, publishing, services
 from task_core import state_machine as sm
 from task_core.models import Task
 from tests.factories import TaskFactory
 
 
 def run(task):
-    return services.task_execute(task_pk=task.pk, worker="test@host")
+    return execution.task_execute(task_pk=task.pk, worker="test@host")
 
 
 def kinds(task):
@@ -46,7 +46,7 @@ def test_concurrent_claims_exactly_one_wins(brand):
     def claim():
         barrier.wait()
         try:
-            if services.task_claim(task_pk=task.pk, worker="w") is not None:
+            if execution.task_claim(task_pk=task.pk, worker="w") is not None:
                 winners.append(1)
         finally:
             connection.close()
@@ -114,7 +114,7 @@ def test_retry_delays_grow_exponentially_and_are_capped():
     from task_core.registry import get_task_type
 
     spec = get_task_type("flaky_api_call")
-    delays = [services.retry_delay_s(spec, n) for n in range(1, 10)]
+    delays = [execution.retry_delay_s(spec, n) for n in range(1, 10)]
     assert 0.75 <= delays[0] <= 1.25 and 1.5 <= delays[1] <= 2.5 and 3 <= delays[2] <= 5
     assert max(delays) <= 30 * 1.25
 
@@ -162,11 +162,11 @@ def test_running_task_stops_at_its_next_progress_call(brand):
 
 def test_zombie_attempt_cannot_finish_a_rescued_task(brand):
     task, _ = services.task_create(brand=brand, task_type="noop")
-    claimed = services.task_claim(task_pk=task.pk, worker="old")
+    claimed = execution.task_claim(task_pk=task.pk, worker="old")
     Task.objects.unscoped().filter(pk=task.pk).update(
         attempts=2
     )  # the sweeper gave it a new attempt
-    assert services._finish(claimed, "old", to="completed", kind="completed") == "lost"
+    assert execution._finish(claimed, "old", to="completed", kind="completed") == "lost"
 
 
 # --- sweeper & release ------------------------------------------------------------------------
@@ -174,25 +174,25 @@ def test_sweeper_rescues_a_task_whose_worker_died(brand, settings):
     task, _ = services.task_create(
         brand=brand, task_type="seo_keyword_analysis", context_data={"keyword_ids": [1]}
     )
-    services.task_claim(task_pk=task.pk, worker="dead@host")
+    execution.task_claim(task_pk=task.pk, worker="dead@host")
     stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT_SECONDS + 5)
     Task.objects.unscoped().filter(pk=task.pk).update(heartbeat_at=stale)
-    assert services.tasks_sweep() == 1
+    assert execution.tasks_sweep() == 1
     task.refresh_from_db()
     assert task.status == "retrying" and "dead@host" in task.error_message
     assert kinds(task)[-2:] == ["worker_lost", "retry_scheduled"]
-    assert services.tasks_sweep() == 0
+    assert execution.tasks_sweep() == 0
 
 
 def test_sweeper_leaves_live_tasks_alone(brand):
     task, _ = services.task_create(brand=brand, task_type="noop")
-    services.task_claim(task_pk=task.pk, worker="alive")
-    assert services.tasks_sweep() == 0
+    execution.task_claim(task_pk=task.pk, worker="alive")
+    assert execution.tasks_sweep() == 0
 
 
 def test_release_publishes_due_tasks_and_skips_future_ones(brand, monkeypatch):
     sent = []
-    monkeypatch.setattr(services, "_send", lambda task: sent.append(task.pk))
+    monkeypatch.setattr(publishing, "_send", lambda task: sent.append(task.pk))
     due, _ = services.task_create(
         brand=brand, task_type="noop", scheduled_for=timezone.now() + timedelta(hours=1)
     )
@@ -202,7 +202,7 @@ def test_release_publishes_due_tasks_and_skips_future_ones(brand, monkeypatch):
     Task.objects.unscoped().filter(pk=due.pk).update(
         available_at=timezone.now() - timedelta(seconds=1)
     )
-    assert services.tasks_release_due() == 1
+    assert publishing.tasks_release_due() == 1
     assert sent == [due.pk]
     due.refresh_from_db()
     later.refresh_from_db()
@@ -213,26 +213,26 @@ def test_release_keeps_tasks_when_the_broker_is_down(brand, monkeypatch):
     def down(task):
         raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr(services, "_send", down)
+    monkeypatch.setattr(publishing, "_send", down)
     task, _ = services.task_create(brand=brand, task_type="noop")
     Task.objects.unscoped().filter(pk=task.pk).update(
         available_at=timezone.now() - timedelta(seconds=1)
     )
-    assert services.tasks_release_due() == 0
+    assert publishing.tasks_release_due() == 0
     task.refresh_from_db()
     assert task.status == "pending" and task.available_at > timezone.now()
 
 
 def test_sweeper_does_not_rescue_a_task_whose_heartbeat_arrived_meanwhile(brand, settings):
     task, _ = services.task_create(brand=brand, task_type="noop")
-    claimed = services.task_claim(task_pk=task.pk, worker="slow@host")
+    claimed = execution.task_claim(task_pk=task.pk, worker="slow@host")
     stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT_SECONDS + 5)
     claimed.heartbeat_at = stale  # what the sweeper read...
     Task.objects.unscoped().filter(pk=task.pk).update(
         heartbeat_at=timezone.now()
     )  # ...then a beat came
     cutoff = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT_SECONDS)
-    outcome = services._attempt_failed(
+    outcome = execution._attempt_failed(
         claimed, None, "", "lost?", kind="worker_lost", where=Q(heartbeat_at__lt=cutoff)
     )
     assert outcome == "lost"

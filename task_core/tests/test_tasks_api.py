@@ -63,17 +63,17 @@ def test_queued_mark_skips_the_disk_flush_only_in_its_own_transaction(brand):
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
-    from task_core import services
+    from task_core import publishing
 
     def relaxed(queries):
         return any("synchronous_commit = off" in q["sql"] for q in queries)
 
     own, inside = (TaskFactory(brand=brand, status="pending") for _ in range(2))
     with CaptureQueriesContext(connection) as ctx:
-        assert services.task_publish(task=own)
+        assert publishing.task_publish(task=own)
     assert relaxed(ctx.captured_queries) == (connection.vendor == "postgresql")  # not on SQLite
     with CaptureQueriesContext(connection) as ctx, transaction.atomic():
-        assert services.task_publish(task=inside)  # a caller's transaction stays durable
+        assert publishing.task_publish(task=inside)  # a caller's transaction stays durable
     assert not relaxed(ctx.captured_queries)
     assert set(Task.objects.unscoped().values_list("status", flat=True)) == {"queued"}
 

@@ -3,7 +3,7 @@
 import pytest
 from django.utils import timezone
 
-from task_core import messaging, services
+from task_core import execution, messaging, services
 from task_core.models import Webhook, WebhookDelivery
 from task_core.signals import webhook_disabled
 from tests.factories import BrandFactory
@@ -59,7 +59,7 @@ def test_relayed_events_fan_out_to_matching_webhooks_of_their_brand(brand, other
     Webhook.objects.create(brand=other_brand, url=HOOK["url"], event_types=["*"])
     Webhook.objects.create(brand=brand, url=HOOK["url"], event_types=["*"], is_active=False)
     task, _ = services.task_create(brand=brand, task_type="noop")
-    services.task_execute(task_pk=task.pk, worker="w")
+    execution.task_execute(task_pk=task.pk, worker="w")
     messaging.events_relay()
     assert set(on_completed.deliveries.values_list("event_name", flat=True)) == {"completed"}
     # (no "queued": inside the test transaction the on-commit publish does not run)
@@ -84,7 +84,7 @@ def test_delivery_is_signed_and_retried_after_a_500(brand, settings):
         hook = Webhook.objects.create(brand=brand, url=receiver.url, event_types=["completed"])
         receiver.secret = hook.secret
         task, _ = services.task_create(brand=brand, task_type="noop")
-        services.task_execute(task_pk=task.pk, worker="w")
+        execution.task_execute(task_pk=task.pk, worker="w")
         messaging.events_relay()
         delivery = WebhookDelivery.objects.unscoped().get()
         assert _deliver_now() == 1

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from task_core import services as core_services
+from task_core import execution
 from task_core.models import Task
 from task_monitoring import services
 from task_monitoring.models import TaskMetric
@@ -15,7 +15,7 @@ from tests.factories import TaskFactory
 
 
 def run(task):
-    return core_services.task_execute(task_pk=task.pk, worker="w-test@host")
+    return execution.task_execute(task_pk=task.pk, worker="w-test@host")
 
 
 def queued(brand, task_type, context=None, **kw):

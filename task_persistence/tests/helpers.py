@@ -2,7 +2,7 @@
 
 from django.utils import timezone
 
-from task_core import services as core
+from task_core import execution
 from task_core.models import Task
 from task_persistence import services
 from task_persistence.models import Checkpoint, PersistentJob, ProcessedItem
@@ -39,7 +39,7 @@ def run(job_or_task, worker=WORKER) -> str:
     Task.objects.unscoped().filter(pk=task_pk, status="retrying").update(
         available_at=timezone.now()
     )
-    return core.task_execute(task_pk=task_pk, worker=worker)
+    return execution.task_execute(task_pk=task_pk, worker=worker)
 
 
 def processed_counts(task_pk) -> dict[int, int]:

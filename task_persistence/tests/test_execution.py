@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from task_core import services as core
+from task_core import execution
 from task_core.models import Task
 from task_core.registry import RetryPolicy, task_type
 from task_persistence import services
@@ -156,10 +156,10 @@ def test_lost_worker_auto_resumes_k_times_then_interrupts(brand):
     job = make_job(brand, auto_resume_max=2)
     for attempt in (1, 2):
         _stale_running(job, attempt)
-        assert core.tasks_sweep() == 1
+        assert execution.tasks_sweep() == 1
         assert Task.objects.unscoped().get(pk=job.task_id).status == "pending"
     _stale_running(job, 3)
-    assert core.tasks_sweep() == 1
+    assert execution.tasks_sweep() == 1
     task = Task.objects.unscoped().get(pk=job.task_id)
     assert task.status == "interrupted"
     job = reload(job)
@@ -214,7 +214,7 @@ def test_sweeper_that_loses_the_race_does_not_count_a_resumption(brand):
     _stale_running(job, 1)
     stale = Task.objects.unscoped().get(pk=job.task_id)
     Task.objects.unscoped().filter(pk=job.task_id).update(status="pending")  # another sweeper won
-    assert core._resumable_lost(stale, stale_spec(stale), "lost") == "lost"
+    assert execution._resumable_lost(stale, stale_spec(stale), "lost") == "lost"
     job = reload(job)
     assert job.auto_resume_count == 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from task_core import services as core
+from task_core import execution
 from task_core.models import Task
 from task_persistence.tests.helpers import make_job
 from tests.factories import TaskFactory
@@ -83,7 +83,7 @@ def test_every_request_example_of_the_seed_succeeds(api, owner, brand):
     Task.objects.unscoped().filter(pk=task_pk).update(
         status="queued"
     )  # published on commit in production
-    core.task_execute(task_pk=task_pk, worker="seed@host")
+    execution.task_execute(task_pk=task_pk, worker="seed@host")
 
     failed = TaskFactory(brand=brand, status="failed", attempts=1, task_type="noop")
     paused = make_job(brand, status="paused", last_sequence=1)

@@ -8,7 +8,7 @@ import pytest
 from celery import current_app
 from django.conf import settings as django_settings
 
-from task_core import services
+from task_core import publishing, services
 from task_core.models import Task
 from tests.integration.conftest import wait_for
 
@@ -164,7 +164,7 @@ def test_batch_release_counts_confirms_with_sent_events_and_labels_messages(
     ]
     Task.objects.for_brand(brand).update(available_at=timezone.now())
     started = time.monotonic()
-    assert services.tasks_release_due() == 5
+    assert publishing.tasks_release_due() == 5
     assert time.monotonic() - started < 10  # every confirm counted: no wait for the deadline
     assert set(Task.objects.for_brand(brand).values_list("status", flat=True)) == {"queued"}
 
@@ -181,7 +181,7 @@ def test_batch_release_counts_confirms_with_sent_events_and_labels_messages(
     assert set(by_task_id) == {t.task_id for t in tasks}
     for task in tasks:
         headers = by_task_id[task.task_id]
-        assert headers["task"] == services.EXECUTE_TASK_NAME
+        assert headers["task"] == publishing.EXECUTE_TASK_NAME
         assert headers["shadow"] == "megahub.noop"
         assert headers["megahub_brand_id"] == brand.pk
         assert headers["megahub_task_type"] == "noop"

@@ -5,7 +5,7 @@ import itertools
 import pytest
 from django.db.models import Count, Q
 
-from task_core import services
+from task_core import execution, publishing, services
 from task_core.models import Task
 from tests.factories import TaskFactory
 from tests.integration.conftest import broker_unreachable, wait_for
@@ -76,7 +76,7 @@ def test_cancel_a_running_task(api, owner, brand, worker):
 def test_duplicate_deliveries_run_the_handler_once(brand, start_process):
     task, _ = services.task_create(brand=brand, task_type="sleep", context_data={"seconds": 1})
     for _ in range(3):  # the same message delivered again, as after a redelivery
-        services._send(task)
+        publishing._send(task)
     worker = start_process("worker", concurrency=4)
     task = wait_status(task.pk, "completed")
     wait_for(
@@ -161,9 +161,9 @@ def test_queued_task_whose_message_was_lost_is_republished(brand, settings, purg
     )
     fresh = TaskFactory(brand=brand, status="queued", queued_at=timezone.now())
     assert broker_queue_stats(["default"])["queues"]["default"]["depth"] == 0
-    assert services.tasks_sweep() == 1
+    assert execution.tasks_sweep() == 1
     wait_for(lambda: broker_queue_stats(["default"])["queues"]["default"]["depth"] == 1, 5,
              message="the republished message")  # fmt: skip
     assert lost.events.get().message == "republished: message lost"
     assert not fresh.events.exists()
-    assert services.tasks_sweep() == 0  # its queue is no longer empty
+    assert execution.tasks_sweep() == 0  # its queue is no longer empty
