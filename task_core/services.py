@@ -50,8 +50,10 @@ class IdempotencyKeyReused(Conflict):
     default_detail = "This Idempotency-Key was already used for a different task request."
 
 
-def _actor(user) -> str:
-    return f"user:{user.get_username()}" if user is not None else "system"
+def actor_name(user, *, system: str = "system") -> str:
+    """Who did it, as the timeline's ``actor`` says: ``user:<username>``, or ``system`` (or the
+    system part named, e.g. ``system:scheduler``) when no user did."""
+    return f"user:{user.get_username()}" if user is not None else system
 
 
 def brand_create(*, name: str, slug: str | None = None) -> tuple[Brand, bool]:
@@ -96,7 +98,7 @@ def brand_event_create(
         )
     with transaction.atomic():
         outbox = TaskEvent.objects.create(
-            brand=brand, kind=TaskEvent.Kind.BRAND_EVENT, actor=_actor(user)
+            brand=brand, kind=TaskEvent.Kind.BRAND_EVENT, actor=actor_name(user)
         )
         return BrandEvent.objects.create(
             brand=brand,
@@ -201,10 +203,10 @@ def task_create(
             sm.record_event(
                 task,
                 kind=K.CREATED,
-                actor=actor or _actor(user),
+                actor=actor or actor_name(user),
                 data={"scheduled_for": scheduled_for.isoformat()} if scheduled_for else None,
             )
-            sm.log_transition(task, kind=K.CREATED, actor=actor or _actor(user))
+            sm.log_transition(task, kind=K.CREATED, actor=actor or actor_name(user))
             if due_now:
                 transaction.on_commit(lambda: task_publish(task=task))
     except IntegrityError:
@@ -230,7 +232,7 @@ class TaskRequest:
 
 
 def task_create_many(
-    *, requests: list[TaskRequest], actor: str, publish: bool = True
+    *, requests: list[TaskRequest], actor: str, publish: bool = True, validated: bool = False
 ) -> list[tuple[Task, bool]]:
     """Create many due-now tasks in a constant number of queries (schedule dispatch).
 
@@ -238,10 +240,11 @@ def task_create_many(
     in order. Must run inside the caller's transaction: the tasks are published together on
     commit (or, with ``publish=False``, by the caller with tasks_publish_many once it has
     committed several batches); the release loop publishes any the broker did not confirm.
+    ``validated=True`` says the caller has run task_validate_request on every request already.
     """
     if not requests:
         return []
-    for req in requests:
+    for req in [] if validated else requests:
         task_validate_request(
             task_type=req.task_type, priority=req.priority, context_data=req.context_data
         )
@@ -300,34 +303,50 @@ def _idempotent_match(existing: Task, task_type: str, context_data: dict) -> Tas
     return existing
 
 
-def task_retry(*, task: Task, user=None) -> Task:
-    """Give a failed or cancelled task a new attempt (same task, same id)."""
-    now = timezone.now()
+def task_requeue(
+    task: Task, *, kind: str, actor: str, frm: list[str], fields=None, data=None
+) -> Task | None:
+    """Put a stopped task back to ``pending`` for a new attempt (operator retry, job resume)
+    and publish it on commit; None when it is no longer in one of the ``frm`` states."""
     moved = sm.transition(
         task,
         to=S.PENDING,
-        kind=K.RETRY_REQUESTED,
-        actor=_actor(user),
-        frm=[S.FAILED, S.CANCELLED],
+        kind=kind,
+        actor=actor,
+        frm=frm,
         fields={
-            "available_at": now + timedelta(seconds=settings.TASK_PUBLISH_GRACE_SECONDS),
+            "available_at": timezone.now() + timedelta(seconds=settings.TASK_PUBLISH_GRACE_SECONDS),
             "cancel_requested": False,
             "completed_at": None,
-            "progress_percentage": 0,
+            **(fields or {}),
         },
+        data=data,
+    )
+    if moved is not None:
+        transaction.on_commit(lambda: task_publish(task=task))
+    return moved
+
+
+def task_retry(*, task: Task, user=None) -> Task:
+    """Give a failed or cancelled task a new attempt (same task, same id)."""
+    moved = task_requeue(
+        task,
+        kind=K.RETRY_REQUESTED,
+        actor=actor_name(user),
+        frm=[S.FAILED, S.CANCELLED],
+        fields={"progress_percentage": 0},
     )
     if moved is None:
         raise TaskNotRetryable(
             f"Task is {Task.objects.unscoped().get(pk=task.pk).status}; only failed or "
             "cancelled tasks can be retried."
         )
-    transaction.on_commit(lambda: task_publish(task=task))
     return task
 
 
 def task_cancel(*, task: Task, user=None) -> Task:
     """Cancel now if not started; a running task is asked to stop at its next check."""
-    actor = _actor(user)
+    actor = actor_name(user)
     done = sm.transition(
         task,
         to=S.CANCELLED,

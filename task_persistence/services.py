@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
 
 import psycopg
 from django.conf import settings
@@ -17,11 +16,10 @@ from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from megahub.errors import Conflict, DomainValidationError
-from task_core import publishing
 from task_core import services as core
 from task_core import state_machine as sm
 from task_core.context import TaskCancelled, TaskContext, TaskHandedBack, TaskLost, TaskPaused
-from task_core.models import Brand, Task, TaskEvent
+from task_core.models import Task, TaskEvent
 from task_core.registry import PermanentError, TaskType, get_task_type
 from task_persistence.models import Checkpoint, PersistentJob
 
@@ -91,23 +89,19 @@ def job_for_task(*, task: Task, spec: TaskType | None = None) -> PersistentJob:
 # --- create, resume, pause, cancel -----------------------------------------------------------
 def job_create(
     *,
-    brand: Brand,
-    user=None,
     task_type: str,
-    priority: str = Task.Priority.NORMAL,
-    description: str = "",
-    context_data: dict | None = None,
     checkpoint_every_items: int | None = None,
     checkpoint_every_seconds: float | None = None,
     auto_resume_max: int | None = None,
     state: dict | None = None,
-    idempotency_key: str | None = None,
+    **task_fields,
 ) -> tuple[PersistentJob, bool]:
-    """Create a resumable task and its job in one transaction (published on commit)."""
-    spec = core.task_validate_request(
-        task_type=task_type, priority=priority, context_data=context_data or {}
-    )
-    if not spec.resumable:
+    """Create a resumable task and its job in one transaction (published on commit).
+
+    ``task_fields`` are task_create's (brand, user, priority, context_data...), which validates
+    them; this adds the job's own settings and initial state."""
+    spec = get_task_type(task_type)
+    if spec is not None and not spec.resumable:
         raise DomainValidationError(
             f"Task type {task_type!r} is not resumable.",
             field_errors={"task_type": [f"{task_type!r} is not a resumable task type."]},
@@ -124,19 +118,12 @@ def job_create(
         if value is not None
     }
     with transaction.atomic():
-        task, created = core.task_create(
-            brand=brand,
-            user=user,
-            task_type=task_type,
-            priority=priority,
-            description=description,
-            context_data=context_data or {},
-            idempotency_key=idempotency_key,
-        )
+        task, created = core.task_create(task_type=task_type, **task_fields)
+        spec = get_task_type(task_type)  # registered: task_create refuses unknown types
         job, _ = PersistentJob.objects.unscoped().get_or_create(
             task_id=task.pk,
             defaults={
-                "brand_id": brand.pk,
+                "brand_id": task.brand_id,
                 **_defaults(spec),
                 **overrides,
                 "initial_state": state or {},
@@ -151,21 +138,14 @@ def _resumable_sources(last: Checkpoint | None) -> list[str]:
 
 def job_resume(*, job: PersistentJob, user=None, actor: str | None = None) -> PersistentJob:
     """Resume a paused, interrupted, or failed-with-a-checkpoint job from its last checkpoint."""
-    actor = actor or core._actor(user)
+    actor = actor or core.actor_name(user)
     last = _last_checkpoint(job.pk)
     with transaction.atomic():
-        moved = sm.transition(
+        moved = core.task_requeue(
             job.task,
-            to=S.PENDING,
             kind=K.RESUMED,
             actor=actor,
             frm=_resumable_sources(last),
-            fields={
-                "available_at": timezone.now()
-                + timedelta(seconds=settings.TASK_PUBLISH_GRACE_SECONDS),
-                "cancel_requested": False,
-                "completed_at": None,
-            },
             data={
                 "from_checkpoint": last.sequence if last else 0,
                 "items_processed": last.items_processed if last else 0,
@@ -181,7 +161,6 @@ def job_resume(*, job: PersistentJob, user=None, actor: str | None = None) -> Pe
         PersistentJob.objects.unscoped().filter(pk=job.pk).update(
             pause_requested=False, handback_requested=False, auto_resume_count=0
         )
-        transaction.on_commit(lambda: publishing.task_publish(task=job.task))
     job.refresh_from_db()
     return job
 

@@ -53,7 +53,7 @@ class CalendarNameTaken(Conflict):
 
 
 def _actor(user) -> str:
-    return f"user:{user.get_username()}" if user is not None else "system:scheduler"
+    return core.actor_name(user, system="system:scheduler")
 
 
 # --- schedules ----------------------------------------------------------------------------
@@ -384,7 +384,10 @@ def _dispatch_batch(
                             )
                         )
             results = core.task_create_many(
-                requests=[r for _, r in requests], actor="system:scheduler", publish=False
+                requests=[r for _, r in requests],
+                actor="system:scheduler",
+                publish=False,
+                validated=True,  # _plan validated each schedule's request
             )
             for (run, _), (task, _) in zip(requests, results, strict=True):
                 run.task = task

@@ -80,11 +80,6 @@ class TaskCreateSerializer(StrictInputSerializer):
     context_data = JSONObjectField(default=dict)
     scheduled_for = serializers.DateTimeField(required=False, allow_null=True)
 
-    def validate_context_data(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
-        return value
-
 
 class TaskRequestSerializer(TaskCreateSerializer):
     """A task request received through RabbitMQ: POST /tasks/ fields plus who and for whom."""

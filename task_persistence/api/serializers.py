@@ -27,16 +27,6 @@ class JobCreateSerializer(StrictInputSerializer):
         default=dict, help_text="Initial handler state (JSON object) before any checkpoint."
     )
 
-    def validate_context_data(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
-        return value
-
-    def validate_state(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
-        return value
-
 
 class JobListSerializer(serializers.ModelSerializer):
     task_id = serializers.CharField(source="task.task_id", read_only=True)

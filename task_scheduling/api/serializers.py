@@ -67,11 +67,6 @@ class ScheduleInputSerializer(StrictInputSerializer):
     start_at = serializers.DateTimeField(allow_null=True, required=False)
     end_at = serializers.DateTimeField(allow_null=True, required=False)
 
-    def validate_context_data(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
-        return value
-
 
 class ScheduleSerializer(serializers.ModelSerializer):
     status = serializers.CharField(read_only=True, help_text="`active` or `paused`.")
@@ -226,11 +221,6 @@ class CronJobInputSerializer(StrictInputSerializer):
     context_data = JSONObjectField(required=False)
     priority = serializers.ChoiceField(choices=Task.Priority.choices, required=False)
     run_at = serializers.DateTimeField()
-
-    def validate_context_data(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
-        return value
 
 
 class CronJobSerializer(serializers.ModelSerializer):
