@@ -205,6 +205,15 @@ def standard_secret(secret: str) -> str:
     return SECRET_PREFIX + base64.b64encode(secret.encode()).decode()
 
 
+def convert_stored_secrets(model, field: str) -> None:
+    """Rewrite the older-format secrets of ``model.<field>`` in the Standard Webhooks format
+    (a data migration, given its historical model)."""
+    rows = model._base_manager.exclude(**{f"{field}__startswith": SECRET_PREFIX})
+    for row in rows.only("pk", field):
+        setattr(row, field, standard_secret(getattr(row, field)))
+        row.save(update_fields=[field])
+
+
 def signing_secret_problem(secret: str) -> str | None:
     """Why a given signing secret is refused (None if acceptable)."""
     low, high = SECRET_KEY_BYTES

@@ -133,16 +133,20 @@ class Attempt:
 
 
 class Channel:
-    """One kind of delivery row. Subclasses set ``model`` and the timeout and retry settings
-    (read when the channel is made), and implement ``message`` and ``transport``; ``fields``
-    and ``recorded`` add their own writes to an attempt's."""
+    """One kind of delivery row. Subclasses set ``model`` and ``setting_names``, and implement
+    ``message`` and ``transport``; ``fields`` and ``recorded`` add their own writes to an
+    attempt's."""
 
     model: type[models.Model]
     related: tuple[str, ...] = ()  # select_related of the lease query
-    timeout_s: float  # one send (the lease covers the batch)
-    max_attempts: int
-    backoff_base_s: float
-    backoff_max_s: float
+    # The names of the settings of: one send's timeout (the lease covers the batch), attempts
+    # before giving up, the backoff's first delay and its cap (seconds). Read when made.
+    setting_names: tuple[str, str, str, str]
+
+    def __init__(self):
+        self.timeout_s, self.max_attempts, self.backoff_base_s, self.backoff_max_s = (
+            getattr(settings, name) for name in self.setting_names
+        )
 
     def message(self, row) -> Message:
         raise NotImplementedError

@@ -87,12 +87,8 @@ class WebhookChannel(delivery.Channel):
     """WebhookDelivery rows: the event's payload POSTed to the brand's webhook."""
 
     model = WebhookDelivery
-
-    def __init__(self):
-        self.timeout_s = settings.WEBHOOK_TIMEOUT_SECONDS
-        self.max_attempts = settings.WEBHOOK_MAX_ATTEMPTS
-        self.backoff_base_s = settings.WEBHOOK_BACKOFF_SECONDS
-        self.backoff_max_s = settings.WEBHOOK_BACKOFF_MAX_SECONDS
+    setting_names = ("WEBHOOK_TIMEOUT_SECONDS", "WEBHOOK_MAX_ATTEMPTS",
+                     "WEBHOOK_BACKOFF_SECONDS", "WEBHOOK_BACKOFF_MAX_SECONDS")  # fmt: skip
 
     def message(self, row: WebhookDelivery) -> delivery.Message:
         return delivery.Message(

@@ -384,12 +384,12 @@ class AlertNotificationChannel(delivery.Channel):
 
     model = AlertNotification
     related = ("alert__rule",)
-
-    def __init__(self):
-        self.timeout_s = settings.ALERT_WEBHOOK_TIMEOUT_SECONDS
-        self.max_attempts = settings.ALERT_NOTIFICATION_MAX_ATTEMPTS
-        self.backoff_base_s = settings.ALERT_NOTIFICATION_BACKOFF_SECONDS
-        self.backoff_max_s = settings.ALERT_NOTIFICATION_BACKOFF_MAX_SECONDS
+    setting_names = (
+        "ALERT_WEBHOOK_TIMEOUT_SECONDS",
+        "ALERT_NOTIFICATION_MAX_ATTEMPTS",
+        "ALERT_NOTIFICATION_BACKOFF_SECONDS",
+        "ALERT_NOTIFICATION_BACKOFF_MAX_SECONDS",
+    )
 
     def message(self, row: AlertNotification) -> delivery.Message:
         payload = row.payload

@@ -3,14 +3,11 @@ existing secret keeps its key (its UTF-8 bytes), so a receiver can still verify 
 
 from django.db import migrations
 
-from megahub.webhooks import SECRET_PREFIX, standard_secret
+from megahub.webhooks import convert_stored_secrets
 
 
 def to_standard_webhooks(apps, schema_editor):
-    Webhook = apps.get_model("task_core", "Webhook")
-    for hook in Webhook.objects.exclude(secret__startswith=SECRET_PREFIX).only("pk", "secret"):
-        hook.secret = standard_secret(hook.secret)
-        hook.save(update_fields=["secret"])
+    convert_stored_secrets(apps.get_model("task_core", "Webhook"), "secret")
 
 
 class Migration(migrations.Migration):

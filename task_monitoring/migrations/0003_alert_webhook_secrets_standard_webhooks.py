@@ -5,15 +5,11 @@ can still verify with it."""
 from django.db import migrations, models
 
 import task_monitoring.models
-from megahub.webhooks import SECRET_PREFIX, standard_secret
+from megahub.webhooks import convert_stored_secrets
 
 
 def to_standard_webhooks(apps, schema_editor):
-    AlertRule = apps.get_model("task_monitoring", "AlertRule")
-    rules = AlertRule.objects.exclude(webhook_secret__startswith=SECRET_PREFIX)
-    for rule in rules.only("pk", "webhook_secret"):
-        rule.webhook_secret = standard_secret(rule.webhook_secret)
-        rule.save(update_fields=["webhook_secret"])
+    convert_stored_secrets(apps.get_model("task_monitoring", "AlertRule"), "webhook_secret")
 
 
 class Migration(migrations.Migration):
