@@ -285,3 +285,11 @@ def test_admin_lists_brand_events_and_their_outbox_rows_per_brand(client, brand,
     assert timeline.status_code == 200 and "brand_event" in timeline.content.decode()
     detail = client.get(f"/admin/task_core/brandevent/{mine.pk}/change/")
     assert detail.status_code == 200
+
+
+def test_the_backoff_spread_is_a_parameter_the_task_retry_delay_can_use():
+    # +-25 % around the step (task types' RetryPolicy.jitter), and no jitter at all.
+    delays = [backoff_delay_s(3, base=2.0, cap=300, jitter=(0.75, 1.25)) for _ in range(200)]
+    assert all(6.0 <= d <= 10.0 for d in delays) and min(delays) < 8.0 < max(delays)
+    assert backoff_delay_s(3, base=2.0, cap=300, jitter=(1, 1)) == 8.0
+    assert backoff_delay_s(20, base=2.0, cap=300, jitter=(1, 1)) == 300

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 from standardwebhooks import Webhook
 
+from task_core import delivery
 from task_monitoring import services
 from task_monitoring.models import Alert, AlertEvaluation, AlertNotification, AlertRule
 from task_monitoring.tests.factories import AlertRuleFactory, MetricFactory
@@ -275,6 +276,22 @@ def test_failing_webhook_is_retried_with_backoff_and_every_attempt_recorded(
     log = api(owner, brand).get(f"{ALERTS}{notification.alert_id}/notifications/").json()
     assert [a["status_code"] for a in log[0]["attempt_log"]] == [500, 500, 500]
     assert len(receiver.requests) == 3
+
+
+def test_due_notifications_are_leased_in_batches_and_not_sent_twice(brand, mailoutbox):
+    rule = AlertRuleFactory(brand=brand, threshold=0, email_to=["ops@example.com"])
+    fill_queue(brand, 1)
+    evaluate(rule)  # fired
+    Alert.objects.unscoped().update(status="resolved")
+    for _ in range(2):
+        services._notify(Alert.objects.unscoped().get(), "resolved")
+    channel = services.AlertNotificationChannel()
+    first = delivery.lease_due(channel, limit=2)
+    assert len(first) == 2 and len(delivery.lease_due(channel, limit=2)) == 1
+    assert delivery.lease_due(channel, limit=2) == []  # every row is leased
+    leased_until = AlertNotification.objects.unscoped().values_list("next_attempt_at", flat=True)
+    assert all(t > timezone.now() + timedelta(seconds=30) for t in leased_until)
+    assert services.alert_notifications_deliver() == 0 and mailoutbox == []
 
 
 def test_a_slow_webhook_times_out_and_is_recorded_without_blocking(brand, receiver, settings):
