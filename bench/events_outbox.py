@@ -1,7 +1,7 @@
 """Overhead of the lifecycle-events outbox on drain throughput: event relay on vs off.
 
 Every transition writes its TaskEvent row in the same transaction whatever happens next (the
-outbox); the relay (`task_core.messaging.events_relay`, the `megahub.events_relay`
+outbox); the relay (`task_core.events.events_relay`, the `megahub.events_relay`
 Celery task) publishes the unpublished rows to the `megahub.events` topic exchange with
 publisher confirms, then stamps `published_at`. In production beat sends that task every
 EVENTS_RELAY_INTERVAL_SECONDS and a worker runs it.
@@ -64,11 +64,11 @@ class Ticker:
 def sink_declare(prefix: str) -> str:
     from kombu import Queue
 
-    from task_core import messaging
+    from task_core import events
 
     name = f"{prefix}bench-events-sink"
     with common.broker_connection() as conn:
-        Queue(name, messaging.events_exchange(), routing_key="#", durable=True)(
+        Queue(name, events.events_exchange(), routing_key="#", durable=True)(
             conn.default_channel
         ).declare()
     return name

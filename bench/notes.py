@@ -230,7 +230,7 @@ METHOD: list[str] = [
     "ran.",
     "- No beat runs during the drain (section 1): the periodic release loop, sweeper and "
     "lifecycle-event relay are outside the measured window. Section 8 measures the drain "
-    "again with the relay (`task_core/messaging.py`) publishing the started/completed "
+    "again with the relay (`task_core/events.py`) publishing the started/completed "
     "timeline rows as they are written.",
     "- Sizes: `make bench` runs `bench/run.py` with the full profile (`bench/run.py --help` "
     "lists every size; `--quick` is a smoke run with small ones, `--only` a subset). Where a "

@@ -771,7 +771,7 @@ def render_messaging(rq: dict | None, ob: dict | None) -> list[str]:
         rows += [
             "**Events outbox: drain with the event relay on vs off.** Every transition writes "
             "its TaskEvent row in the same transaction either way; the relay "
-            "(`task_core.messaging.events_relay`, advisory-locked, publishing unpublished rows "
+            "(`task_core.events.events_relay`, advisory-locked, publishing unpublished rows "
             "with confirms and stamping `published_at`) is what differs. Per repetition: "
             f"{params['tasks']:,} `noop` tasks loaded and released as in section 1, the "
             "events so far stamped as published, then `celery -A megahub worker -c "

@@ -1,9 +1,12 @@
-"""Outgoing webhooks, shared by every app that notifies a URL: URL policy, HMAC-SHA256
-signature, one signed POST.
+"""Outgoing webhooks, shared by every app that notifies a URL: URL policy, signing secrets,
+one signed POST.
 
-Signature: ``X-Megahub-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`` keyed by
-the subscription's secret, with ``X-Megahub-Timestamp: <unix seconds>``. A receiver recomputes
-it over the raw body and rejects old timestamps (replays).
+Signature: the Standard Webhooks scheme (https://www.standardwebhooks.com/), made by the
+``standardwebhooks`` library: ``webhook-id`` (the message id, the same on every retry),
+``webhook-timestamp`` (unix seconds) and ``webhook-signature: v1,<base64 HMAC-SHA256 of
+"<id>.<timestamp>.<body>">`` keyed by the subscription's secret, ``whsec_<base64 key>``. A
+receiver verifies it with ``standardwebhooks.Webhook(secret).verify(body, headers)``, which
+also rejects timestamps more than 5 minutes away (replays).
 
 URL policy (docs/messaging.md, *Webhook URL policy*): http(s) only, no credentials, and no
 target inside the platform's own networks. An address is refused when it is not globally
@@ -22,20 +25,23 @@ even when WEBHOOK_ALLOWED_NETWORKS would allow their range. Checked twice:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import concurrent.futures
-import hashlib
-import hmac
 import http.client
 import ipaddress
 import json
+import secrets
 import socket
 import ssl
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from standardwebhooks import Webhook as StandardWebhook
 
 # Response bytes kept per attempt: enough to read an error message, never a read channel.
 RESPONSE_EXCERPT_BYTES = 256
@@ -182,9 +188,52 @@ def webhook_url_problem(url: str) -> str | None:
     return None
 
 
-def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
-    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return f"sha256={digest.hexdigest()}"
+# Signing secrets: "whsec_" + the base64 of the key, as Standard Webhooks libraries expect.
+SECRET_PREFIX = "whsec_"
+SECRET_KEY_BYTES = (16, 128)  # accepted key sizes; generated keys have 32 bytes
+
+
+def new_signing_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def standard_secret(secret: str) -> str:
+    """A secret of the older format (plain text, its UTF-8 bytes the key) in the Standard
+    Webhooks format, with the same key (the data migrations of stored secrets)."""
+    if secret.startswith(SECRET_PREFIX):
+        return secret
+    return SECRET_PREFIX + base64.b64encode(secret.encode()).decode()
+
+
+def convert_stored_secrets(model, field: str) -> None:
+    """Rewrite the older-format secrets of ``model.<field>`` in the Standard Webhooks format
+    (a data migration, given its historical model)."""
+    rows = model._base_manager.exclude(**{f"{field}__startswith": SECRET_PREFIX})
+    for row in rows.only("pk", field):
+        setattr(row, field, standard_secret(getattr(row, field)))
+        row.save(update_fields=[field])
+
+
+def signing_secret_problem(secret: str) -> str | None:
+    """Why a given signing secret is refused (None if acceptable)."""
+    low, high = SECRET_KEY_BYTES
+    try:
+        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not secret.startswith(SECRET_PREFIX) or not low <= len(key) <= high:
+        return f"A signing secret is '{SECRET_PREFIX}' + the base64 of {low} to {high} bytes."
+    return None
+
+
+def webhook_signature_headers(secret: str, message_id: str, body: bytes) -> dict[str, str]:
+    """The Standard Webhooks headers of one message, signed now."""
+    sent_at = datetime.fromtimestamp(int(time.time()), UTC)
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(sent_at.timestamp())),
+        "webhook-signature": StandardWebhook(secret).sign(message_id, sent_at, body.decode()),
+    }
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
@@ -236,21 +285,19 @@ def webhook_target_addresses(url: str) -> list[str]:
 
 
 def webhook_post(
-    url: str, *, secret: str, payload: dict, headers: dict, timeout: float
+    url: str, *, secret: str, message_id: str, payload: dict, headers: dict, timeout: float
 ) -> WebhookResponse:
-    """One signed POST. Raises WebhookRefused for a forbidden URL (checked again against the
-    addresses the name resolves to now, and connected to one of those), OSError for network
-    failures and an invalid HTTP answer; any HTTP status is returned, redirects included (not
-    followed)."""
+    """One signed POST (``message_id``: the same on every retry of one message). Raises
+    WebhookRefused for a forbidden URL (checked again against the addresses the name resolves
+    to now, and connected to one of those), OSError for network failures and an invalid HTTP
+    answer; any HTTP status is returned, redirects included (not followed)."""
     addresses = webhook_target_addresses(url)
     target, _ = _parse(url)
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    timestamp = str(int(time.time()))
     request_headers = {
         "Content-Type": "application/json",
         "User-Agent": "megahub-webhooks/1",
-        "X-Megahub-Timestamp": timestamp,
-        "X-Megahub-Signature": webhook_signature(secret, timestamp, body),
+        **webhook_signature_headers(secret, message_id, body),
         **headers,
     }
     connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection

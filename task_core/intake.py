@@ -17,7 +17,7 @@ from kombu import Queue
 from megahub.errors import DomainError
 from task_core import services
 from task_core.api.serializers import TaskRequestSerializer
-from task_core.messaging import queue_name
+from task_core.events import queue_name
 from task_core.models import Task
 from task_core.tenancy import Role, member_with_role
 

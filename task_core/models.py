@@ -7,6 +7,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from megahub.webhooks import new_signing_secret
+
 # Brand and BrandMembership are defined with the rest of tenancy and belong to this app.
 from task_core.tenancy import Brand, BrandMembership, BrandScopedManager  # noqa: F401
 
@@ -212,7 +214,7 @@ BRAND_EVENT_SEGMENT = r"[a-z0-9_-]{1,64}"
 
 
 def new_webhook_secret() -> str:
-    return secrets.token_urlsafe(32)
+    return new_signing_secret()  # "whsec_" + base64, the Standard Webhooks format
 
 
 class Webhook(models.Model):

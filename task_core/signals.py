@@ -21,3 +21,7 @@ attempt_finished = Signal()
 
 # Sent when a brand webhook is disabled after too many consecutive failures: webhook, reason.
 webhook_disabled = Signal()
+
+# Sent by the events relay inside the transaction that marks events published: events (the
+# TaskEvent rows just published, in id order). Brand webhooks create their deliveries here.
+events_relayed = Signal()

@@ -3,7 +3,7 @@
 from celery import shared_task
 from celery.exceptions import Retry
 
-from task_core import execution, messaging, publishing
+from task_core import events, execution, publishing, webhooks
 from task_core.models import Task
 
 
@@ -43,9 +43,9 @@ def tasks_sweep() -> int:
 
 @shared_task(name="megahub.events_relay", ignore_result=True)
 def events_relay() -> int:
-    return messaging.events_relay()
+    return events.events_relay()
 
 
 @shared_task(name="megahub.webhooks_deliver_due", ignore_result=True)
 def webhooks_deliver_due() -> int:
-    return messaging.webhooks_deliver_due()
+    return webhooks.webhooks_deliver_due()

@@ -1,11 +1,10 @@
 """Per-attempt metrics, the worker fleet, alert rules, alerts and their notifications."""
 
-import secrets
-
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from megahub.webhooks import new_signing_secret
 from task_core.models import Brand, Task
 from task_core.tenancy import BrandScopedManager
 
@@ -111,7 +110,7 @@ class PlatformLoop(models.Model):
 
 
 def new_webhook_secret() -> str:
-    return secrets.token_urlsafe(32)
+    return new_signing_secret()  # "whsec_" + base64, the Standard Webhooks format
 
 
 class AlertRule(models.Model):
@@ -145,7 +144,7 @@ class AlertRule(models.Model):
     severity = models.CharField(max_length=10, choices=Severity.choices, default="warning")
     cooldown_minutes = models.PositiveIntegerField(default=30)
     webhook_url = models.URLField(max_length=500, blank=True, default="")
-    webhook_secret = models.CharField(max_length=128, default=new_webhook_secret)
+    webhook_secret = models.CharField(max_length=200, default=new_webhook_secret)
     email_to = models.JSONField(default=list, blank=True)
     enabled = models.BooleanField(default=True)
     created_by = models.ForeignKey(

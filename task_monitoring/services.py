@@ -6,20 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import weakref
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from celery import current_app
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from megahub.errors import Conflict, DomainValidationError
-from megahub.webhooks import WebhookRefused, webhook_post, webhook_url_problem
+from megahub.webhooks import webhook_url_problem
+from task_core import delivery
 from task_core.models import Task
 from task_monitoring import memory, selectors
 from task_monitoring.models import (
@@ -380,108 +378,55 @@ def alert_payload(alert: Alert, event: str) -> dict:
     }
 
 
-def _post_webhook(notification: AlertNotification, secret: str) -> int:
-    answer = webhook_post(
-        notification.target,
-        secret=secret,
-        payload=notification.payload,
-        headers={
-            "User-Agent": "megahub-alerts/1",
-            "X-Megahub-Event": notification.payload.get("event", ""),
-            "X-Megahub-Delivery": str(notification.pk),
-        },
-        timeout=settings.ALERT_WEBHOOK_TIMEOUT_SECONDS,
-    )
-    return answer.status
+class AlertNotificationChannel(delivery.Channel):
+    """AlertNotification rows: a signed webhook POST or an e-mail (task_core.delivery), every
+    attempt kept as a NotificationAttempt."""
 
-
-def _send_email(notification: AlertNotification) -> None:
-    payload = notification.payload
-    alert, rule = payload["alert"], payload["rule"]
-    subject = f"[megahub {alert['severity']}] {rule['name']} {notification.event}"
-    send_mail(
-        subject,
-        f"{alert['message']}\n\n{json.dumps(payload, indent=2)}",
-        settings.DEFAULT_FROM_EMAIL,
-        notification.target.split(","),
-        fail_silently=False,
+    model = AlertNotification
+    related = ("alert__rule",)
+    setting_names = (
+        "ALERT_WEBHOOK_TIMEOUT_SECONDS",
+        "ALERT_NOTIFICATION_MAX_ATTEMPTS",
+        "ALERT_NOTIFICATION_BACKOFF_SECONDS",
+        "ALERT_NOTIFICATION_BACKOFF_MAX_SECONDS",
     )
 
+    def message(self, row: AlertNotification) -> delivery.Message:
+        payload = row.payload
+        alert, rule = payload["alert"], payload["rule"]
+        return delivery.Message(
+            id=f"alert-notification-{row.pk}",
+            payload=payload,
+            headers={
+                "User-Agent": "megahub-alerts/1",
+                "X-Megahub-Event": payload.get("event", ""),
+                "X-Megahub-Delivery": str(row.pk),
+            },
+            subject=f"[megahub {alert['severity']}] {rule['name']} {row.event}",
+            text=f"{alert['message']}\n\n{json.dumps(payload, indent=2)}",
+        )
 
-def notification_retry_delay_s(attempt: int) -> float:
-    base = settings.ALERT_NOTIFICATION_BACKOFF_SECONDS
-    return min(settings.ALERT_NOTIFICATION_BACKOFF_MAX_SECONDS, base * 2 ** max(0, attempt - 1))
+    def transport(self, row: AlertNotification) -> delivery.Transport:
+        if row.channel == AlertNotification.Channel.WEBHOOK:
+            secret = row.alert.rule.webhook_secret
+            return delivery.WebhookTransport(row.target, secret=secret, timeout_s=self.timeout_s)
+        return delivery.EmailTransport(row.target.split(","))
 
-
-def notification_deliver(*, notification: AlertNotification) -> bool:
-    """One delivery attempt, recorded; schedules the next one (backoff) or gives up."""
-    number = notification.attempts + 1
-    started = time.monotonic()
-    status_code, error, permanent = None, "", False
-    try:
-        if notification.channel == AlertNotification.Channel.WEBHOOK:
-            secret = notification.alert.rule.webhook_secret
-            status_code = _post_webhook(notification, secret)
-            if not 200 <= status_code < 300:
-                error = f"HTTP {status_code}"
-        else:
-            _send_email(notification)
-    except WebhookRefused as exc:
-        error, permanent = str(exc), True
-    except Exception as exc:  # timeouts, refused connections, SMTP errors: all recorded
-        error = f"{type(exc).__name__}: {exc}"[:2000]
-    ok = not error
-    duration = int((time.monotonic() - started) * 1000)
-    now = timezone.now()
-    with transaction.atomic():
+    def recorded(self, row: AlertNotification, attempt: delivery.Attempt) -> None:
         NotificationAttempt.objects.create(
-            notification=notification,
-            number=number,
-            ok=ok,
-            status_code=status_code,
-            error=error,
-            duration_ms=duration,
+            notification=row,
+            number=attempt.number,
+            ok=attempt.ok,
+            status_code=attempt.status_code,
+            error=attempt.error,
+            duration_ms=attempt.duration_ms,
         )
-        fields: dict = {"attempts": number, "last_error": error}
-        if ok:
-            fields.update(status=AlertNotification.Status.DELIVERED, delivered_at=now,
-                          next_attempt_at=None)  # fmt: skip
-        elif permanent or number >= settings.ALERT_NOTIFICATION_MAX_ATTEMPTS:
-            fields.update(status=AlertNotification.Status.FAILED, next_attempt_at=None)
-        else:
-            fields["next_attempt_at"] = now + timedelta(seconds=notification_retry_delay_s(number))
-        AlertNotification.objects.unscoped().filter(pk=notification.pk).update(**fields)
-    if not ok:
-        logger.warning(
-            "alert notification failed",
-            extra={"notification_id": notification.pk, "attempt": number, "error": error},
-        )
-    return ok
 
 
 def alert_notifications_deliver(*, limit: int = 50) -> int:
-    """Deliver due notifications. Each is leased (its next attempt pushed past the timeout) in a
-    short transaction, then sent with no transaction open; safe from several processes."""
-    delivered = 0
-    lease = timedelta(seconds=settings.ALERT_WEBHOOK_TIMEOUT_SECONDS + 30)
-    for _ in range(limit):
-        now = timezone.now()
-        with transaction.atomic():
-            notification = (
-                AlertNotification.objects.unscoped()
-                .select_for_update(skip_locked=True)
-                .filter(Q(next_attempt_at__lte=now), status=AlertNotification.Status.PENDING)
-                .select_related("alert__rule")
-                .order_by("next_attempt_at")
-                .first()
-            )
-            if notification is None:
-                break
-            AlertNotification.objects.unscoped().filter(pk=notification.pk).update(
-                next_attempt_at=now + lease
-            )
-        delivered += notification_deliver(notification=notification)
-    return delivered
+    """Deliver due notifications (leased, so safe from several processes); returns how many
+    were attempted."""
+    return delivery.deliver_due(AlertNotificationChannel(), limit=limit)
 
 
 def monitoring_prune(*, now: datetime | None = None) -> dict[str, int]:

@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 from megahub.webhooks import RESPONSE_EXCERPT_BYTES, address_problem, webhook_url_problem
-from task_core import messaging, services
+from task_core import events, services, webhooks
 from task_core.models import Webhook, WebhookDelivery
 from task_monitoring import services as monitoring
 from task_monitoring.models import AlertNotification, AlertRule
@@ -97,14 +97,14 @@ def _deliver_now():
     WebhookDelivery.objects.unscoped().filter(status="pending").update(
         next_attempt_at=timezone.now()
     )
-    return messaging.webhooks_deliver_due()
+    return webhooks.webhooks_deliver_due()
 
 
 def _one_delivery(brand, url):
     """A webhook stored as an older version could have stored it, and one event for it."""
     hook = Webhook.objects.create(brand=brand, url=url, event_types=["created"])
     services.task_create(brand=brand, task_type="noop")
-    messaging.events_relay()
+    events.events_relay()
     _deliver_now()
     return hook, WebhookDelivery.objects.unscoped().get(webhook=hook)
 

@@ -1,11 +1,20 @@
-"""A real HTTP receiver on 127.0.0.1 for webhook tests: verifies signatures, scripted answers."""
+"""A real HTTP receiver on 127.0.0.1 for webhook tests: verifies Standard Webhooks signatures
+(with the standardwebhooks library), scripted answers."""
 
-import hashlib
-import hmac
 import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standardwebhooks import Webhook, WebhookVerificationError
+
+
+def signature_valid(secret: str, body: bytes, headers: dict) -> bool:
+    try:
+        Webhook(secret).verify(body, headers)
+    except WebhookVerificationError:
+        return False
+    return True
 
 
 class Receiver:
@@ -19,17 +28,11 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                stamp = self.headers["X-Megahub-Timestamp"]
-                expected = (
-                    "sha256="
-                    + hmac.new(
-                        receiver.secret.encode(), stamp.encode() + b"." + body, hashlib.sha256
-                    ).hexdigest()
-                )
+                headers = dict(self.headers)
                 receiver.requests.append({
-                    "headers": dict(self.headers), "body": json.loads(body),
-                    "signature_valid": hmac.compare_digest(
-                        expected, self.headers["X-Megahub-Signature"]),
+                    "headers": headers, "body": json.loads(body), "raw_body": body,
+                    "signature_valid": bool(receiver.secret)
+                    and signature_valid(receiver.secret, body, headers),
                 })  # fmt: skip
                 time.sleep(receiver.delay_s)
                 n = len(receiver.requests) - 1

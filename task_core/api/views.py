@@ -10,7 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from megahub.pagination import KeysetPagination
-from task_core import messaging, selectors, services
+from task_core import selectors, services, webhooks
 from task_core.api.filters import task_filterset
 from task_core.api.idempotency import IDEMPOTENCY_HEADER, idempotency_key
 from task_core.api.serializers import (
@@ -216,7 +216,7 @@ class WebhookViewSet(
     def create(self, request, *args, **kwargs):
         serializer = WebhookSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        webhook = messaging.webhook_save(
+        webhook = webhooks.webhook_save(
             webhook=Webhook(brand=request.brand), **serializer.validated_data
         )
         return Response(WebhookCreatedSerializer(webhook).data, status=status.HTTP_201_CREATED)
@@ -224,7 +224,7 @@ class WebhookViewSet(
     def partial_update(self, request, *args, **kwargs):
         serializer = WebhookSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        webhook = messaging.webhook_save(webhook=self.get_object(), **serializer.validated_data)
+        webhook = webhooks.webhook_save(webhook=self.get_object(), **serializer.validated_data)
         return Response(WebhookSerializer(webhook).data)
 
     @extend_schema(responses=WebhookDeliverySerializer(many=True), summary="Delivery attempts")

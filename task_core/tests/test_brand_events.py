@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from megahub.backoff import backoff_delay_s
-from task_core import execution, messaging, services
+from task_core import events, execution, services
 from task_core.models import BrandEvent, TaskEvent, Webhook, WebhookDelivery
 
 SEED_BODY = {"order_id": 12345, "customer": "John Doe", "total_amount": 250}
@@ -150,13 +150,13 @@ def test_routing_keys_of_the_two_kinds_cannot_collide(brand, owner):
     task, _ = services.task_create(brand=brand, task_type="noop")
     outbox = TaskEvent.objects.unscoped().select_related("task", "brand_event")
     brand_row = outbox.get(kind="brand_event")
-    key = messaging.event_routing_key(brand_row)
+    key = events.event_routing_key(brand_row)
     assert key == f"brand_event.{brand.pk}.shop.order.created"
-    lifecycle = messaging.event_routing_key(outbox.get(task=task, kind="created"))
+    lifecycle = events.event_routing_key(outbox.get(task=task, kind="created"))
     assert lifecycle == f"{brand.pk}.noop.created"
     # Lifecycle keys start with the (numeric) brand id, brand event keys with a word.
     assert lifecycle.split(".")[0].isdigit() and not key.split(".")[0].isdigit()
-    payload = messaging.event_payload(brand_row)
+    payload = events.event_payload(brand_row)
     assert payload["schema"] == "megahub.brand_event/1"
     assert payload["event_uid"] == str(event.event_uid) and payload["event_data"] == {"n": 1}
     assert payload["event_id"] == brand_row.pk
@@ -170,7 +170,7 @@ def test_the_relay_publishes_brand_and_lifecycle_events_in_one_id_order(brand, o
     execution.task_execute(task_pk=task.pk, worker="w")
     pending = list(TaskEvent.objects.unscoped().order_by("id").values_list("kind", flat=True))
     assert pending == ["created", "brand_event", "started", "completed"]
-    assert messaging.events_relay() == 4
+    assert events.events_relay() == 4
     assert not TaskEvent.objects.unscoped().filter(published_at__isnull=True).exists()
 
 
@@ -205,7 +205,7 @@ def test_brand_events_fan_out_to_webhooks_by_event_type(brand, other_brand, owne
         brand=brand, user=owner, solution="shop", model="order", action="created",
         event_data={"order_id": 1},
     )  # fmt: skip
-    messaging.events_relay()
+    events.events_relay()
     wanted = {name for name, hook in hooks.items() if hook.deliveries.exists()}
     assert wanted == {"all_brand", "exact", "wildcard"}
     assert not foreign.deliveries.exists()
@@ -252,16 +252,16 @@ class FakeConnection:
 
 def test_publish_retries_wait_exponentially_longer(monkeypatch):
     sleeps = []
-    monkeypatch.setattr(messaging.time, "sleep", sleeps.append)
+    monkeypatch.setattr(events.time, "sleep", sleeps.append)
     monkeypatch.setattr("megahub.backoff.random.uniform", lambda low, high: high)
     producer = FlakyProducer(3, FakeConnection())
-    messaging.publish_with_backoff(producer, {"n": 1}, routing_key="k")
+    events.publish_with_backoff(producer, {"n": 1}, routing_key="k")
     assert producer.published == [{"n": 1}] and producer.revived == 3
     assert sleeps == [0.2, 0.4, 0.8]  # doubling, not a fixed step
-    given_up = FlakyProducer(messaging.PUBLISH_ATTEMPTS, FakeConnection())
+    given_up = FlakyProducer(events.PUBLISH_ATTEMPTS, FakeConnection())
     with pytest.raises(ConnectionResetError):
-        messaging.publish_with_backoff(given_up, {"n": 2}, routing_key="k")
-    assert len(sleeps) == 3 + messaging.PUBLISH_ATTEMPTS - 1
+        events.publish_with_backoff(given_up, {"n": 2}, routing_key="k")
+    assert len(sleeps) == 3 + events.PUBLISH_ATTEMPTS - 1
 
 
 def test_admin_lists_brand_events_and_their_outbox_rows_per_brand(client, brand, other_brand):
@@ -285,3 +285,11 @@ def test_admin_lists_brand_events_and_their_outbox_rows_per_brand(client, brand,
     assert timeline.status_code == 200 and "brand_event" in timeline.content.decode()
     detail = client.get(f"/admin/task_core/brandevent/{mine.pk}/change/")
     assert detail.status_code == 200
+
+
+def test_the_backoff_spread_is_a_parameter_the_task_retry_delay_can_use():
+    # +-25 % around the step (task types' RetryPolicy.jitter), and no jitter at all.
+    delays = [backoff_delay_s(3, base=2.0, cap=300, jitter=(0.75, 1.25)) for _ in range(200)]
+    assert all(6.0 <= d <= 10.0 for d in delays) and min(delays) < 8.0 < max(delays)
+    assert backoff_delay_s(3, base=2.0, cap=300, jitter=(1, 1)) == 8.0
+    assert backoff_delay_s(20, base=2.0, cap=300, jitter=(1, 1)) == 300

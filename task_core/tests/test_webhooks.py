@@ -1,9 +1,19 @@
 """Brand webhooks: the admin API, fan-out of relayed events, signed deliveries with retries."""
 
-import pytest
-from django.utils import timezone
+import base64
+import hashlib
+import hmac
+from importlib import import_module
 
-from task_core import execution, messaging, services
+import pytest
+from django.db import connection
+from django.db.migrations.loader import MigrationLoader
+from django.utils import timezone
+from standardwebhooks import Webhook as StandardWebhook
+from standardwebhooks import WebhookVerificationError
+
+from megahub.webhooks import new_signing_secret, standard_secret
+from task_core import events, execution, services, webhooks
 from task_core.models import Webhook, WebhookDelivery
 from task_core.signals import webhook_disabled
 from tests.factories import BrandFactory
@@ -16,7 +26,8 @@ def test_admin_subscribes_and_sees_the_secret_once(api, owner, brand):
     client = api(owner, brand)
     created = client.post("/tasks/webhooks/", HOOK, format="json")
     assert created.status_code == 201, created.content
-    assert len(created.json()["secret"]) >= 32 and created.json()["is_active"] is True
+    assert created.json()["secret"].startswith("whsec_") and created.json()["is_active"] is True
+    assert len(base64.b64decode(created.json()["secret"].removeprefix("whsec_"))) == 32
     listed = client.get("/tasks/webhooks/").json()["results"]
     assert [w["id"] for w in listed] == [created.json()["id"]] and "secret" not in listed[0]
     detail = client.get(f"/tasks/webhooks/{created.json()['id']}/").json()
@@ -60,14 +71,14 @@ def test_relayed_events_fan_out_to_matching_webhooks_of_their_brand(brand, other
     Webhook.objects.create(brand=brand, url=HOOK["url"], event_types=["*"], is_active=False)
     task, _ = services.task_create(brand=brand, task_type="noop")
     execution.task_execute(task_pk=task.pk, worker="w")
-    messaging.events_relay()
+    events.events_relay()
     assert set(on_completed.deliveries.values_list("event_name", flat=True)) == {"completed"}
     # (no "queued": inside the test transaction the on-commit publish does not run)
     assert sorted(on_all.deliveries.values_list("event_name", flat=True)) == [
         "completed", "created", "started",
     ]  # fmt: skip
     assert WebhookDelivery.objects.unscoped().count() == 4
-    messaging.events_relay()  # nothing left to relay: no duplicate delivery
+    events.events_relay()  # nothing left to relay: no duplicate delivery
     assert WebhookDelivery.objects.unscoped().count() == 4
 
 
@@ -75,7 +86,7 @@ def _deliver_now():
     WebhookDelivery.objects.unscoped().filter(status="pending").update(
         next_attempt_at=timezone.now()
     )
-    return messaging.webhooks_deliver_due()
+    return webhooks.webhooks_deliver_due()
 
 
 def test_delivery_is_signed_and_retried_after_a_500(brand, settings):
@@ -85,7 +96,7 @@ def test_delivery_is_signed_and_retried_after_a_500(brand, settings):
         receiver.secret = hook.secret
         task, _ = services.task_create(brand=brand, task_type="noop")
         execution.task_execute(task_pk=task.pk, worker="w")
-        messaging.events_relay()
+        events.events_relay()
         delivery = WebhookDelivery.objects.unscoped().get()
         assert _deliver_now() == 1
         delivery.refresh_from_db()
@@ -106,8 +117,47 @@ def test_delivery_is_signed_and_retried_after_a_500(brand, settings):
     first = receiver.requests[0]
     assert first["body"]["event"] == "completed" and first["body"]["task"]["id"] == task.pk
     assert first["headers"]["X-Megahub-Event"] == "completed"
+    # one message: every retry carries the same webhook-id
+    assert {r["headers"]["webhook-id"] for r in receiver.requests} == {f"delivery-{delivery.pk}"}
     hook.refresh_from_db()
     assert hook.consecutive_failures == 0
+
+
+def test_a_received_delivery_verifies_with_the_standardwebhooks_library(brand):
+    receiver = Receiver(answers=[200])
+    try:
+        hook = Webhook.objects.create(brand=brand, url=receiver.url, event_types=["created"])
+        task, _ = services.task_create(brand=brand, task_type="noop")
+        events.events_relay()
+        assert _deliver_now() == 1
+    finally:
+        receiver.close()
+    (request,) = receiver.requests
+    body, headers = request["raw_body"], request["headers"]
+    # What a receiver does: the standardwebhooks library over the raw body and the headers.
+    payload = StandardWebhook(hook.secret).verify(body, headers)
+    assert payload["event"] == "created" and payload["task"]["id"] == task.pk
+    assert headers["X-Megahub-Event"] == "created"
+    for secret, data in [(new_signing_secret(), body), (hook.secret, body.replace(b"}", b" }"))]:
+        with pytest.raises(WebhookVerificationError):  # another secret, a changed body
+            StandardWebhook(secret).verify(data, headers)
+    assert WebhookDelivery.objects.unscoped().get().status == "delivered"
+
+
+def test_older_secrets_are_migrated_to_the_standard_format_with_the_same_key(brand):
+    legacy = "Vb3kq0Zr1c2Yl0mW8s9Xx1p4Qe7tUu2Aa5Bb6Cc7Dd8"  # token_urlsafe(32), as before
+    hook = Webhook.objects.create(brand=brand, url=HOOK["url"], event_types=["*"], secret=legacy)
+    name = "0006_webhook_secrets_standard_webhooks"
+    state = MigrationLoader(connection).project_state(("task_core", name))  # its models
+    import_module(f"task_core.migrations.{name}").to_standard_webhooks(state.apps, None)
+    hook.refresh_from_db()
+    assert hook.secret == standard_secret(legacy) and hook.secret.startswith("whsec_")
+    # The key is the old secret's bytes: a signature made with the old key still verifies.
+    signed = f"msg-1.{int(timezone.now().timestamp())}.{{}}"
+    digest = hmac.new(legacy.encode(), signed.encode(), hashlib.sha256).digest()
+    headers = {"webhook-id": "msg-1", "webhook-timestamp": signed.split(".")[1],
+               "webhook-signature": "v1," + base64.b64encode(digest).decode()}  # fmt: skip
+    assert StandardWebhook(hook.secret).verify(b"{}", headers) == {}
 
 
 def test_webhook_is_disabled_after_consecutive_failures(brand, settings):
@@ -119,7 +169,7 @@ def test_webhook_is_disabled_after_consecutive_failures(brand, settings):
     try:
         hook = Webhook.objects.create(brand=brand, url=receiver.url, event_types=["*"])
         services.task_create(brand=brand, task_type="noop")
-        messaging.events_relay()  # one "created" delivery
+        events.events_relay()  # one "created" delivery
         for _ in range(3):
             _deliver_now()
     finally:
@@ -137,7 +187,7 @@ def test_a_hanging_receiver_times_out_and_is_recorded(brand, settings):
     try:
         hook = Webhook.objects.create(brand=brand, url=receiver.url, event_types=["created"])
         services.task_create(brand=brand, task_type="noop")
-        messaging.events_relay()
+        events.events_relay()
         _deliver_now()
     finally:
         receiver.close()
@@ -159,7 +209,7 @@ def test_reenabling_a_webhook_resets_its_failures(api, owner, brand):
 def test_deliveries_endpoint_lists_attempts(api, owner, brand):
     hook = Webhook.objects.create(brand=brand, url=HOOK["url"], event_types=["*"])
     services.task_create(brand=brand, task_type="noop")
-    messaging.events_relay()
+    events.events_relay()
     body = api(owner, brand).get(f"/tasks/webhooks/{hook.pk}/deliveries/").json()
     assert [d["event_name"] for d in body["results"]] == ["created"]
     other = BrandFactory()

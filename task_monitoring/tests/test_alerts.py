@@ -1,14 +1,15 @@
 """Alert rules (admin), evaluation episodes, acknowledge/resolve, signed webhooks, e-mail."""
 
-import hashlib
-import hmac
+import base64
 import time
 from datetime import timedelta
 
 import pytest
 from django.conf import settings
 from django.utils import timezone
+from standardwebhooks import Webhook
 
+from task_core import delivery
 from task_monitoring import services
 from task_monitoring.models import Alert, AlertEvaluation, AlertNotification, AlertRule
 from task_monitoring.tests.factories import AlertRuleFactory, MetricFactory
@@ -38,11 +39,15 @@ def test_admin_creates_lists_updates_and_deletes_a_rule(api, owner, brand, recei
     )  # fmt: skip
     assert response.status_code == 201, response.json()
     rule = response.json()
-    assert rule["metric"] == "queue_depth" and len(rule["webhook_secret"]) >= 32
+    assert rule["metric"] == "queue_depth" and rule["webhook_secret"].startswith("whsec_")
+    assert len(base64.b64decode(rule["webhook_secret"].removeprefix("whsec_"))) == 32
     assert AlertRule.objects.unscoped().get(pk=rule["id"]).brand == brand
     assert [r["id"] for r in client.get(RULES).json()["results"]] == [rule["id"]]
     response = client.patch(f"{RULES}{rule['id']}/", {"threshold": 7.5}, format="json")
     assert response.status_code == 200 and response.json()["threshold"] == 7.5
+    given = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    response = client.patch(f"{RULES}{rule['id']}/", {"webhook_secret": given}, format="json")
+    assert response.status_code == 200 and response.json()["webhook_secret"] == given
     assert client.delete(f"{RULES}{rule['id']}/").status_code == 204
 
 
@@ -61,6 +66,9 @@ def test_admin_creates_lists_updates_and_deletes_a_rule(api, owner, brand, recei
         ({**VALID, "webhook_url": "http://169.254.169.254/latest/meta-data"}, "webhook_url"),
         ({**VALID, "webhook_url": "http://[fe80::1]/hook"}, "webhook_url"),
         ({**VALID, "email_to": ["not-an-email"]}, "email_to"),
+        ({**VALID, "webhook_secret": "a-plain-secret-of-32-characters!"}, "webhook_secret"),
+        ({**VALID, "webhook_secret": "whsec_" + "A" * 12}, "webhook_secret"),  # 9 bytes
+        ({**VALID, "webhook_secret": "whsec_not base64!!"}, "webhook_secret"),
         ({**VALID, "task_type": "no_such_type"}, "task_type"),
         ({**VALID, "cooldown_minutes": -1}, "cooldown_minutes"),
         ({**VALID, "brand": 99}, "brand"),
@@ -232,15 +240,13 @@ def test_webhook_is_signed_and_verifiable(brand, receiver):
     assert services.alert_notifications_deliver() == 1
     (request,) = receiver.requests
     headers = request["headers"]
-    timestamp = headers["X-Megahub-Timestamp"]
-    expected = hmac.new(
-        rule.webhook_secret.encode(), f"{timestamp}.".encode() + request["body"], hashlib.sha256
-    ).hexdigest()
-    assert hmac.compare_digest(headers["X-Megahub-Signature"], f"sha256={expected}")
-    assert abs(int(timestamp) - time.time()) < 60
+    # What a receiver does: the standardwebhooks library over the raw body and the headers.
+    assert Webhook(rule.webhook_secret).verify(request["body"], headers) == request["json"]
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
     assert headers["X-Megahub-Event"] == "alert.fired"
     assert request["json"]["rule"]["id"] == rule.pk and request["json"]["alert"]["value"] == 1.0
     notification = AlertNotification.objects.unscoped().get()
+    assert headers["webhook-id"] == f"alert-notification-{notification.pk}"
     assert notification.status == "delivered" and notification.attempts == 1
 
 
@@ -265,10 +271,27 @@ def test_failing_webhook_is_retried_with_backoff_and_every_attempt_recorded(
     assert notification.status == "failed" and notification.attempts == 3
     assert notification.last_error == "HTTP 500"
     base = settings.ALERT_NOTIFICATION_BACKOFF_SECONDS
-    assert delays[0] == pytest.approx(base, abs=2) and delays[1] == pytest.approx(2 * base, abs=2)
+    # base x 2^(n-1) with equal jitter: between half the step and the step
+    assert base / 2 - 1 <= delays[0] <= base + 1 and base - 1 <= delays[1] <= 2 * base + 1
     log = api(owner, brand).get(f"{ALERTS}{notification.alert_id}/notifications/").json()
     assert [a["status_code"] for a in log[0]["attempt_log"]] == [500, 500, 500]
     assert len(receiver.requests) == 3
+
+
+def test_due_notifications_are_leased_in_batches_and_not_sent_twice(brand, mailoutbox):
+    rule = AlertRuleFactory(brand=brand, threshold=0, email_to=["ops@example.com"])
+    fill_queue(brand, 1)
+    evaluate(rule)  # fired
+    Alert.objects.unscoped().update(status="resolved")
+    for _ in range(2):
+        services._notify(Alert.objects.unscoped().get(), "resolved")
+    channel = services.AlertNotificationChannel()
+    first = delivery.lease_due(channel, limit=2)
+    assert len(first) == 2 and len(delivery.lease_due(channel, limit=2)) == 1
+    assert delivery.lease_due(channel, limit=2) == []  # every row is leased
+    leased_until = AlertNotification.objects.unscoped().values_list("next_attempt_at", flat=True)
+    assert all(t > timezone.now() + timedelta(seconds=30) for t in leased_until)
+    assert services.alert_notifications_deliver() == 0 and mailoutbox == []
 
 
 def test_a_slow_webhook_times_out_and_is_recorded_without_blocking(brand, receiver, settings):

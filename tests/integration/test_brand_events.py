@@ -15,7 +15,7 @@ from django.conf import settings
 from kombu import Consumer, Queue
 from rest_framework_simplejwt.tokens import AccessToken
 
-from task_core import messaging
+from task_core import events
 from task_core.models import BrandEvent, TaskEvent
 from tests.integration.conftest import free_port, wait_for
 from tests.integration.test_connection_faults import through
@@ -54,7 +54,7 @@ def test_posted_events_reach_the_exchange_once_in_order_across_a_cut_connection(
             posted.append(response.json()["event_uid"])
             time.sleep(0.05)
 
-    exchange = messaging.events_exchange()
+    exchange = events.events_exchange()
     queue = Queue(
         f"brand-events-{uuid.uuid4().hex}",
         exchange=exchange,

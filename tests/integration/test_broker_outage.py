@@ -11,7 +11,8 @@ import pytest
 from celery import current_app
 from kombu import Consumer, Queue
 
-from task_core import messaging, services
+from task_core import services
+from task_core.events import events_exchange
 from task_core.models import Task, TaskEvent
 from tests.integration.conftest import wait_for
 from tests.integration.effect_types import create_effect_tasks, effects
@@ -35,7 +36,7 @@ def broker_stopped():
 
 
 def test_no_task_and_no_event_is_lost_when_rabbitmq_stops(brand, start_process):
-    exchange = messaging.events_exchange()
+    exchange = events_exchange()
     events = Queue(f"{exchange.name}.outage-test", exchange=exchange,
                    routing_key=f"{brand.pk}.#", durable=True)  # fmt: skip
     with current_app.connection_for_write() as conn:

@@ -10,7 +10,7 @@ import pytest
 from celery import current_app
 from kombu import Consumer, Queue
 
-from task_core import intake, messaging, services
+from task_core import events, intake, services
 from task_core.models import Task
 from tests.factories import MembershipFactory, UserFactory
 from tests.integration.conftest import wait_for
@@ -122,7 +122,7 @@ def test_invalid_requests_are_dead_lettered_with_reasons(
 
 
 def test_events_consumer_receives_every_transition_in_order(brand, start_process):
-    exchange = messaging.events_exchange()
+    exchange = events.events_exchange()
     key = f"{brand.pk}.seo_keyword_analysis.#"
     queue = Queue(f"events-{uuid.uuid4().hex}", exchange=exchange, routing_key=key,
                   exclusive=True, auto_delete=True)  # fmt: skip

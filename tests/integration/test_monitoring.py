@@ -81,7 +81,7 @@ def test_beat_evaluates_rules_and_the_worker_delivers_a_signed_webhook(brand, st
         alert = wait_for(lambda: Alert.objects.unscoped().first(), 30, message="the alert to fire")
         assert alert.status == "firing" and alert.value == 3.0
         wait_for(lambda: receiver.requests, 30, message="the webhook delivery")
-        assert receiver.requests[0]["headers"]["X-Megahub-Signature"].startswith("sha256=")
+        assert receiver.requests[0]["headers"]["webhook-signature"].startswith("v1,")
         # the receiver records the request before answering; the row is updated after that
         wait_for(lambda: AlertNotification.objects.unscoped().get().status == "delivered", 15,
                  message="the delivery recorded")  # fmt: skip
