@@ -116,6 +116,8 @@ class ChoiceListField(forms.CharField):
 
     def to_python(self, value):
         text = super().to_python(value)
+        if text == "":  # not named (a filter named empty is refused as typed and empty)
+            return []
         # re.search, as a JSON Schema validator applies the schema's pattern.
         if not self.pattern.search(text):
             raise forms.ValidationError(

@@ -24,6 +24,9 @@ from megahub.inputs import BIGINT_MAX
 # Lone surrogates are refused too, but they are not Unicode text: a pattern cannot name them
 # portably (an ECMAScript regex sees the two halves of every non-BMP character as surrogates).
 TEXT_PATTERN = "^[^\\u0000]*$"
+# The same, with a character other than whitespace: what a text field that may not be blank
+# takes (DRF trims the value before that check).
+NON_BLANK_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
 # An RFC 3339 date-time ends with Z or an offset; PostgreSQL stores offsets up to ±15:59.
 DATETIME_PATTERN = "(?:[Zz]|[+-](?:0[0-9]|1[0-5]):[0-5][0-9])$"
 
@@ -38,7 +41,7 @@ def constrain_input(schema: dict) -> dict:
             schema["pattern"] = DATETIME_PATTERN
         elif "format" not in schema:
             schema["pattern"] = TEXT_PATTERN
-    if schema.get("type") == "object":
+    if schema.get("type") == "object" and schema.get("additionalProperties") is not False:
         schema.setdefault("propertyNames", {"pattern": TEXT_PATTERN})
     for key in ("items", "additionalProperties"):
         if isinstance(schema.get(key), dict):
@@ -135,12 +138,23 @@ class MegahubAutoSchema(AutoSchema):
         schema = super()._map_basic_serializer(serializer, direction)
         if direction != "request":
             return schema
-        for field in force_instance(serializer).fields.values():
+        serializer = force_instance(serializer)
+        if getattr(serializer, "refuse_unknown_fields", False):  # StrictInputSerializer
+            schema["additionalProperties"] = False
+        for field in serializer.fields.values():
             prop = schema["properties"].get(field.field_name)
             if prop is None:
                 continue
             if isinstance(field, serializers.ListField) and not field.allow_empty:
                 prop.setdefault("minItems", 1)
+            if (
+                isinstance(field, serializers.CharField)
+                and not field.allow_blank
+                and field.trim_whitespace
+                and prop.get("type") == "string"
+                and not {"enum", "pattern", "format"} & prop.keys()
+            ):
+                prop["pattern"] = NON_BLANK_PATTERN
         return constrain_input(schema)
 
     def _get_request_for_media_type(self, serializer, direction="request"):

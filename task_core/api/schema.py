@@ -37,9 +37,12 @@ class TaskTypeFieldExtension(OpenApiSerializerFieldExtension):
             schema={
                 "type": "string",
                 "enum": names,
-                "description": "A " + ("resumable " if resumable else "")
+                "description": "A "
+                + ("resumable " if resumable else "")
                 + "task type this server serves (GET /tasks/types/).",
             },
         )
         auto_schema.registry.register_on_missing(component)
+        if self.target.allow_blank:  # "" stands for "every type" (an alert rule's task_type)
+            return {"oneOf": [component.ref, {"type": "string", "maxLength": 0}]}
         return component.ref

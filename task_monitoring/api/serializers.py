@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from megahub.serializers import StrictInputSerializer
 from megahub.webhooks import webhook_url_problem
+from task_core.api.serializers import TaskTypeField
 from task_core.registry import get_task_type
 from task_monitoring import selectors
 from task_monitoring.models import (
@@ -133,7 +134,7 @@ class AlertRuleInputSerializer(StrictInputSerializer):
     comparison = serializers.ChoiceField(choices=AlertRule.Comparison.choices, default="gt")
     threshold = StrictFloatField()
     window_minutes = StrictIntegerField(min_value=1, max_value=60 * 24 * 30, default=15)
-    task_type = serializers.CharField(max_length=100, allow_blank=True, default="")
+    task_type = TaskTypeField(allow_blank=True, default="")
     severity = serializers.ChoiceField(choices=AlertRule.Severity.choices, default="warning")
     cooldown_minutes = StrictIntegerField(min_value=0, max_value=60 * 24 * 7, default=30)
     webhook_url = serializers.URLField(max_length=500, allow_blank=True, default="")
