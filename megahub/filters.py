@@ -10,8 +10,12 @@ filter pays nothing for the filter set.
 - a datetime filter's UTC offset is at most ±15:59;
 - a typed filter (number, choice, boolean, datetime) named with an empty value is a 400;
 - no query parameter of a list holds a NUL character (DjangoFilterBackendIfAsked).
+
+``ChoiceListFilter`` takes a comma-separated list of choices; its schema is the regular
+expression the server matches, so the two cannot disagree.
 """
 
+import re
 from decimal import Decimal, InvalidOperation
 
 import django_filters
@@ -95,6 +99,43 @@ class StrictIsoDateTimeField(IsoDateTimeField):
             return check_utc_offset(parsed)
         except InputRejected as exc:
             raise forms.ValidationError(exc.args[0], code="invalid")
+
+
+def choice_list_pattern(choices) -> str:
+    """The regular expression of a comma-separated list of ``choices`` (spaces allowed around
+    each item, no empty item)."""
+    item = "(?:" + "|".join(re.escape(c) for c in sorted(choices, key=len, reverse=True)) + ")"
+    return f"^ *{item} *(?:, *{item} *)*$"
+
+
+class ChoiceListField(forms.CharField):
+    def __init__(self, *, values, **kwargs):
+        self.choices = list(values)
+        self.pattern = re.compile(choice_list_pattern(self.choices))
+        super().__init__(strip=False, **kwargs)
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        if text == "":  # not named (a filter named empty is refused as typed and empty)
+            return []
+        # re.search, as a JSON Schema validator applies the schema's pattern.
+        if not self.pattern.search(text):
+            raise forms.ValidationError(
+                f"Expected one of {', '.join(self.choices)}, or several separated by commas.",
+                code="invalid",
+            )
+        return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class ChoiceListFilter(django_filters.Filter):
+    """``?name=a,b``: one or several of ``choices`` (the filter receives the list); anything
+    else is a 400. Its schema is a string with the pattern the server matches."""
+
+    field_class = ChoiceListField
+
+    def __init__(self, *, choices, **kwargs):
+        super().__init__(values=list(choices), **kwargs)
+        set_override(self, "field", {"type": "string", "pattern": choice_list_pattern(choices)})
 
 
 NUMBER_FILTER_MAX = 10**50

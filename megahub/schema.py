@@ -6,14 +6,52 @@
   fallback, and asks for the brand beside the token in its security requirement, so that a
   generated client and Swagger UI's "Authorize" send it;
 - operations are tagged by app (the first segments of their path), and list pages declare
-  ``page_size`` as what it is, a positive integer.
+  ``page_size`` as what it is, a positive integer;
+- megahub's input rules (megahub.inputs) are in the schema of every input, so that a client
+  (and the schema-driven tests) know what the server refuses: text (query parameters, string
+  fields, JSON object keys) holds no NUL character, a datetime's UTC offset is at most ±15:59,
+  and a list the server refuses empty has at least one item.
 """
 
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import force_instance
 from rest_framework import permissions, serializers
 from rest_framework_simplejwt.views import TokenViewBase
 
 from megahub.inputs import BIGINT_MAX
+
+# Text without a NUL character (megahub.inputs.check_text, the parser, the filter backend).
+# Lone surrogates are refused too, but they are not Unicode text: a pattern cannot name them
+# portably (an ECMAScript regex sees the two halves of every non-BMP character as surrogates).
+TEXT_PATTERN = "^[^\\u0000]*$"
+# The same, with a character other than whitespace: what a text field that may not be blank
+# takes (DRF trims the value before that check).
+NON_BLANK_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+# An RFC 3339 date-time ends with Z or an offset; PostgreSQL stores offsets up to ±15:59.
+DATETIME_PATTERN = "(?:[Zz]|[+-](?:0[0-9]|1[0-5]):[0-5][0-9])$"
+
+
+def constrain_input(schema: dict) -> dict:
+    """Add megahub's input rules to the schema of an input value, in place (nested lists and
+    objects included; a $ref is left alone: its component gets them where it is built)."""
+    if not isinstance(schema, dict) or "$ref" in schema:
+        return schema
+    if schema.get("type") == "string" and "enum" not in schema and "pattern" not in schema:
+        if schema.get("format") == "date-time":
+            schema["pattern"] = DATETIME_PATTERN
+        elif "format" not in schema:
+            schema["pattern"] = TEXT_PATTERN
+    if schema.get("type") == "object" and schema.get("additionalProperties") is not False:
+        schema.setdefault("propertyNames", {"pattern": TEXT_PATTERN})
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            constrain_input(schema[key])
+    for key in ("oneOf", "anyOf", "allOf"):
+        for sub in schema.get(key, []):
+            constrain_input(sub)
+    for sub in schema.get("properties", {}).values():
+        constrain_input(sub)
+    return schema
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -90,9 +128,38 @@ class MegahubAutoSchema(AutoSchema):
                 parameter["description"] = (
                     "Rows per page (default 50); above the maximum (500) it is capped."
                 )
+            if parameter["in"] == "query":
+                constrain_input(parameter["schema"])
         if self.brand_scoped:
             parameters = [dict(BRAND_HEADER), dict(BRAND_QUERY), *parameters]
         return parameters
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction != "request":
+            return schema
+        serializer = force_instance(serializer)
+        if getattr(serializer, "refuse_unknown_fields", False):  # StrictInputSerializer
+            schema["additionalProperties"] = False
+        for field in serializer.fields.values():
+            prop = schema["properties"].get(field.field_name)
+            if prop is None:
+                continue
+            if isinstance(field, serializers.ListField) and not field.allow_empty:
+                prop.setdefault("minItems", 1)
+            if (
+                isinstance(field, serializers.CharField)
+                and not field.allow_blank
+                and field.trim_whitespace
+                and prop.get("type") == "string"
+                and not {"enum", "pattern", "format"} & prop.keys()
+            ):
+                prop["pattern"] = NON_BLANK_PATTERN
+        return constrain_input(schema)
+
+    def _get_request_for_media_type(self, serializer, direction="request"):
+        schema, required = super()._get_request_for_media_type(serializer, direction)
+        return constrain_input(schema) if schema is not None else None, required
 
     def get_auth(self):
         auths = super().get_auth()

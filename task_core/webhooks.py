@@ -27,6 +27,12 @@ _ANY_SEGMENT = rf"(\*|{BRAND_EVENT_SEGMENT})"
 BRAND_EVENT_TYPE_RE = re.compile(rf"brand_event\.(\*|{_ANY_SEGMENT}(\.{_ANY_SEGMENT}){{2}})")
 
 
+def event_type_pattern() -> str:
+    """The regular expression of a name webhook_save accepts in event_types (the schema's)."""
+    names = "|".join(re.escape(name) for name in ["*", *event_names()])
+    return f"^(?:{names}|{BRAND_EVENT_TYPE_RE.pattern})$"
+
+
 def webhook_save(*, webhook: Webhook, **fields) -> Webhook:
     """Create or update a brand webhook (URL policy enforced); re-enabling resets its failures."""
     if "url" in fields and (problem := webhook_url_problem(fields["url"])):

@@ -52,6 +52,30 @@ CRON_HORIZON_YEARS = 10
 _PART = re.compile(r"^(?P<range>\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/(?P<step>[0-9]+))?$")
 
 
+def _any_case(word: str) -> str:
+    return "".join(f"[{c}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+def _numbers(lo: int, hi: int) -> str:
+    return "0*(?:" + "|".join(str(n) for n in range(hi, lo - 1, -1)) + ")"
+
+
+def _field_pattern(lo: int, hi: int, names: list[str] | None) -> str:
+    value = "(?:" + "|".join([_numbers(lo, hi), *(_any_case(n) for n in names or [])]) + ")"
+    item = rf"(?:\*|{value}(?:-{value})?)(?:/{_numbers(1, hi)})?"
+    return f"{item}(?:,{item})*"
+
+
+def cron_pattern() -> str:
+    """The regular expression of what cron_normalize accepts, as far as one can say it: five
+    fields (or an @alias), values in range, names in any case. Beyond it, a range's ends must
+    be in order and the expression must fire within CRON_HORIZON_YEARS (the API schema says so
+    in words)."""
+    fields = r"\s+".join(_field_pattern(lo, hi, names) for _, lo, hi, names in FIELDS)
+    aliases = "|".join(_any_case(alias) for alias in ALIASES)
+    return rf"^\s*(?:{aliases}|{fields})\s*$"
+
+
 class CronInvalid(DomainValidationError):
     error_code = "CRON_INVALID"
 

@@ -2,10 +2,12 @@
 (``has_metrics``, ``execution_time__gte``, ``is_resumable``, ``is_periodic``...)."""
 
 import django_filters
-from rest_framework.exceptions import ValidationError
+from drf_spectacular.drainage import set_override
 
-from megahub.filters import StrictFilterSet
+from megahub.filters import ChoiceListFilter, StrictFilterSet
+from task_core.api.serializers import TaskTypeField
 from task_core.models import Task
+from task_core.registry import all_task_types
 
 ACTIVE_STATUSES = [s for s in Task.Status.values if s not in Task.TERMINAL]
 
@@ -19,8 +21,29 @@ def register_task_filter(name: str, task_filter: django_filters.Filter) -> None:
     _filterset_cache.clear()
 
 
+def task_type_choices() -> list[tuple[str, str]]:
+    return [(spec.name, spec.name) for spec in all_task_types()]
+
+
+def task_type_filter(**kwargs) -> django_filters.ChoiceFilter:
+    """``?task_type=`` naming a task type this server serves (an enum in the schema, as
+    TaskTypeField); any other name is a 400."""
+    task_filter = django_filters.ChoiceFilter(choices=task_type_choices, **kwargs)
+    set_override(task_filter, "field", TaskTypeField)
+    return task_filter
+
+
+def status_list_filter(**kwargs) -> ChoiceListFilter:
+    """``?status=``: a task status or several separated by commas (``active``: every
+    non-terminal status, when ``active=True``)."""
+    active = kwargs.pop("active", False)
+    choices = [*Task.Status.values, *(["active"] if active else [])]
+    return ChoiceListFilter(choices=choices, **kwargs)
+
+
 class BaseTaskFilterSet(StrictFilterSet):
-    status = django_filters.CharFilter(
+    status = status_list_filter(
+        active=True,
         method="filter_status",
         help_text="A status, several separated by commas, or `active` (every non-terminal status).",
     )
@@ -35,13 +58,8 @@ class BaseTaskFilterSet(StrictFilterSet):
 
     def filter_status(self, queryset, name, value):
         wanted: set[str] = set()
-        for item in (v.strip() for v in value.split(",") if v.strip()):
-            if item == "active":
-                wanted.update(ACTIVE_STATUSES)
-            elif item in Task.Status.values:
-                wanted.add(item)
-            else:
-                raise ValidationError({"status": [f'"{item}" is not a valid status.']})
+        for item in value:
+            wanted.update(ACTIVE_STATUSES if item == "active" else [item])
         return queryset.filter(status__in=sorted(wanted)) if wanted else queryset
 
 

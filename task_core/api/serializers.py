@@ -12,6 +12,7 @@ from megahub.serializers import StrictInputSerializer
 from megahub.webhooks import RESPONSE_EXCERPT_BYTES
 from task_core.api import schema  # noqa: F401  (DetailSectionField's schema extension)
 from task_core.models import BrandEvent, Task, TaskEvent, Webhook, WebhookDelivery
+from task_core.webhooks import event_type_pattern
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,20 @@ class UserRefSerializer(serializers.Serializer):
     username = serializers.CharField()
 
 
+class TaskTypeField(serializers.CharField):
+    """The name of a task type this server serves (GET /tasks/types/), a resumable one with
+    ``resumable=True``. The services refuse any other (UNKNOWN_TASK_TYPE, TASK_TYPE_NOT_RESUMABLE);
+    the schema lists them as an enum, built with the schema itself, after every app has
+    registered its types (task_core/api/schema.py)."""
+
+    def __init__(self, *, resumable: bool = False, **kwargs):
+        self.resumable = resumable
+        kwargs.setdefault("max_length", 100)
+        super().__init__(**kwargs)
+
+
 class TaskCreateSerializer(StrictInputSerializer):
-    task_type = serializers.CharField(max_length=100)
+    task_type = TaskTypeField()
     priority = serializers.ChoiceField(choices=Task.Priority.choices, default=Task.Priority.NORMAL)
     description = serializers.CharField(max_length=5000, allow_blank=True, default="")
     context_data = JSONObjectField(default=dict)
@@ -199,11 +212,16 @@ class QueueStatsSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_field({"type": "string", "pattern": event_type_pattern()})
+class EventTypeField(serializers.CharField):
+    """A name a webhook subscribes to (task_core.messaging.webhook_save checks it)."""
+
+
 class WebhookSerializer(StrictInputSerializer, serializers.ModelSerializer):
     """Read and write shape of a brand webhook; the secret is shown only when created."""
 
     event_types = serializers.ListField(
-        child=serializers.CharField(max_length=100),
+        child=EventTypeField(max_length=100),
         allow_empty=False,
         required=False,
         help_text='Event names, or ["*"].',

@@ -4,7 +4,12 @@ import django_filters
 from django.db.models import Exists, OuterRef
 
 from megahub.filters import StrictBooleanFilter, StrictFilterSet
+from task_core.api.filters import task_type_filter
+from task_core.models import Task
 from task_monitoring.models import Alert, AlertRule, TaskMetric
+
+# A metrics row's status: the attempt's outcome, a task status or "lost" (docs/monitoring.md).
+ATTEMPT_OUTCOMES = [*Task.Status.values, "lost"]
 
 
 def _latest_attempt_metrics():
@@ -53,8 +58,8 @@ def task_filters() -> dict[str, django_filters.Filter]:
 
 
 class MetricFilterSet(StrictFilterSet):
-    task_type = django_filters.CharFilter()
-    status = django_filters.CharFilter()
+    task_type = task_type_filter()
+    status = django_filters.ChoiceFilter(choices=[(o, o) for o in ATTEMPT_OUTCOMES])
     worker = django_filters.CharFilter(field_name="worker_hostname")
     task = django_filters.NumberFilter(field_name="task_id")
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")

@@ -5,7 +5,8 @@ from urllib.parse import urlsplit
 from rest_framework import serializers
 
 from megahub.serializers import StrictInputSerializer
-from megahub.webhooks import signing_secret_problem, webhook_url_problem
+from megahub.webhooks import SIGNING_SECRET_PATTERN, SIGNING_SECRET_RULE, webhook_url_problem
+from task_core.api.serializers import TaskTypeField
 from task_core.registry import get_task_type
 from task_monitoring import selectors
 from task_monitoring.models import (
@@ -133,12 +134,16 @@ class AlertRuleInputSerializer(StrictInputSerializer):
     comparison = serializers.ChoiceField(choices=AlertRule.Comparison.choices, default="gt")
     threshold = StrictFloatField()
     window_minutes = StrictIntegerField(min_value=1, max_value=60 * 24 * 30, default=15)
-    task_type = serializers.CharField(max_length=100, allow_blank=True, default="")
+    task_type = TaskTypeField(allow_blank=True, default="")
     severity = serializers.ChoiceField(choices=AlertRule.Severity.choices, default="warning")
     cooldown_minutes = StrictIntegerField(min_value=0, max_value=60 * 24 * 7, default=30)
     webhook_url = serializers.URLField(max_length=500, allow_blank=True, default="")
-    webhook_secret = serializers.CharField(
-        max_length=200, required=False, help_text="whsec_ + base64 of 16 to 128 bytes"
+    webhook_secret = serializers.RegexField(
+        SIGNING_SECRET_PATTERN,
+        max_length=200,
+        required=False,
+        error_messages={"invalid": SIGNING_SECRET_RULE},
+        help_text="whsec_ + base64 of 16 to 128 bytes",
     )
     email_to = serializers.ListField(
         child=serializers.EmailField(), max_length=20, allow_empty=True, default=list
@@ -148,11 +153,6 @@ class AlertRuleInputSerializer(StrictInputSerializer):
     def validate_task_type(self, value):
         if value and get_task_type(value) is None:
             raise serializers.ValidationError(f"Unknown task type {value!r}; see /tasks/types/.")
-        return value
-
-    def validate_webhook_secret(self, value):
-        if problem := signing_secret_problem(value):
-            raise serializers.ValidationError(problem)
         return value
 
     def validate_webhook_url(self, value):

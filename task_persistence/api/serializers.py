@@ -5,14 +5,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from megahub.serializers import StrictInputSerializer
-from task_core.api.serializers import JSONObjectField
+from task_core.api.serializers import JSONObjectField, TaskTypeField
 from task_core.models import Task
 from task_persistence import selectors
 from task_persistence.models import Checkpoint, PersistentJob
 
 
 class JobCreateSerializer(StrictInputSerializer):
-    task_type = serializers.CharField(max_length=100)
+    task_type = TaskTypeField(resumable=True)
     priority = serializers.ChoiceField(choices=Task.Priority.choices, default=Task.Priority.NORMAL)
     description = serializers.CharField(max_length=5000, allow_blank=True, default="")
     context_data = JSONObjectField(default=dict)

@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from megahub.serializers import StrictInputSerializer
-from task_core.api.serializers import JSONObjectField, UserRefSerializer
+from task_core.api.serializers import JSONObjectField, TaskTypeField, UserRefSerializer
 from task_core.models import Task
 from task_scheduling import cron
 from task_scheduling.models import (
@@ -37,6 +37,30 @@ class BrandCalendarField(serializers.PrimaryKeyRelatedField):
         return Calendar.objects.for_brand(brand) if brand else Calendar.objects.none()
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": cron.cron_pattern(),
+        "description": "Five cron fields (minute hour day-of-month month day-of-week) or an "
+        "@alias; a range's ends in order, and the expression must fire within "
+        f"{cron.CRON_HORIZON_YEARS} years.",
+    }
+)
+class CronExpressionField(serializers.CharField):
+    """A cron expression; cron.cron_normalize (in the services) is its one validation."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=200, **kwargs)
+
+
+@extend_schema_field({"type": "string", "enum": sorted(cron.iana_zone_names())})
+class TimezoneField(serializers.CharField):
+    """An IANA time zone name, as cron.timezone_validate (in the services) accepts."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=64, **kwargs)
+
+
 # --- periodic schedules -------------------------------------------------------------------
 class ScheduleInputSerializer(StrictInputSerializer):
     name = serializers.CharField(
@@ -45,11 +69,11 @@ class ScheduleInputSerializer(StrictInputSerializer):
         help_text='Unique in the brand. Default: "<task_type> <cron_expression>".',
     )
     description = serializers.CharField(max_length=5000, allow_blank=True, required=False)
-    task_type = serializers.CharField(max_length=100)
+    task_type = TaskTypeField()
     context_data = JSONObjectField(required=False)
     priority = serializers.ChoiceField(choices=Task.Priority.choices, required=False)
-    cron_expression = serializers.CharField(max_length=200)
-    timezone = serializers.CharField(max_length=64, required=False)
+    cron_expression = CronExpressionField()
+    timezone = TimezoneField(required=False)
     enabled = serializers.BooleanField(required=False)
     calendar = BrandCalendarField(allow_null=True, required=False)
     overlap_policy = serializers.ChoiceField(
@@ -110,8 +134,8 @@ class ScheduleRunSerializer(serializers.ModelSerializer):
 
 
 class ValidateCronInputSerializer(StrictInputSerializer):
-    cron_expression = serializers.CharField(max_length=200)
-    timezone = serializers.CharField(max_length=64, default="UTC")
+    cron_expression = CronExpressionField()
+    timezone = TimezoneField(default="UTC")
     count = serializers.IntegerField(min_value=1, max_value=100, default=5)
     dst_gap_policy = serializers.ChoiceField(
         choices=PeriodicSchedule.DstGap.choices, default=PeriodicSchedule.DstGap.SHIFT
@@ -217,7 +241,7 @@ class UpcomingSerializer(serializers.Serializer):
 # --- one-off jobs -------------------------------------------------------------------------
 class CronJobInputSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=200, allow_blank=True, required=False)
-    task_type = serializers.CharField(max_length=100)
+    task_type = TaskTypeField()
     context_data = JSONObjectField(required=False)
     priority = serializers.ChoiceField(choices=Task.Priority.choices, required=False)
     run_at = serializers.DateTimeField()

@@ -17,8 +17,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from megahub.wsgi import application
+from task_core import registry
 from tests.security.conftest import call_case_as_owner
-from tests.security.operations import SCHEMA
+from tests.security.operations import SCHEMA, SCHEMA_TASK_TYPES
 
 MAX_EXAMPLES = 20
 CHECKS = [
@@ -32,7 +33,8 @@ schema = schemathesis.openapi.from_dict(SCHEMA)
 schema.app = application
 
 
-def test_the_tested_schema_is_the_served_schema(client, db):
+def test_the_tested_schema_is_the_served_schema(client, db, monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", SCHEMA_TASK_TYPES)
     assert client.get("/openapi.json").json() == SCHEMA
 
 
