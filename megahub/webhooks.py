@@ -41,6 +41,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from standardwebhooks import Webhook as StandardWebhook
 
 # Response bytes kept per attempt: enough to read an error message, never a read channel.
@@ -224,6 +225,12 @@ def signing_secret_problem(secret: str) -> str | None:
     if not secret.startswith(SECRET_PREFIX) or not low <= len(key) <= high:
         return f"A signing secret is '{SECRET_PREFIX}' + the base64 of {low} to {high} bytes."
     return None
+
+
+def validate_signing_secret(secret: str) -> None:
+    """The model field validator of stored signing secrets (forms, the admin)."""
+    if problem := signing_secret_problem(secret):
+        raise ValidationError(problem)
 
 
 def webhook_signature_headers(secret: str, message_id: str, body: bytes) -> dict[str, str]:

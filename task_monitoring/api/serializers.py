@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 from rest_framework import serializers
 
 from megahub.serializers import StrictInputSerializer
-from megahub.webhooks import signing_secret_problem, webhook_url_problem
+from megahub.webhooks import validate_signing_secret, webhook_url_problem
 from task_core.registry import get_task_type
 from task_monitoring import selectors
 from task_monitoring.models import (
@@ -138,7 +138,10 @@ class AlertRuleInputSerializer(StrictInputSerializer):
     cooldown_minutes = StrictIntegerField(min_value=0, max_value=60 * 24 * 7, default=30)
     webhook_url = serializers.URLField(max_length=500, allow_blank=True, default="")
     webhook_secret = serializers.CharField(
-        max_length=200, required=False, help_text="whsec_ + base64 of 16 to 128 bytes"
+        max_length=200,
+        required=False,
+        validators=[validate_signing_secret],
+        help_text="whsec_ + base64 of 16 to 128 bytes (Standard Webhooks)",
     )
     email_to = serializers.ListField(
         child=serializers.EmailField(), max_length=20, allow_empty=True, default=list
@@ -148,11 +151,6 @@ class AlertRuleInputSerializer(StrictInputSerializer):
     def validate_task_type(self, value):
         if value and get_task_type(value) is None:
             raise serializers.ValidationError(f"Unknown task type {value!r}; see /tasks/types/.")
-        return value
-
-    def validate_webhook_secret(self, value):
-        if problem := signing_secret_problem(value):
-            raise serializers.ValidationError(problem)
         return value
 
     def validate_webhook_url(self, value):
