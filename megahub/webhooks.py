@@ -30,6 +30,7 @@ import concurrent.futures
 import http.client
 import ipaddress
 import json
+import re
 import secrets
 import socket
 import ssl
@@ -40,6 +41,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from standardwebhooks import Webhook as StandardWebhook
 
 # Response bytes kept per attempt: enough to read an error message, never a read channel.
@@ -220,6 +222,12 @@ SIGNING_SECRET_PATTERN = (
     rf"|(?:{_B64}{{4}}){{5,42}}(?:{_B64}{{2}}==|{_B64}{{3}}=))$"
 )
 SIGNING_SECRET_RULE = f"A signing secret is '{SECRET_PREFIX}' + the base64 of 16 to 128 bytes."
+
+
+def validate_signing_secret(secret: str) -> None:
+    """The model field validator of stored signing secrets (forms, the admin)."""
+    if not re.fullmatch(SIGNING_SECRET_PATTERN, secret):
+        raise ValidationError(SIGNING_SECRET_RULE)
 
 
 def webhook_signature_headers(secret: str, message_id: str, body: bytes) -> dict[str, str]:

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from megahub.webhooks import new_signing_secret
+from megahub.webhooks import new_signing_secret, validate_signing_secret
 from task_core.models import Brand, Task
 from task_core.tenancy import BrandScopedManager
 
@@ -144,7 +144,9 @@ class AlertRule(models.Model):
     severity = models.CharField(max_length=10, choices=Severity.choices, default="warning")
     cooldown_minutes = models.PositiveIntegerField(default=30)
     webhook_url = models.URLField(max_length=500, blank=True, default="")
-    webhook_secret = models.CharField(max_length=200, default=new_webhook_secret)
+    webhook_secret = models.CharField(
+        max_length=200, default=new_webhook_secret, validators=[validate_signing_secret]
+    )
     email_to = models.JSONField(default=list, blank=True)
     enabled = models.BooleanField(default=True)
     created_by = models.ForeignKey(

@@ -4,6 +4,7 @@ can still verify with it."""
 
 from django.db import migrations, models
 
+import megahub.webhooks
 import task_monitoring.models
 from megahub.webhooks import convert_stored_secrets
 
@@ -22,7 +23,9 @@ class Migration(migrations.Migration):
             model_name="alertrule",
             name="webhook_secret",
             field=models.CharField(
-                default=task_monitoring.models.new_webhook_secret, max_length=200
+                default=task_monitoring.models.new_webhook_secret,
+                max_length=200,
+                validators=[megahub.webhooks.validate_signing_secret],
             ),
         ),
         migrations.RunPython(to_standard_webhooks, migrations.RunPython.noop),
