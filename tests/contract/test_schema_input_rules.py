@@ -58,7 +58,8 @@ def test_text_datetime_and_token_inputs_state_the_input_rules():
     assert task["properties"]["context_data"]["propertyNames"] == {"pattern": TEXT_PATTERN}
     assert COMPONENTS["CalendarInputRequest"]["properties"]["name"]["pattern"] == NON_BLANK_PATTERN
     assert COMPONENTS["TokenRefreshRequest"]["properties"]["refresh"]["pattern"] == JWT_PATTERN
-    assert len(COMPONENTS["TimezoneEnum"]["enum"]) > 400
+    timezone = COMPONENTS["ScheduleInputRequest"]["properties"]["timezone"]["pattern"]
+    assert re.search(timezone, "Europe/Paris") and not re.search(timezone, "Mars/Olympus")
     assert not re.search(TEXT_PATTERN, "a\x00b") and re.search(TEXT_PATTERN, "a b")
     assert not re.search(NON_BLANK_PATTERN, " \t") and re.search(NON_BLANK_PATTERN, " a ")
     assert re.search(DATETIME_PATTERN, "2026-01-01T00:00:00+15:59")
