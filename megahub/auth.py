@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from rest_framework import exceptions
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import exceptions, serializers
 from rest_framework_simplejwt import serializers as jwt_serializers
 from rest_framework_simplejwt import tokens
 from rest_framework_simplejwt.exceptions import TokenError
@@ -21,6 +22,14 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import datetime_to_epoch, get_md5_hash_password
 
 CHAIN_EXP_CLAIM = "chain_exp"
+# A JWT in compact form: three base64url segments (header, payload, signature). The schema says
+# so; whether it is signed by this server and still live only the server can tell (a 401).
+JWT_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"
+
+
+@extend_schema_field({"type": "string", "pattern": JWT_PATTERN})
+class JWTField(serializers.CharField):
+    """A token sent back to the server (refresh, verify)."""
 
 
 def _absolute_lifetime_seconds() -> int:
@@ -73,6 +82,7 @@ class TokenRefreshSerializer(jwt_serializers.TokenRefreshSerializer):
     """Rotation with blacklisting, the user checks, and the chain's absolute end kept."""
 
     token_class = RefreshToken
+    refresh = JWTField()
 
     def validate(self, attrs):
         refresh = self.token_class(attrs["refresh"])
@@ -96,6 +106,8 @@ class TokenRefreshSerializer(jwt_serializers.TokenRefreshSerializer):
 
 class TokenVerifySerializer(jwt_serializers.TokenVerifySerializer):
     """Signature, expiry and blacklist (simplejwt), then the user checks."""
+
+    token = JWTField(write_only=True)
 
     def validate(self, attrs):
         super().validate(attrs)

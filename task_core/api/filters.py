@@ -33,10 +33,9 @@ def task_type_filter(**kwargs) -> django_filters.ChoiceFilter:
     return task_filter
 
 
-def status_list_filter(**kwargs) -> ChoiceListFilter:
+def status_list_filter(*, active: bool = False, **kwargs) -> ChoiceListFilter:
     """``?status=``: a task status or several separated by commas (``active``: every
     non-terminal status, when ``active=True``)."""
-    active = kwargs.pop("active", False)
     choices = [*Task.Status.values, *(["active"] if active else [])]
     return ChoiceListFilter(choices=choices, **kwargs)
 

@@ -1,6 +1,7 @@
 """Shapes of the /tasks/scheduled/ API. Input serializers only check types and shapes; the
 business checks (cron, time zone, task type, dates) live in the services."""
 
+import re
 from datetime import UTC
 
 from drf_spectacular.types import OpenApiTypes
@@ -53,12 +54,26 @@ class CronExpressionField(serializers.CharField):
         super().__init__(max_length=200, **kwargs)
 
 
-@extend_schema_field({"type": "string", "enum": sorted(cron.iana_zone_names())})
+# The names as a pattern, not an enum: a generated client would turn an enum into a class whose
+# member names collide (Etc/GMT+0, Etc/GMT-0 and GMT0 all become GMT0).
+TIMEZONE_PATTERN = (
+    "^(?:" + "|".join(re.escape(name) for name in sorted(cron.iana_zone_names())) + ")$"
+)
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": TIMEZONE_PATTERN,
+        "description": "An IANA time zone name (the tzdata package's list), e.g. Europe/Paris.",
+    }
+)
 class TimezoneField(serializers.CharField):
-    """An IANA time zone name, as cron.timezone_validate (in the services) accepts."""
+    """An IANA time zone name, as cron.timezone_validate (in the services) accepts: the name
+    alone (not trimmed: " UTC" is no name, as the pattern says)."""
 
     def __init__(self, **kwargs):
-        super().__init__(max_length=64, **kwargs)
+        super().__init__(max_length=64, trim_whitespace=False, **kwargs)
 
 
 # --- periodic schedules -------------------------------------------------------------------

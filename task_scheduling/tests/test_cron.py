@@ -1,6 +1,7 @@
 """Cron parsing and next-run computation: croniter as the oracle, and the DST policy."""
 
 import itertools
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -61,6 +62,26 @@ def test_invalid_expressions_name_the_cron_field(expression, message):
 )
 def test_valid_expressions_are_normalized(expression, normalized):
     assert cron.cron_normalize(expression) == normalized
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "* * * * * *", "0 0 * *", "61 * * * *", "0 24 * * *", "0 0 0 * *", "0 0 1 13 *",
+        "0 0 * * 8", "*/0 * * * *", "garbage", "a b c d e", "0 0 * foo *", "", "1,,2 * * * *",
+        "*/15  9-17 * * 1-5", "0 0 1 JAN MON", "@daily", "@Hourly", "0 0 * * 7", "007 01 * * *",
+        "5/10 * * * *", "0 0 * jan/2 sun-sat", "0 0 1-31/31 * *", "*/60 * * * *", " 0 0 * * * ",
+    ],
+)  # fmt: skip
+def test_the_schemas_cron_pattern_is_what_cron_normalize_accepts(expression):
+    """Where the two may differ is stated in the pattern's description: a range's ends in
+    order, a fire time within CRON_HORIZON_YEARS (neither is among these expressions)."""
+    try:
+        cron.cron_normalize(expression)
+        accepted = True
+    except CronInvalid:
+        accepted = False
+    assert bool(re.search(cron.cron_pattern(), expression)) == accepted
 
 
 @pytest.mark.parametrize("name", ["Mars/Olympus", "", "../etc/passwd", "Europe/Paris "])

@@ -46,6 +46,7 @@ def test_generated_client_creates_fetches_and_lists_a_task(
         TaskCreateRequestContextData,
         TaskDetail,
         TaskPriorityEnum,
+        TaskTypeEnum,
     )
 
     # The brand is a required argument of every brand-scoped call: nobody has to guess it.
@@ -54,7 +55,7 @@ def test_generated_client_creates_fetches_and_lists_a_task(
         base_url=live_server.url, token=str(AccessToken.for_user(member))
     )
     body = TaskCreateRequest(
-        task_type="seo_keyword_analysis",
+        task_type=TaskTypeEnum.SEO_KEYWORD_ANALYSIS,
         priority=TaskPriorityEnum.HIGH,
         description="from a generated client",
         context_data=TaskCreateRequestContextData.from_dict(
