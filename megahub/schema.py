@@ -9,11 +9,18 @@
   ``page_size`` as what it is, a positive integer.
 """
 
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import permissions, serializers
 from rest_framework_simplejwt.views import TokenViewBase
 
 from megahub.inputs import BIGINT_MAX
+
+
+class JWTScheme(SimpleJWTScheme):
+    """megahub.auth.JWTAuthentication (simplejwt's, with its user cached) is ``jwtAuth``."""
+
+    target_class = "megahub.auth.JWTAuthentication"
 
 
 class ErrorSerializer(serializers.Serializer):
