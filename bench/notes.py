@@ -156,8 +156,10 @@ def rest(r: dict) -> str:
     return (
         f"`POST /tasks/` runs {q['create']['queries']} queries in "
         f"{q['create']['xacts']:.0f} transactions where the no-op runs "
-        f"{q['noop']['queries']} in {q['noop']['xacts']:.0f} (the JWT user and the brand "
-        "membership, which both pay). The rest happens inside the request "
+        f"{q['noop']['queries']} in {q['noop']['xacts']:.0f} (warm: the JWT user and the "
+        "brand membership come from the cache, `AUTH_CACHE_SECONDS`; the peer reads both"
+        + (f", {q['peer']['queries']} queries in all" if "peer" in q else "")
+        + "). The rest happens inside the request "
         f"(`services.task_create` in-process: {cb.get('total_ms', NAN):.1f} ms):\n\n"
         f"{listed}\n\n"
         "Under load the fsync'd commits and the publish confirm of every request queue up on "
@@ -165,8 +167,8 @@ def rest(r: dict) -> str:
         "clients. "
         + (f"Fixes, by size: {'; '.join(fixes)}. " if fixes else "")
         + "What must stay is one durable commit and one confirmed publish, about 1-3 ms on "
-        "this machine when it is quiet: +2 ms at p50 leaves no room for a second write "
-        "transaction in the request."
+        "this machine when it is quiet; the peer pays one durable commit and an unconfirmed "
+        "publish (`delay_on_commit`), and no QUEUED transition."
     )
 
 
@@ -175,23 +177,26 @@ def lists(r: dict) -> str:
     raw = s["raw/page1"]["p95_ms"]["median"]
     floor = s["floor/noop"]["p95_ms"]["median"] if "floor/noop" in s else NAN
     project = s["project/page1"]["p95_ms"]["median"]
+    peer = s["peer/page1"]["p95_ms"]["median"] if "peer/page1" in s else NAN
+    bd = r.get("breakdown", {})
     items = [
         f"**The fixed cost of any brand-scoped DRF request** (GET /bench/noop/: {floor:.1f} "
-        "ms p95): JWT decoding + `SELECT auth_user` (simplejwt `JWTAuthentication.get_user`) "
-        "+ the membership query in `task_core/tenancy.py` `resolve_brand` + the throttle's "
-        "cache read/write + DRF dispatch. That alone is "
-        f"{floor / raw:.1f}x the raw page, so no list implementation meets 2x unless this "
-        "shrinks too (e.g. cache the (user, brand) membership for a few seconds; take the "
-        "user from the token claims)."
+        "ms p95): JWT decoding, the throttle's cache read/write and DRF dispatch. The user row "
+        "and the membership come from the cache (`AUTH_CACHE_SECONDS`, `megahub/auth.py`, "
+        "`task_core/tenancy.py` `request_membership`) instead of two queries; the peer still "
+        "pays both."
     ]
-    if _code_has("task_core/api/views.py", "selectors.task_list_rows"):
+    if _code_has("task_core/selectors.py", "json_build_object"):
         items.append(
-            "**Rows to JSON in Python.** The page is read as plain rows "
-            "(`selectors.task_list_rows`, `.values()` with the creator's username, no brand "
-            "join) and shaped by `serializers.task_list_data`: no model instances, no DRF field "
-            "machinery. What is left above the floor is the keyset paginator, the filter and "
-            "ordering backends (skipped when no filter is asked for), DRF's response and JSON "
-            f"rendering: {project - floor:.1f} ms p95 over the floor for 50 rows."
+            "**Rows as JSON from PostgreSQL.** `selectors.task_list_rows` has the database "
+            "build each row's JSON (`json_build_object`, datetimes by `to_char` in DRF's "
+            f"format): {bd.get('orm_fetch_ms', NAN):.2f} ms for the page's query and its "
+            f"decoding, {bd.get('json_render_ms', NAN):.2f} ms to render the response; no "
+            "model instances, no serializer. What is left above the floor is that query, the "
+            "keyset paginator, the filter and ordering backends and DRF's response: "
+            f"{project - floor:.1f} ms p95 over the floor for 50 rows (the peer's "
+            "ModelSerializer with nested brand and creator: "
+            f"{peer - floor:.1f} ms)."
         )
     listed = "\n".join(f"{i}. {item}" for i, item in enumerate(items, start=1))
     deep_plan = " ".join(r["queries"]["deep"]["plan"])
@@ -207,11 +212,8 @@ def lists(r: dict) -> str:
     return (
         "The SQL is not the problem (plans above; no COUNT, no OFFSET): page 1 walks "
         f"`task_brand_id_idx` (brand_id, id DESC) for 51 rows; {deep}. Both stay around a "
-        f"millisecond of SQL. The project's {project:.1f} ms p95 against {raw:.1f} ms raw is "
-        f"Python in the request:\n\n{listed}\n\n"
-        "Meeting 2x needs the fixed cost of a request to shrink first (item 1): it is a "
-        "security trade-off (a cached membership outlives a revoked one by the cache's "
-        "lifetime), not an optimisation, so it is left as it is.\n"
+        f"millisecond of SQL ({raw:.1f} ms p95 raw with `json.dumps`). The project's "
+        f"{project:.1f} ms p95 is:\n\n{listed}\n"
     )
 
 
@@ -225,6 +227,10 @@ METHOD: list[str] = [
     "(checkpoints), `megahub_bench_schedules` and `megahub_bench_schedule_edits` "
     "(scheduling), created and migrated by the benchmarks; nothing else is touched. Queues: "
     "`bench-<pid>.*` and `bench-sched-<pid>.*`, deleted at the end of each benchmark.",
+    "- The peers (`bench/peers.py`, `bench/peer_celery.py`) are what a Django team would write "
+    "instead of megahub, plainly: DRF generics and ModelSerializers, simplejwt, Celery with "
+    "django-celery-results. They run on the same database, broker, worker command and "
+    "settings as megahub, in the same run, interleaved with it.",
     "- The drain runs SPEC's 20,000 tasks per repetition (`--quick`: 500). A time budget "
     "(`--drain-budget-s`, 1000 s) stops starting new repetitions; the table says how many "
     "ran.",
@@ -233,7 +239,10 @@ METHOD: list[str] = [
     "again with the relay (`task_core/messaging.py`) publishing the started/completed "
     "timeline rows as they are written.",
     "- Sizes: `make bench` runs `bench/run.py` with the full profile (`bench/run.py --help` "
-    "lists every size; `--quick` is a smoke run with small ones, `--only` a subset). Where a "
+    "lists every size); `make bench BENCH_SIZE=small` (`--quick`) is a smoke run with small "
+    'ones (the list on 100,000 rows, deep page 20), `BENCH_ARGS="--only list,rest"` a '
+    "subset, and `BENCH_<BENCHMARK>_<PARAM>` in the environment (e.g. `BENCH_LIST_ROWS="
+    "200000`) one size. Where a "
     "full run stops short of SPEC's size (drain N, worker memory over 100k tasks, the "
     "django-celery-beat baseline's time limit), the section says how much was run.",
     "- The processes under test log at the project's default level (INFO, JSON lines), as "
