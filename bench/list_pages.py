@@ -454,11 +454,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--requests", type=int, default=100, help="per repetition (>= 50)")
     parser.add_argument("--deep-page", type=int, default=200)
+    parser.add_argument("--result-name", default="list", help="bench/results/<name>.json")
     args = parser.parse_args(argv)
     if args.requests < 50:
         parser.error("--requests must be >= 50 for a p95")
     result = run(args.rows, args.reps, args.requests, args.deep_page)
-    common.write_result("list", result)
+    common.write_result(args.result_name, result)
     s = result["stats"]
     print(
         "list: p95 "

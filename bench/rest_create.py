@@ -292,9 +292,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of one load run")
     parser.add_argument("--concurrency", type=int, default=4, help="threads, throughput phase")
     parser.add_argument("--gunicorn-workers", type=int, default=2)
+    parser.add_argument("--result-name", default="rest", help="bench/results/<name>.json")
     args = parser.parse_args(argv)
     result = run(args.reps, args.seconds, args.concurrency, args.gunicorn_workers)
-    common.write_result("rest", result)
+    common.write_result(args.result_name, result)
     lat, thr = result["latency"], result["throughput"]
     print(
         f"rest: p50 create {lat['create']['p50_ms']['median']:.2f} ms vs peer "
