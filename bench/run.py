@@ -886,6 +886,90 @@ def render_messaging(rq: dict | None, ob: dict | None) -> list[str]:
     return rows
 
 
+# Side runs that measure one lever of the web path (each written by the command shown).
+LEVERS = {
+    "list": [
+        ("list", "as is", "(the run above)"),
+        (
+            "list.auth-cache-off",
+            "authentication cache off",
+            "AUTH_CACHE_SECONDS=0 bench/list_pages.py ... --result-name list.auth-cache-off",
+        ),
+        (
+            "list.before",
+            "before both levers (rows shaped in Python, no cache)",
+            "bench/list_pages.py ... of git 0d44709, result copied to list.before",
+        ),
+    ],
+    "rest": [
+        ("rest", "as is", "(the run above)"),
+        (
+            "rest.auth-cache-off",
+            "authentication cache off",
+            "AUTH_CACHE_SECONDS=0 bench/rest_create.py ... --result-name rest.auth-cache-off",
+        ),
+    ],
+}
+
+
+def render_levers() -> list[str]:
+    """The web-side levers (cached authentication, list rows as JSON from PostgreSQL), each
+    side run beside the run with everything on, when their results exist."""
+
+    def p95(r: dict, key: str, stat: str = "p95_ms") -> str:
+        return f"{r['stats'][key][stat]['median']:.2f}" if key in r.get("stats", {}) else "-"
+
+    rows: list[str] = []
+    lists = [
+        (label, cmd, r) for name, label, cmd in LEVERS["list"] if (r := common.read_result(name))
+    ]
+    if len(lists) > 1:
+        rows += [
+            "GET /tasks/ in-process (section 3's method), p95 ms, median of repetitions:",
+            "",
+            "| variant | page 1 | deep page | GET /bench/noop/ (floor) | peer page 1 | command |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {label} | {p95(r, 'project/page1')} | {p95(r, 'project/deep')} | "
+                f"{p95(r, 'floor/noop')} | {p95(r, 'peer/page1')} | `{cmd}` |"
+                for label, cmd, r in lists
+            ),
+            "",
+        ]
+    rests = [
+        (label, cmd, r) for name, label, cmd in LEVERS["rest"] if (r := common.read_result(name))
+    ]
+    if len(rests) > 1:
+        rows += [
+            "POST /tasks/ through gunicorn (section 2's method), medians:",
+            "",
+            "| variant | create p50 ms | no-op p50 ms | peer p50 ms | create req/s (4 clients) "
+            "| command |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {label} | {r['latency']['create']['p50_ms']['median']:.2f} | "
+                f"{r['latency']['noop']['p50_ms']['median']:.2f} | "
+                f"{r['latency']['peer']['p50_ms']['median']:.2f} | "
+                f"{r['throughput']['create']['throughput']['median']:.0f} | `{cmd}` |"
+                for label, cmd, r in rests
+            ),
+            "",
+        ]
+    if not rows:
+        return []
+    return [
+        "## 9. Web-side levers (provisional)",
+        "",
+        "Each lever measured by turning it off in a side run of the same benchmark, small "
+        "sizes, right after the run above: the authentication cache (`AUTH_CACHE_SECONDS`, "
+        "`megahub/auth.py`, `task_core/tenancy.py`) and the list rows built as JSON by "
+        "PostgreSQL (`task_core/selectors.py` `task_list_rows`). The machine was loaded: "
+        "compare the rows with each other, not with other sections.",
+        "",
+        *rows,
+    ]
+
+
 def render(results: dict, failures: dict, machine: dict, command: str) -> str:
     lines = [
         "# Benchmarks",
@@ -944,6 +1028,7 @@ def render(results: dict, failures: dict, machine: dict, command: str) -> str:
         else not_measured("## 7. Worker memory (`bench/worker_rss.py`)", "rss")
     )
     lines += render_messaging(results.get("requests"), results.get("outbox"))
+    lines += render_levers()
     lines += notes.METHOD
     return "\n".join(lines).rstrip() + "\n"
 
