@@ -10,19 +10,16 @@ from django.conf import settings
 from django.db.models import (
     AutoField,
     BooleanField,
-    Case,
     CharField,
     Count,
     DateTimeField,
+    Expression,
     F,
-    Func,
     IntegerField,
     JSONField,
     Min,
     Q,
     TextField,
-    Value,
-    When,
 )
 from django.utils import timezone
 
@@ -41,91 +38,75 @@ TASK_LIST_FIELDS = (
 )  # fmt: skip
 
 
-class _JSONObject(Func):
-    """``json_build_object(key, value, ...)``: keys in the order given (``json``, not ``jsonb``,
-    which would sort them)."""
+# How PostgreSQL (and SQLite, for the SQLite test run) writes a list value as DRF does: a
+# datetime is ``datetime.isoformat()`` in UTC with ``Z`` (no fraction when the microseconds are
+# 0, else 6 digits), a boolean is true/false; strings, integers and null are JSON as they are.
+_ISO_PG = (
+    "to_char({c} AT TIME ZONE 'UTC', CASE WHEN mod(date_part('microseconds', {c})::bigint, "
+    '1000000) = 0 THEN \'YYYY-MM-DD"T"HH24:MI:SS"Z"\' ELSE \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\' END)'
+)
+_ISO_SQLITE = "replace({c}, ' ', 'T') || 'Z'"  # Django stores "YYYY-MM-DD HH:MM:SS[.ffffff]"
+_BOOL_SQLITE = "CASE WHEN {c} THEN json('true') ELSE json('false') END"
 
-    function = "json_build_object"
+
+class _TaskListRow(Expression):
+    """A task list row as JSON text, keys in TASK_LIST_FIELDS' order (``json_build_object``:
+    ``json``, not ``jsonb``, which would sort them). Written as one SQL template over the task
+    table: only the brand's name and the creator's username are resolved by the ORM (their
+    joins), so a page costs one small expression, not one per field. Read as text, so a
+    DISTINCT that a filter adds still applies (PostgreSQL has no equality for ``json``)."""
+
     output_field = JSONField()
 
-    def __init__(self, **pairs):
-        args = []
-        for key, value in pairs.items():
-            args += [Value(key), value]
-        super().__init__(*args)
+    def __init__(self):
+        super().__init__()
+        self.joined = [F("brand__name"), F("created_by__username")]
 
-    def as_sqlite(self, compiler, connection, **extra_context):  # make test-fast
-        return super().as_sql(compiler, connection, function="json_object", **extra_context)
+    def get_source_expressions(self):
+        return self.joined
 
+    def set_source_expressions(self, exprs):
+        self.joined = exprs
 
-class _ISODateTime(Func):
-    """A timestamp as DRF's DateTimeField writes it (``datetime.isoformat()`` in UTC with ``Z``:
-    no fraction when the microseconds are 0, else 6 digits); NULL stays NULL."""
+    def as_sql(self, compiler, connection):
+        sqlite = connection.vendor == "sqlite"
+        table = compiler.quote_name_unless_alias(compiler.query.get_initial_alias())
+        (brand_name, p1), (username, p2) = (compiler.compile(e) for e in self.joined)
 
-    template = (
-        "to_char(%(expressions)s AT TIME ZONE 'UTC', CASE WHEN mod(date_part('microseconds', "
-        '%(expressions)s)::bigint, 1000000) = 0 THEN \'YYYY-MM-DD"T"HH24:MI:SS"Z"\' '
-        'ELSE \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\' END)'
-    )
-    output_field = CharField()
+        def column(name: str) -> str:
+            return f"{table}.{connection.ops.quote_name(Task._meta.get_field(name).column)}"
 
-    def as_sqlite(self, compiler, connection, **extra_context):
-        # Django stores an aware datetime as UTC text, "YYYY-MM-DD HH:MM:SS[.ffffff]".
-        template = "replace(%(expressions)s, ' ', 'T') || 'Z'"
-        return super().as_sql(compiler, connection, template=template, **extra_context)
-
-
-class _JSONBoolean(Func):
-    """A boolean column as JSON true/false (SQLite stores 0/1; PostgreSQL needs nothing)."""
-
-    output_field = BooleanField()
-
-    def as_postgresql(self, compiler, connection, **extra_context):
-        return compiler.compile(self.source_expressions[0])
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        template = "CASE WHEN %(expressions)s THEN json('true') ELSE json('false') END"
-        return super().as_sql(compiler, connection, template=template, **extra_context)
-
-
-def _list_value(name: str):
-    """The SQL expression of one list field, valued as the API writes it."""
-    if name == "brand":
-        return _JSONObject(id=F("brand_id"), name=F("brand__name"))
-    if name == "created_by":
-        return Case(
-            When(created_by_id__isnull=True, then=None),
-            default=_JSONObject(id=F("created_by_id"), username=F("created_by__username")),
-        )
-    field = Task._meta.get_field(name)
-    if isinstance(field, DateTimeField):
-        return _ISODateTime(F(name))
-    if isinstance(field, BooleanField):
-        return _JSONBoolean(F(name))
-    if isinstance(field, CharField | TextField | IntegerField | AutoField):
-        return F(name)  # JSON has the same value (strings, integers, null)
-    raise TypeError(f"task list field {name!r}: no JSON form for {type(field).__name__}")
-
-
-class _JSONText(Func):
-    """A built JSON value read as its text (what a JSONField column returns), so a DISTINCT that
-    a filter adds still applies: PostgreSQL has no equality for ``json``."""
-
-    template = "(%(expressions)s)::text"
-    output_field = JSONField()
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        return compiler.compile(self.source_expressions[0])
-
-
-_TASK_LIST_ROW = _JSONText(_JSONObject(**{name: _list_value(name) for name in TASK_LIST_FIELDS}))
+        build = "json_object" if sqlite else "json_build_object"
+        pairs = []
+        for name in TASK_LIST_FIELDS:
+            if name == "brand":
+                value = f"{build}('id', {column('brand')}, 'name', {brand_name})"
+            elif name == "created_by":
+                creator = column("created_by")
+                value = (
+                    f"CASE WHEN {creator} IS NULL THEN NULL "
+                    f"ELSE {build}('id', {creator}, 'username', {username}) END"
+                )
+            else:
+                field = Task._meta.get_field(name)
+                if isinstance(field, DateTimeField):
+                    value = (_ISO_SQLITE if sqlite else _ISO_PG).format(c=column(name))
+                elif isinstance(field, BooleanField):
+                    value = _BOOL_SQLITE.format(c=column(name)) if sqlite else column(name)
+                elif isinstance(field, CharField | TextField | IntegerField | AutoField):
+                    value = column(name)
+                else:
+                    raise TypeError(f"task list field {name!r}: no JSON form for {field}")
+            pairs.append(f"'{name}', {value}")
+        sql = f"{build}({', '.join(pairs)})"
+        return (sql if sqlite else f"({sql})::text"), [*p1, *p2]
 
 
 def task_list_rows(queryset):
     """The task list's rows as PostgreSQL builds them: one JSON object per task, with the
     API's keys, order and formats (TaskListSerializer's output; a test holds them equal), plus
     the columns the keyset paginator orders by. No model instances, no per-field Python."""
-    return queryset.values("id", "created_at", row=_TASK_LIST_ROW)
+    return queryset.values("id", "created_at", row=_TaskListRow())
 
 
 def task_events(*, task: Task):
