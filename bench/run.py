@@ -893,12 +893,14 @@ LEVERS = {
         (
             "list.auth-cache-off",
             "authentication cache off",
-            "AUTH_CACHE_SECONDS=0 bench/list_pages.py ... --result-name list.auth-cache-off",
+            "AUTH_CACHE_SECONDS=0 .venv/bin/python bench/list_pages.py --rows 100000 --reps 2 "
+            "--requests 50 --deep-page 20 --result-name list.auth-cache-off",
         ),
         (
             "list.before",
             "before both levers (rows shaped in Python, no cache)",
-            "bench/list_pages.py ... of git 0d44709, result copied to list.before",
+            "the same bench/list_pages.py command in a `git archive 0d44709` tree, its "
+            "list.json copied to bench/results/list.before.json",
         ),
     ],
     "rest": [
@@ -906,7 +908,8 @@ LEVERS = {
         (
             "rest.auth-cache-off",
             "authentication cache off",
-            "AUTH_CACHE_SECONDS=0 bench/rest_create.py ... --result-name rest.auth-cache-off",
+            "AUTH_CACHE_SECONDS=0 .venv/bin/python bench/rest_create.py --reps 2 --seconds 2 "
+            "--result-name rest.auth-cache-off",
         ),
     ],
 }
@@ -961,7 +964,8 @@ def render_levers() -> list[str]:
         "## 9. Web-side levers (provisional)",
         "",
         "Each lever measured by turning it off in a side run of the same benchmark, small "
-        "sizes, right after the run above: the authentication cache (`AUTH_CACHE_SECONDS`, "
+        "sizes, right after the run above (`make bench BENCH_SIZE=small`): the authentication "
+        "cache (`AUTH_CACHE_SECONDS`, "
         "`megahub/auth.py`, `task_core/tenancy.py`) and the list rows built as JSON by "
         "PostgreSQL (`task_core/selectors.py` `task_list_rows`). The machine was loaded: "
         "compare the rows with each other, not with other sections.",
