@@ -210,16 +210,16 @@ class ProjectDrain:
 
 
 # Write transactions of the drain: the distinct transaction ids (xmin) of the rows the worker left
-# behind - the tasks' last versions, their events past `created`/`queued`, their metric rows.
-# Each is a transaction that wrote, i.e. a durable commit (a read-only one has no xid).
+# behind - the tasks' last versions and their events past `created`/`queued`. Each is a
+# transaction that wrote, i.e. a durable commit (a read-only one has no xid). The metrics row is
+# left out: it is written in a savepoint of the finish's transaction (task_monitoring's
+# attempt_recorded receiver), so its xmin is a subtransaction's id, not a commit of its own.
 WRITE_XACTS = """
 SELECT count(DISTINCT x) FROM (
     SELECT xmin::text AS x FROM task_core_task WHERE brand_id = %(brand)s
     UNION ALL
     SELECT xmin::text FROM task_core_taskevent
     WHERE brand_id = %(brand)s AND kind NOT IN ('created', 'queued')
-    UNION ALL
-    SELECT xmin::text FROM task_monitoring_taskmetric WHERE brand_id = %(brand)s
 ) AS rows_written
 """
 

@@ -84,12 +84,15 @@ def drain(r: dict) -> str:
             "connection fix: claim + finish + metric + the health check's SELECT 1 is 4."
         )
     if xacts <= 3.5:
+        writes = p.get("write_xacts_per_task", {}).get("median", NAN)
         items.append(
             f"**Two durable commits per task.** The claim (`running` + `started` event) and "
-            f"the finish (`completed` + event + metrics row) are one statement and one COMMIT "
-            f"each ({xacts:.2f} transactions per task while draining, the worker's start-up "
-            "and heartbeats included). Each COMMIT waits for the WAL flush; the claim must, "
-            "or a database crash could let the task run twice."
+            f"the finish (`completed` + event + metrics row, the latter in a savepoint) are one "
+            f"statement and one COMMIT each ({writes:.2f} write transactions per task; "
+            f"{xacts:.2f} commits with the read-only ones: the connection health check's "
+            "`SELECT 1` after `close_old_connections` around each task, the worker's start-up "
+            "and heartbeats). Each COMMIT waits for the WAL flush; the claim must, or a "
+            "database crash could let the task run twice."
         )
     items.append(
         "**CPU sharing.** The 2 vCPUs run the 2 pool processes, the worker's consumer, "
