@@ -901,7 +901,7 @@ LEVERS = {
         (
             "list.before",
             "before both levers (rows shaped in Python, no cache)",
-            "the same bench/list_pages.py command in a `git archive 0d44709` tree, its "
+            "the same bench/list_pages.py command in a git archive 0d44709 tree, its "
             "list.json copied to bench/results/list.before.json",
         ),
     ],
