@@ -95,8 +95,11 @@ fmt: install ## format and autofix
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-bench: install ## benchmarks (docs/benchmarks.md; ~35-40 min; BENCH_ARGS="--quick" or "--only x,y")
-	$(TEST_ENV) $(PY) bench/run.py $(BENCH_ARGS)
+# `make bench BENCH_SIZE=small`: small sizes, a smoke run (bench/run.py --quick).
+BENCH_SIZE ?= full
+bench: install ## benchmarks beside their peers (docs/benchmarks.md; ~45 min; BENCH_SIZE=small ~20 min; BENCH_ARGS="--only x,y")
+	@case "$(BENCH_SIZE)" in full|small) ;; *) echo "BENCH_SIZE is full or small" >&2; exit 2;; esac
+	$(TEST_ENV) $(PY) bench/run.py $(if $(filter small,$(BENCH_SIZE)),--quick) $(BENCH_ARGS)
 
 # Load test knobs: `make loadtest LOAD_USERS=20 LOAD_DURATION=60`.
 LOAD_USERS ?= 50

@@ -47,6 +47,7 @@ os.environ.update(
     DJANGO_SETTINGS_MODULE="megahub.settings",
     LOG_LEVEL="WARNING",
     DB_CONN_MAX_AGE="600",
+    MEGAHUB_DEMO_TASK_TYPES="1",  # the workload is the seo_keyword_audit demo type
 )
 os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-not-for-any-deployment")
 

@@ -41,7 +41,7 @@ def drain(r: dict) -> str:
             "in the worker. Each task pays a backend start, authentication and `SET TimeZone` "
             "(~4 ms here; the PostgreSQL statement log shows a new backend pid per task): "
             f"{xacts:.2f} transactions per task in the worker against "
-            f"{bd.get('task_execute_xacts', NAN):.2f} for the same `services.task_execute` on "
+            f"{bd.get('task_execute_xacts', NAN):.2f} for the same `execution.task_execute` on "
             "a persistent connection; the difference is the backend start and that `SET`. "
             "Fix: set `CELERY_DB_REUSE_MAX` in "
             "`megahub/settings.py` and connect `task_prerun`/`task_postrun` to "
@@ -54,7 +54,7 @@ def drain(r: dict) -> str:
             "**Four round trips per state change.** `task_core/state_machine.py` "
             "`transition()` runs `UPDATE ... WHERE status IN (...)`, a `SELECT` re-reading the "
             "whole row, an `INSERT` of the TaskEvent, then COMMIT; a task does it twice "
-            "(`services.task_claim`, `services._finish`): 8 round trips and 2 WAL flushes, plus "
+            "(`execution.task_claim`, `execution._finish`): 8 round trips and 2 WAL flushes, plus "
             "whatever `attempt_finished` receivers add (statements of one task, listed above). "
             f"In-process with a persistent connection that is {orm:.1f} ms per task, against "
             f"{raw:.1f} ms for the same two changes written as one statement each (`WITH t AS "
@@ -66,7 +66,7 @@ def drain(r: dict) -> str:
         )
     else:
         items.append(
-            f"**Per-task database work.** In-process `services.task_execute` takes {orm:.1f} ms "
+            f"**Per-task database work.** In-process `execution.task_execute` takes {orm:.1f} ms "
             f"per task against {raw:.1f} ms for the claim and the finish written as one SQL "
             "statement + COMMIT each."
         )
@@ -79,17 +79,20 @@ def drain(r: dict) -> str:
             "metric_record` (the `attempt_finished` receiver in `task_monitoring/apps.py`) "
             "writes its `INSERT ... ON CONFLICT DO NOTHING` in autocommit after the finish "
             "committed: one more durable commit per task. Fix: write it in the finish's "
-            "transaction (e.g. `services._finish` passes the metric to `transition()`, or the "
+            "transaction (e.g. `execution._finish` passes the metric to `transition()`, or the "
             "signal is sent inside its atomic block). The <= 3 target needs this *and* the "
             "connection fix: claim + finish + metric + the health check's SELECT 1 is 4."
         )
     if xacts <= 3.5:
+        writes = p.get("write_xacts_per_task", {}).get("median", NAN)
         items.append(
             f"**Two durable commits per task.** The claim (`running` + `started` event) and "
-            f"the finish (`completed` + event + metrics row) are one statement and one COMMIT "
-            f"each ({xacts:.2f} transactions per task while draining, the worker's start-up "
-            "and heartbeats included). Each COMMIT waits for the WAL flush; the claim must, "
-            "or a database crash could let the task run twice."
+            f"the finish (`completed` + event + metrics row, the latter in a savepoint) are one "
+            f"statement and one COMMIT each ({writes:.2f} write transactions per task; "
+            f"{xacts:.2f} commits with the read-only ones: the connection health check's "
+            "`SELECT 1` after `close_old_connections` around each task, the worker's start-up "
+            "and heartbeats). Each COMMIT waits for the WAL flush; the claim must, or a "
+            "database crash could let the task run twice."
         )
     items.append(
         "**CPU sharing.** The 2 vCPUs run the 2 pool processes, the worker's consumer, "
@@ -122,7 +125,7 @@ def rest(r: dict) -> str:
     if queued_in_request:
         items.append(
             "`transaction.on_commit(task_publish)` runs in the request thread: "
-            "`services._send` publishes a persistent message with `confirm_publish` and waits "
+            "`publishing._send` publishes a persistent message with `confirm_publish` and waits "
             f"for RabbitMQ's confirm ({cb.get('publish_ms', NAN):.1f} ms), then "
             "`sm.transition(to=QUEUED)` is a second write transaction: UPDATE, SELECT re-read, "
             f"INSERT `queued` event, COMMIT ({cb.get('queued_transition_ms', NAN):.1f} ms)."
@@ -156,8 +159,10 @@ def rest(r: dict) -> str:
     return (
         f"`POST /tasks/` runs {q['create']['queries']} queries in "
         f"{q['create']['xacts']:.0f} transactions where the no-op runs "
-        f"{q['noop']['queries']} in {q['noop']['xacts']:.0f} (the JWT user and the brand "
-        "membership, which both pay). The rest happens inside the request "
+        f"{q['noop']['queries']} in {q['noop']['xacts']:.0f} (warm: the JWT user and the "
+        "brand membership come from the cache, `AUTH_CACHE_SECONDS`; the peer reads both"
+        + (f", {q['peer']['queries']} queries in all" if "peer" in q else "")
+        + "). The rest happens inside the request "
         f"(`services.task_create` in-process: {cb.get('total_ms', NAN):.1f} ms):\n\n"
         f"{listed}\n\n"
         "Under load the fsync'd commits and the publish confirm of every request queue up on "
@@ -165,8 +170,8 @@ def rest(r: dict) -> str:
         "clients. "
         + (f"Fixes, by size: {'; '.join(fixes)}. " if fixes else "")
         + "What must stay is one durable commit and one confirmed publish, about 1-3 ms on "
-        "this machine when it is quiet: +2 ms at p50 leaves no room for a second write "
-        "transaction in the request."
+        "this machine when it is quiet; the peer pays one durable commit and an unconfirmed "
+        "publish (`delay_on_commit`), and no QUEUED transition."
     )
 
 
@@ -175,23 +180,26 @@ def lists(r: dict) -> str:
     raw = s["raw/page1"]["p95_ms"]["median"]
     floor = s["floor/noop"]["p95_ms"]["median"] if "floor/noop" in s else NAN
     project = s["project/page1"]["p95_ms"]["median"]
+    peer = s["peer/page1"]["p95_ms"]["median"] if "peer/page1" in s else NAN
+    bd = r.get("breakdown", {})
     items = [
         f"**The fixed cost of any brand-scoped DRF request** (GET /bench/noop/: {floor:.1f} "
-        "ms p95): JWT decoding + `SELECT auth_user` (simplejwt `JWTAuthentication.get_user`) "
-        "+ the membership query in `task_core/tenancy.py` `resolve_brand` + the throttle's "
-        "cache read/write + DRF dispatch. That alone is "
-        f"{floor / raw:.1f}x the raw page, so no list implementation meets 2x unless this "
-        "shrinks too (e.g. cache the (user, brand) membership for a few seconds; take the "
-        "user from the token claims)."
+        "ms p95): JWT decoding, the throttle's cache read/write and DRF dispatch. The user row "
+        "and the membership come from the cache (`AUTH_CACHE_SECONDS`, `megahub/auth.py`, "
+        "`task_core/tenancy.py` `request_membership`) instead of two queries; the peer still "
+        "pays both."
     ]
-    if _code_has("task_core/api/views.py", "selectors.task_list_rows"):
+    if _code_has("task_core/selectors.py", "json_build_object"):
         items.append(
-            "**Rows to JSON in Python.** The page is read as plain rows "
-            "(`selectors.task_list_rows`, `.values()` with the creator's username, no brand "
-            "join) and shaped by `serializers.task_list_data`: no model instances, no DRF field "
-            "machinery. What is left above the floor is the keyset paginator, the filter and "
-            "ordering backends (skipped when no filter is asked for), DRF's response and JSON "
-            f"rendering: {project - floor:.1f} ms p95 over the floor for 50 rows."
+            "**Rows as JSON from PostgreSQL.** `selectors.task_list_rows` has the database "
+            "build each row's JSON (`json_build_object`, datetimes by `to_char` in DRF's "
+            f"format): {bd.get('orm_fetch_ms', NAN):.2f} ms for the page's query and its "
+            f"decoding, {bd.get('json_render_ms', NAN):.2f} ms to render the response; no "
+            "model instances, no serializer. What is left above the floor is that query, the "
+            "keyset paginator, the filter and ordering backends and DRF's response: "
+            f"{project - floor:.1f} ms p95 over the floor for 50 rows (the peer's "
+            "ModelSerializer with nested brand and creator: "
+            f"{peer - floor:.1f} ms)."
         )
     listed = "\n".join(f"{i}. {item}" for i, item in enumerate(items, start=1))
     deep_plan = " ".join(r["queries"]["deep"]["plan"])
@@ -204,14 +212,20 @@ def lists(r: dict) -> str:
         )
     else:
         deep = "the deep page adds the keyset condition `id < cursor` to the same walk"
+    page1_plan = " ".join(r["queries"]["page1"]["plan"])
+    if "Backward using task_core_task_pkey" in page1_plan:
+        page1 = (
+            "page 1 walks the primary key backwards and filters on the brand (on a table this "
+            "small the planner prices it below `task_brand_id_idx`; at 1M rows it takes the "
+            "index)"
+        )
+    else:
+        page1 = "page 1 walks `task_brand_id_idx` (brand_id, id DESC) for 51 rows"
     return (
-        "The SQL is not the problem (plans above; no COUNT, no OFFSET): page 1 walks "
-        f"`task_brand_id_idx` (brand_id, id DESC) for 51 rows; {deep}. Both stay around a "
-        f"millisecond of SQL. The project's {project:.1f} ms p95 against {raw:.1f} ms raw is "
-        f"Python in the request:\n\n{listed}\n\n"
-        "Meeting 2x needs the fixed cost of a request to shrink first (item 1): it is a "
-        "security trade-off (a cached membership outlives a revoked one by the cache's "
-        "lifetime), not an optimisation, so it is left as it is.\n"
+        f"The SQL is not the problem (plans above; no COUNT, no OFFSET): {page1}; {deep}. "
+        "Both stay around a "
+        f"millisecond of SQL ({raw:.1f} ms p95 raw with `json.dumps`). The project's "
+        f"{project:.1f} ms p95 is:\n\n{listed}\n"
     )
 
 
@@ -225,6 +239,10 @@ METHOD: list[str] = [
     "(checkpoints), `megahub_bench_schedules` and `megahub_bench_schedule_edits` "
     "(scheduling), created and migrated by the benchmarks; nothing else is touched. Queues: "
     "`bench-<pid>.*` and `bench-sched-<pid>.*`, deleted at the end of each benchmark.",
+    "- The peers (`bench/peers.py`, `bench/peer_celery.py`) are what a Django team would write "
+    "instead of megahub, plainly: DRF generics and ModelSerializers, simplejwt, Celery with "
+    "django-celery-results. They run on the same database, broker, worker command and "
+    "settings as megahub, in the same run, interleaved with it.",
     "- The drain runs SPEC's 20,000 tasks per repetition (`--quick`: 500). A time budget "
     "(`--drain-budget-s`, 1000 s) stops starting new repetitions; the table says how many "
     "ran.",
@@ -233,7 +251,10 @@ METHOD: list[str] = [
     "again with the relay (`task_core/events.py`) publishing the started/completed "
     "timeline rows as they are written.",
     "- Sizes: `make bench` runs `bench/run.py` with the full profile (`bench/run.py --help` "
-    "lists every size; `--quick` is a smoke run with small ones, `--only` a subset). Where a "
+    "lists every size); `make bench BENCH_SIZE=small` (`--quick`) is a smoke run with small "
+    'ones (the list on 100,000 rows, deep page 20), `BENCH_ARGS="--only list,rest"` a '
+    "subset, and `BENCH_<BENCHMARK>_<PARAM>` in the environment (e.g. `BENCH_LIST_ROWS="
+    "200000`) one size. Where a "
     "full run stops short of SPEC's size (drain N, worker memory over 100k tasks, the "
     "django-celery-beat baseline's time limit), the section says how much was run.",
     "- The processes under test log at the project's default level (INFO, JSON lines), as "

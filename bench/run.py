@@ -1,12 +1,13 @@
 """Run the benchmarks (each in its own process) and rewrite docs/benchmarks.md.
 
     .venv/bin/python bench/run.py                      # all, ~35-40 min on 2 cores
-    .venv/bin/python bench/run.py --quick              # all, small sizes: a smoke run (~15 min)
+    .venv/bin/python bench/run.py --quick              # all, small sizes: a smoke run (~20 min)
     .venv/bin/python bench/run.py --only rest,list     # a subset (others keep their last result)
     .venv/bin/python bench/run.py --render-only        # rewrite the doc from bench/results/
 
-Sizes come from the full or the --quick profile; any --<benchmark>-<param> option overrides
-one. The run prints an estimate of its wall time before it starts.
+Sizes come from the full or the --quick profile (`make bench BENCH_SIZE=small`); any
+--<benchmark>-<param> option, or BENCH_<BENCHMARK>_<PARAM> in the environment (BENCH_LIST_ROWS,
+BENCH_DRAIN_TASKS...), overrides one. The run prints an estimate of its wall time first.
 
 Needs PostgreSQL and RabbitMQ on loopback (DATABASE_URL / CELERY_BROKER_URL, as `make bench`
 sets them). Writes only to megahub_bench* databases and bench-<pid>.* queues.
@@ -46,7 +47,12 @@ SCRIPTS = {
 PARAMS: dict[str, list[tuple[str, float, float]]] = {
     "drain": [("tasks", 20_000, 500), ("reps", 5, 2), ("budget-s", 1000, 300)],
     "rest": [("reps", 5, 2), ("seconds", 5, 2)],
-    "list": [("rows", 1_000_000, 1_000_000), ("reps", 5, 2), ("requests", 100, 50)],
+    "list": [
+        ("rows", 1_000_000, 100_000),
+        ("reps", 5, 2),
+        ("requests", 100, 50),
+        ("deep-page", 200, 20),  # a page every brand has: rows / 50 brands / 50 per page
+    ],
     "checkpoints": [("reps", 5, 2), ("writes", 300, 50), ("items", 5000, 1000)],
     "schedules": [
         ("schedules", 10_000, 1000),
@@ -67,12 +73,12 @@ PROJECT_TASKS_S, BARE_TASKS_S, CREATES_S = 200.0, 1000.0, 100.0
 def estimate_s(name: str, p: dict) -> float:
     """A rough wall-time estimate of one benchmark with these sizes (seconds)."""
     if name == "drain":
-        rep = p["tasks"] / PROJECT_TASKS_S + 2 * p["tasks"] / BARE_TASKS_S + 25
+        rep = p["tasks"] / PROJECT_TASKS_S + 3 * p["tasks"] / BARE_TASKS_S + 40
         return 30 + min(p["reps"] * rep, p["budget-s"] + rep)
     if name == "rest":
-        return 40 + 2 * p["reps"] * 2 * p["seconds"]
+        return 40 + 2 * p["reps"] * 3 * p["seconds"]
     if name == "list":
-        return 40 + p["reps"] * p["requests"] * 3 * 0.03
+        return 40 + p["reps"] * p["requests"] * 5 * 0.03
     if name == "checkpoints":
         return 15 + p["reps"] * (p["writes"] * 6 * 0.006 + 2 * p["items"] / 2000)
     if name == "schedules":
@@ -84,7 +90,7 @@ def estimate_s(name: str, p: dict) -> float:
     if name == "rss":
         bare = 2 * p["tasks"] / BARE_TASKS_S
         project = p["tasks"] / 600 + min(p["budget-s"], p["tasks"] / PROJECT_TASKS_S)
-        return 40 + bare + project
+        return 40 + bare + 2 * project
     if name == "requests":
         return 40 + p["reps"] * 2 * p["tasks"] / CREATES_S
     if name == "outbox":
@@ -176,7 +182,7 @@ def render_drain(r: dict) -> list[str]:
     if bd:
         fix_rows += [
             "",
-            f"In-process, one persistent connection, no Celery: `services.task_execute` takes "
+            f"In-process, one persistent connection, no Celery: `execution.task_execute` takes "
             f"{bd['task_execute_ms']:.2f} ms per task ({bd['task_execute_db_ms']:.2f} ms in SQL "
             "statements, COMMITs not included); the same claim and finish written as one SQL "
             f"statement + COMMIT each through psycopg take {bd['raw_two_statements_ms']:.2f} ms."
@@ -193,36 +199,64 @@ def render_drain(r: dict) -> list[str]:
         if reps >= params["reps_requested"]
         else f"{reps} of {params['reps_requested']} repetitions (time budget reached)"
     )
+    pe = r["peer"]
     return [
         "## 1. End-to-end drain (`bench/drain.py`)",
         "",
         f"{params['tasks']:,} `noop` tasks drained by K={params['workers']} worker processes "
-        f"(`celery -A megahub worker -P prefork -c {params['workers']}`), vs bare Celery "
-        f"(`bench/bare_celery.py`) draining {params['tasks']:,} no-op messages with the same "
-        f"broker, queue arguments (x-max-priority 10), acks_late, prefetch multiplier 1 and "
-        f"worker command. {reps_note}, interleaved; medians and min-max. Project worker "
-        f"settings: `{params.get('worker_settings', 'megahub.settings')}`.",
+        f"(`celery -A megahub worker -P prefork -c {params['workers']}`), vs the peer "
+        "(`bench/peer_celery.py`: Celery + django-celery-results, `django-db` result backend, "
+        "`task_track_started`, `result_extended`, megahub's broker, database and worker "
+        f"settings) and bare Celery (`bench/bare_celery.py`), each draining {params['tasks']:,} "
+        "no-op messages with the same broker, queue arguments (x-max-priority 10), acks_late, "
+        f"prefetch multiplier 1 and worker command. {reps_note}, in a rotating order; medians "
+        f"and min-max. Project worker settings: "
+        f"`{params.get('worker_settings', 'megahub.settings')}`.",
         "",
-        "| | project | bare Celery | ratio | target | result |",
+        "| | project | peer (django-celery-results) | bare Celery | target | result |",
         "|---|---|---|---|---|---|",
         f"| drain rate, tasks/s (median) | {p['rate']['median']:,.1f} | "
-        f"{b['rate']['median']:,.1f} | {r['ratio']:.2f}x | >= {r['target_ratio']}x | "
+        f"{pe['rate']['median']:,.1f} | {b['rate']['median']:,.1f} | | |",
+        f"| spread (min-max) | {spread(p['rate'], 1)} | {spread(pe['rate'], 1)} | "
+        f"{spread(b['rate'], 1)} | | |",
+        f"| project / peer | | {r['ratio_peer']:.2f}x | | >= {r['target_ratio_peer']:g}x | "
+        f"{ok(r['ratio_peer_pass'])} |",
+        f"| project / bare Celery | | | {r['ratio']:.2f}x | >= {r['target_ratio']:g}x | "
         f"{ok(r['ratio_pass'])} |",
-        f"| spread (min-max) | {spread(p['rate'], 1)} | {spread(b['rate'], 1)} | | | |",
-        f"| DB transactions per task while draining | {p['xacts_per_task']['median']:.3f} "
-        f"({spread(p['xacts_per_task'])}) | 0 | | <= {r['target_xacts']:g} | "
-        f"{ok(r['xacts_pass'])} |",
-        f"| timeline events per task | {p['events_per_task']:.0f} | - | | | |",
+        *(
+            [
+                f"| durable commits per task (write transactions) | "
+                f"{p['write_xacts_per_task']['median']:.3f} "
+                f"({spread(p['write_xacts_per_task'])}) | | | <= {r['target_xacts']:g} | "
+                f"{ok(r['xacts_pass'])} |"
+            ]
+            if "write_xacts_per_task" in p
+            else []
+        ),
+        f"| commits per task while draining, read-only ones included | "
+        f"{p['xacts_per_task']['median']:.3f} ({spread(p['xacts_per_task'])}) | "
+        f"{pe['xacts_per_task']['median']:.3f} | 0 | | |",
+        f"| timeline events per task | {p['events_per_task']:.0f} | - | - | | |",
         f"| publish rate before the drain, tasks/s | {p['publish_rate']['median']:,.0f} "
         f"(`tasks_release_due`, {p['release_xacts_per_task']['median']:.3f} xacts/task) | "
-        f"{b['publish_rate']['median']:,.0f} (`send_task` loop) | | | |",
+        f"{pe['publish_rate']['median']:,.0f} (`apply_async` loop) | "
+        f"{b['publish_rate']['median']:,.0f} (`send_task` loop) | | |",
         *fix_rows,
         "",
         "Rates are N / (last completion - first start): the project's from `started_at` / "
-        "`completed_at` in the database, the baseline's from `task_prerun` / `task_postrun` "
-        "timestamps its pool processes record. Transactions are the bench database's "
-        "`pg_stat_database.xact_commit` delta while the worker ran (its own polling subtracted), "
-        "divided by N; they include the worker's start-up and heartbeat transactions.",
+        "`completed_at` in the database, the peer's from django-celery-results' "
+        "`date_created` (the row is written when the task starts) / `date_done`, bare "
+        "Celery's from `task_prerun` / `task_postrun` timestamps its pool processes record. "
+        "Durable commits per task are the write transactions the drain left behind: the "
+        "distinct transaction ids (`xmin`) of the tasks' rows and their events past "
+        "`created`/`queued`, divided by N (a read-only transaction gets no transaction id and "
+        "flushes no WAL; the metrics row is written in a savepoint of the finish's "
+        "transaction, so its own `xmin` is a subtransaction's, not a commit). Commits per "
+        "task are the bench database's "
+        "`pg_stat_database.xact_commit` delta while the worker ran (the benchmark's own "
+        "polling subtracted), divided by N: every commit counts, read-only ones included (the "
+        "connection health check's `SELECT 1` after `close_old_connections` around each task, "
+        "`megahub/celery.py`), and the worker's start-up and heartbeat transactions.",
         "",
         "**What limits it.** " + notes.drain(r),
         "",
@@ -234,31 +268,38 @@ def render_rest(r: dict) -> list[str]:
     rows = [
         "## 2. REST create (`bench/rest_create.py`)",
         "",
-        f'`POST /tasks/` (`{{"task_type": "noop"}}`) vs `POST /bench/noop/` (a '
-        "BrandScopedViewSet action returning `{}`: same JWT authentication, throttles and "
-        "HasBrandRole permission with action_roles). gunicorn `megahub.wsgi`, "
+        f'`POST /tasks/` (`{{"task_type": "noop"}}`) vs the peer `POST /bench/peer/tasks/` '
+        "(`bench/peers.py`: a DRF ModelSerializer create, simplejwt authentication, the same "
+        "brand-membership rule, publishing with Celery's `delay_on_commit`) and the floor "
+        "`POST /bench/noop/` (a BrandScopedViewSet action returning `{}`: same JWT "
+        "authentication, throttles and HasBrandRole permission with action_roles). gunicorn "
+        "`megahub.wsgi`, "
         f"{params['gunicorn_workers']} sync workers, 127.0.0.1; closed-loop Python client, "
         f"{params['reps']} repetitions x {params['seconds']:g} s per endpoint and phase, "
-        "endpoints alternated; medians of the per-repetition figures, min-max in brackets. "
+        "endpoints in a rotating order; medians of the per-repetition figures, min-max in "
+        "brackets. "
         "The latency phase uses 1 client thread, the throughput phase "
         f"{params['concurrency']}.",
         "",
-        "| | POST /tasks/ | POST /bench/noop/ | delta / ratio | target | result |",
-        "|---|---|---|---|---|---|",
+        "| | POST /tasks/ | peer | POST /bench/noop/ (floor) | project / peer | target | result |",
+        "|---|---|---|---|---|---|---|",
         f"| p50, 1 client (ms) | {ms(lat['create']['p50_ms'])} "
-        f"({spread(lat['create']['p50_ms'])}) | {ms(lat['noop']['p50_ms'])} "
-        f"({spread(lat['noop']['p50_ms'])}) | +{r['p50_extra_ms']:.2f} ms | "
-        f"<= +{r['target_p50_extra_ms']:g} ms | {ok(r['p50_pass'])} |",
-        f"| p95, 1 client (ms) | {ms(lat['create']['p95_ms'])} | {ms(lat['noop']['p95_ms'])} "
-        "| | | |",
+        f"({spread(lat['create']['p50_ms'])}) | {ms(lat['peer']['p50_ms'])} "
+        f"({spread(lat['peer']['p50_ms'])}) | {ms(lat['noop']['p50_ms'])} "
+        f"({spread(lat['noop']['p50_ms'])}) | {r['p50_ratio']:.2f}x | "
+        f"<= {r['target_p50_ratio']:g}x | {ok(r['p50_pass'])} |",
+        f"| p95, 1 client (ms) | {ms(lat['create']['p95_ms'])} | {ms(lat['peer']['p95_ms'])} "
+        f"| {ms(lat['noop']['p95_ms'])} | | | |",
         f"| throughput, {params['concurrency']} clients (req/s) | "
         f"{thr['create']['throughput']['median']:.0f} "
         f"({spread(thr['create']['throughput'], 0)}) | "
-        f"{thr['noop']['throughput']['median']:.0f} ({spread(thr['noop']['throughput'], 0)}) "
-        f"| {r['throughput_ratio']:.2f}x | >= {r['target_throughput_ratio']}x | "
-        f"{ok(r['throughput_pass'])} |",
+        f"{thr['peer']['throughput']['median']:.0f} ({spread(thr['peer']['throughput'], 0)}) "
+        f"| {thr['noop']['throughput']['median']:.0f} "
+        f"({spread(thr['noop']['throughput'], 0)}) | {r['throughput_ratio']:.2f}x | "
+        f">= {r['target_throughput_ratio']:g}x | {ok(r['throughput_pass'])} |",
         f"| p50 / p95 at {params['concurrency']} clients (ms) | "
         f"{ms(thr['create']['p50_ms'])} / {ms(thr['create']['p95_ms'])} | "
+        f"{ms(thr['peer']['p50_ms'])} / {ms(thr['peer']['p95_ms'])} | "
         f"{ms(thr['noop']['p50_ms'])} / {ms(thr['noop']['p95_ms'])} | | | |",
         "",
         "Queries and transactions per request (in-process, Django test client; queries from "
@@ -270,11 +311,14 @@ def render_rest(r: dict) -> list[str]:
     ]
     labels = {
         "create": "POST /tasks/",
+        "peer": "POST /bench/peer/tasks/ (peer)",
         "noop": "POST /bench/noop/",
         "list_10": "GET /tasks/?page_size=10",
         "list_50": "GET /tasks/?page_size=50",
     }
     for key, label in labels.items():
+        if key not in q:
+            continue
         rows.append(
             f"| {label} | {q[key]['queries']} | {q[key]['xacts']:.1f} | "
             f"{', '.join(q[key]['kinds'])} |"
@@ -326,24 +370,34 @@ def render_list(r: dict) -> list[str]:
         "",
         f"{params['rows']:,} tasks over {params['brands']} brands ({loaded}; INSERT ... SELECT "
         "generate_series, then VACUUM ANALYZE). `GET /tasks/` through Django's test client "
-        "in-process (JWT, membership check, throttle, filters, keyset pagination, serializer, "
-        "JSON) vs the same page's SQL through psycopg (same columns, brand and creator joined) "
-        "plus `json.dumps` of the same document. Requests rotate over the 50 brands; "
+        "in-process (JWT, membership check, throttle, filters, keyset pagination, rows built "
+        "as JSON by PostgreSQL, JSON rendering) vs the peer `GET /bench/peer/tasks/` "
+        "(`bench/peers.py`: a DRF ListAPIView, ModelSerializer with the brand and the creator "
+        "nested, CursorPagination on `-id`, simplejwt authentication and the same membership "
+        "rule; the same rows and document) and the floor `GET /bench/noop/`. For analysis, "
+        "the same page's SQL through psycopg (same columns, brand and creator joined) plus "
+        "`json.dumps` of the same document. Requests rotate over the 50 brands; "
         f"{params['requests_per_rep']} requests per repetition, {params['reps']} repetitions, "
         f"interleaved. Deep page = page {params['deep_page']} "
         f"(~{(params['deep_page'] - 1) * 50:,} rows down), its cursor built as DRF encodes it "
         "and checked against the one reached by following `next`.",
         "",
-        "| p95 (ms), median of repetitions (min-max) | GET /tasks/ | raw psycopg + json | "
-        "ratio | target | result |",
+        "| p95 (ms), median of repetitions (min-max) | GET /tasks/ | peer | raw psycopg + "
+        "json | project / peer (target <= "
+        f"{r['target_peer_ratio']:g}x) | over the floor (target <= "
+        f"+{r['target_floor_extra_ms']:g} ms) |",
         "|---|---|---|---|---|---|",
-        f"| page 1 | {cell('project/page1')} | {cell('raw/page1')} | "
-        f"{r['ratio_page1']:.2f}x | <= {r['target_ratio']:g}x | {ok(r['ratio_pass'])} |",
-        f"| page {params['deep_page']} | {cell('project/deep')} | {cell('raw/deep')} | "
-        f"{r['ratio_deep']:.2f}x | | |",
+        *(
+            f"| {label} | {cell(f'project/{page}')} | {cell(f'peer/{page}')} | "
+            f"{cell(f'raw/{page}')} | {r['peer_ratio'][page]:.2f}x "
+            f"{ok(r['peer_pass'][page])} | +{r['floor_extra_ms'][page]:.2f} ms "
+            f"{ok(r['floor_pass'][page])} |"
+            for page, label in (("page1", "page 1"), ("deep", f"page {params['deep_page']}"))
+        ),
         f"| p50 page 1 / deep | {ms(s['project/page1']['p50_ms'])} / "
-        f"{ms(s['project/deep']['p50_ms'])} | {ms(s['raw/page1']['p50_ms'])} / "
-        f"{ms(s['raw/deep']['p50_ms'])} | | | |",
+        f"{ms(s['project/deep']['p50_ms'])} | {ms(s['peer/page1']['p50_ms'])} / "
+        f"{ms(s['peer/deep']['p50_ms'])} | {ms(s['raw/page1']['p50_ms'])} / "
+        f"{ms(s['raw/deep']['p50_ms'])} | | |",
         f"| GET /bench/noop/ (floor: JWT + membership + throttle + DRF, no task query) | "
         f"{cell('floor/noop')} | | | | |",
         "",
@@ -354,9 +408,9 @@ def render_list(r: dict) -> list[str]:
         f"{ok(r['no_count_no_offset'])}.",
         *(
             [
-                f"- The list view's parts in isolation (median ms): fetch of the page's rows "
-                f"(`selectors.task_list_rows`) {bd['orm_fetch_ms']:.2f}, `task_list_data` "
-                f"{bd['serializer_ms']:.2f}, JSON rendering {bd['json_render_ms']:.2f}."
+                f"- The list view's parts in isolation (median ms): fetch of the page's rows as "
+                f"JSON (`selectors.task_list_rows`) {bd['orm_fetch_ms']:.2f}, JSON rendering "
+                f"{bd['json_render_ms']:.2f}."
             ]
             if (bd := r.get("breakdown"))
             else []
@@ -375,7 +429,11 @@ def render_list(r: dict) -> list[str]:
 
 def render_summary(results: dict) -> list[str]:
     rows = [
-        "## Summary",
+        "## Targets",
+        "",
+        "SPEC.md §5, each against its peer (what a Django team would build instead: "
+        "`bench/peers.py`, `bench/peer_celery.py`) or its floor (bare Celery, the no-op "
+        "endpoint), measured in the same run.",
         "",
         "| benchmark | target | measured | result |",
         "|---|---|---|---|",
@@ -383,21 +441,29 @@ def render_summary(results: dict) -> list[str]:
     d = results.get("drain")
     if d:
         rows += [
-            f"| drain | >= {d['target_ratio']}x bare Celery completions/s | "
+            f"| drain | >= {d['target_ratio_peer']:g}x the Celery + django-celery-results peer "
+            f"(completions/s) | {d['ratio_peer']:.2f}x ({d['project']['rate']['median']:,.0f} "
+            f"vs {d['peer']['rate']['median']:,.0f} tasks/s) | {ok(d['ratio_peer_pass'])} |",
+            f"| drain | >= {d['target_ratio']:g}x bare Celery (completions/s) | "
             f"{d['ratio']:.2f}x ({d['project']['rate']['median']:,.0f} vs "
             f"{d['bare']['rate']['median']:,.0f} tasks/s) | {ok(d['ratio_pass'])} |",
-            f"| drain | <= {d['target_xacts']:g} DB transactions per task | "
-            f"{d['xacts_median']:.3f} (worker start-up and heartbeats included) | "
+            f"| drain | <= {d['target_xacts']:g} durable commits per task | "
+            f"{d.get('write_xacts_median', float('nan')):.3f} ({d['xacts_median']:.2f} commits "
+            f"with read-only ones; peer {d['peer']['xacts_per_task']['median']:.2f}) | "
             f"{ok(d['xacts_pass'])} |",
         ]
     r = results.get("rest")
     if r:
+        lat, thr = r["latency"], r["throughput"]
         rows += [
-            f"| REST create | p50 <= no-op + {r['target_p50_extra_ms']:g} ms | "
-            f"+{r['p50_extra_ms']:.2f} ms ({r['latency']['create']['p50_ms']['median']:.2f} vs "
-            f"{r['latency']['noop']['p50_ms']['median']:.2f} ms) | {ok(r['p50_pass'])} |",
-            f"| REST create | throughput >= {r['target_throughput_ratio']}x no-op | "
-            f"{r['throughput_ratio']:.2f}x | {ok(r['throughput_pass'])} |",
+            f"| REST create | p50 <= the plain DRF peer's (`delay_on_commit`) | "
+            f"{lat['create']['p50_ms']['median']:.2f} vs {lat['peer']['p50_ms']['median']:.2f} "
+            f"ms ({r['p50_ratio']:.2f}x; no-op floor {lat['noop']['p50_ms']['median']:.2f} ms) "
+            f"| {ok(r['p50_pass'])} |",
+            f"| REST create | throughput ({r['params']['concurrency']} clients) >= "
+            f"{r['target_throughput_ratio']:g}x the peer's | {r['throughput_ratio']:.2f}x "
+            f"({thr['create']['throughput']['median']:.0f} vs "
+            f"{thr['peer']['throughput']['median']:.0f} req/s) | {ok(r['throughput_pass'])} |",
             f"| REST | constant queries per request | create "
             f"{r['queries']['create']['queries']}, list {r['queries']['list_10']['queries']} "
             f"(10 rows) = {r['queries']['list_50']['queries']} (50 rows) | "
@@ -405,14 +471,44 @@ def render_summary(results: dict) -> list[str]:
         ]
     li = results.get("list")
     if li:
-        rows += [
-            f"| lists at 1M | page 1 p95 <= {li['target_ratio']:g}x raw SQL + json | "
-            f"{li['ratio_page1']:.2f}x | {ok(li['ratio_pass'])} |",
-            f"| lists at 1M | deep page as fast as page 1 | {li['deep_vs_page1']:.2f}x | "
-            f"{ok(li['deep_pass'])} |",
-            f"| lists at 1M | constant queries, no COUNT/OFFSET | "
+        st = li["stats"]
+        rows_label = f"lists at {li['params']['rows']:,}"
+        for page, label in (("page1", "page 1"), ("deep", f"page {li['params']['deep_page']}")):
+            project = st[f"project/{page}"]["p95_ms"]["median"]
+            rows += [
+                f"| {rows_label} | {label} p95 <= {li['target_peer_ratio']:g}x the DRF "
+                f"ListAPIView peer | {li['peer_ratio'][page]:.2f}x ({project:.2f} vs "
+                f"{st[f'peer/{page}']['p95_ms']['median']:.2f} ms) | "
+                f"{ok(li['peer_pass'][page])} |",
+                f"| {rows_label} | {label} p95 <= no-op + {li['target_floor_extra_ms']:g} ms | "
+                f"+{li['floor_extra_ms'][page]:.2f} ms ({project:.2f} vs "
+                f"{st['floor/noop']['p95_ms']['median']:.2f} ms) | "
+                f"{ok(li['floor_pass'][page])} |",
+            ]
+        rows.append(
+            f"| {rows_label} | constant queries, no COUNT/OFFSET | "
             f"{li['queries']['page1']['queries']} per page | "
-            f"{ok(li['queries_constant'] and li['no_count_no_offset'])} |",
+            f"{ok(li['queries_constant'] and li['no_count_no_offset'])} |"
+        )
+    la = results.get("latency")
+    if la:
+        rows.append(
+            f"| idle latency | POST -> running <= bare apply_async -> start + "
+            f"{la['target_extra_ms']:g} ms | +{la['extra_ms']:.1f} ms "
+            f"({la['project']['p50_ms']['median']:.1f} vs {la['bare']['p50_ms']['median']:.1f}"
+            f" ms) | {ok(la['pass'])} |"
+        )
+    rs = results.get("rss")
+    if rs:
+        rows += [
+            f"| worker RSS | after {rs['project']['tasks_done']:,} tasks <= "
+            f"{rs['target_ratio']}x the django-celery-results peer's worker | "
+            f"{rs['ratio']:.2f}x ({mb(rs['project']['end_rss_kb'])} vs "
+            f"{mb(rs['peer']['end_rss_kb'])} MB; bare Celery "
+            f"{mb(rs['bare']['end_rss_kb'])} MB) | {ok(rs['ratio_pass'])} |",
+            f"| worker RSS | flat over 100k tasks | "
+            f"{rs['project']['growth_100k_pct']:+.1f} % extrapolated from "
+            f"{rs['project']['tasks_done']:,} tasks run | {ok(rs['flat_pass'])} |",
         ]
     c = results.get("checkpoints")
     if c:
@@ -455,24 +551,6 @@ def render_summary(results: dict) -> list[str]:
             f"{'all' if se['honoured'] else 'NOT all'} {se['bound_s']['n']} edits honoured | "
             f"{ok(se['pass'])} |"
         )
-    la = results.get("latency")
-    if la:
-        rows.append(
-            f"| idle latency | POST -> running <= bare apply_async -> start + "
-            f"{la['target_extra_ms']:g} ms | +{la['extra_ms']:.1f} ms "
-            f"({la['project']['p50_ms']['median']:.1f} vs {la['bare']['p50_ms']['median']:.1f}"
-            f" ms) | {ok(la['pass'])} |"
-        )
-    rs = results.get("rss")
-    if rs:
-        rows += [
-            f"| worker RSS | <= {rs['target_ratio']}x a bare Celery worker | "
-            f"{rs['ratio']:.2f}x ({mb(rs['project']['end_rss_kb'])} vs "
-            f"{mb(rs['bare']['end_rss_kb'])} MB) | {ok(rs['ratio_pass'])} |",
-            f"| worker RSS | flat over 100k tasks | "
-            f"{rs['project']['growth_100k_pct']:+.1f} % extrapolated from "
-            f"{rs['project']['tasks_done']:,} tasks run | {ok(rs['flat_pass'])} |",
-        ]
     rq = results.get("requests")
     if rq:
         rows.append(
@@ -539,7 +617,7 @@ def render_checkpoints(c: dict) -> list[str]:
     rows += [
         "",
         f"Job throughput (`seo_keyword_audit`, {params['items']:,} items, no per-item delay, "
-        "executed in-process by `services.task_execute`): checkpoint every 100 items "
+        "executed in-process by `execution.task_execute`): checkpoint every 100 items "
         f"{rates['every 100 items']['median']:,.0f} items/s "
         f"({spread(rates['every 100 items'], 0)}) vs no checkpoint during the run "
         f"{rates['none during the run']['median']:,.0f} items/s "
@@ -685,14 +763,19 @@ def render_latency(la: dict) -> list[str]:
 def render_rss(rs: dict) -> list[str]:
     params, p, b = rs["params"], rs["project"], rs["bare"]
 
+    pe = rs["peer"]
+
     def row(label: str, key: str) -> str:
-        return f"| {label} | {mb(p[key])} | {mb(b[key])} | {p[key] / b[key]:.2f}x |"
+        return (
+            f"| {label} | {mb(p[key])} | {mb(pe[key])} | {mb(b[key])} | {p[key] / pe[key]:.2f}x |"
+        )
 
     return [
         "## 7. Worker memory (`bench/worker_rss.py`)",
         "",
-        f"Both workers (`celery worker -P prefork -c {params['workers']}`, the project's on "
-        "megahub, the baseline's on bench/bare_celery.py) drain no-op tasks while the "
+        f"Three workers (`celery worker -P prefork -c {params['workers']}`: the project's on "
+        "megahub, the peer's on bench/peer_celery.py with django-celery-results, bare Celery "
+        "on bench/bare_celery.py) drain no-op tasks while the "
         f"benchmark reads /proc every {params['interval_s']:g} s: RSS of the main process + "
         "RSS of the pool children (SPEC's measure; shared pages count in every process), and "
         "the PSS of the tree (shared pages split). One long run per side; memory does not "
@@ -701,14 +784,15 @@ def render_rss(rs: dict) -> list[str]:
         "",
         f"**Tasks run: project {p['tasks_done']:,} of the {rs['params']['tasks']:,} "
         f"requested (drain stopped after {p['seconds']:.0f} s, budget "
-        f"{params['budget_s']:g} s), bare Celery {b['tasks_done']:,}; SPEC asks for flat "
+        f"{params['budget_s']:g} s), peer {pe['tasks_done']:,}, bare Celery "
+        f"{b['tasks_done']:,}; SPEC asks for flat "
         f"over 100,000 tasks.** 100k project tasks would take about "
         f"{100_000 / max(p['tasks_done'] / max(p['seconds'], 1), 1) / 60:.0f} min at the "
         "drain rate of this run, so flatness is judged on the slope, extrapolated to 100k tasks "
         f"(flat = at most +{rs['flat_growth_pct']:g} %).",
         "",
-        "| MB | project | bare Celery | ratio |",
-        "|---|---|---|---|",
+        "| MB | project | peer | bare Celery | project / peer |",
+        "|---|---|---|---|---|",
         row("RSS once warm (main + children)", "warm_rss_kb"),
         row("RSS at the end (main + children)", "end_rss_kb"),
         row("  of which the main process", "end_rss_parent_kb"),
@@ -716,15 +800,16 @@ def render_rss(rs: dict) -> list[str]:
         row("PSS at the end (tree)", "end_pss_kb"),
         row("RSS max", "max_rss_kb"),
         "",
-        "| | project | bare Celery | target | result |",
-        "|---|---|---|---|---|",
-        f"| RSS ratio at the end | {rs['ratio']:.2f}x | 1 | <= {rs['target_ratio']}x | "
-        f"{ok(rs['ratio_pass'])} |",
+        "| | project | peer | bare Celery | target | result |",
+        "|---|---|---|---|---|---|",
+        f"| RSS at the end, project / peer | {rs['ratio']:.2f}x | 1 | | "
+        f"<= {rs['target_ratio']}x | {ok(rs['ratio_pass'])} |",
         f"| growth, KB per 10k tasks (least squares from 25 % of the run) | "
-        f"{p['slope_kb_per_10k']:+,.0f} | {b['slope_kb_per_10k']:+,.0f} | | |",
+        f"{p['slope_kb_per_10k']:+,.0f} | {pe['slope_kb_per_10k']:+,.0f} | "
+        f"{b['slope_kb_per_10k']:+,.0f} | | |",
         f"| growth extrapolated to 100k tasks | {p['growth_100k_pct']:+.1f} % | "
-        f"{b['growth_100k_pct']:+.1f} % | <= +{rs['flat_growth_pct']:g} % | "
-        f"{ok(rs['flat_pass'])} |",
+        f"{pe['growth_100k_pct']:+.1f} % | {b['growth_100k_pct']:+.1f} % | "
+        f"<= +{rs['flat_growth_pct']:g} % | {ok(rs['flat_pass'])} |",
         "",
     ]
 
@@ -803,6 +888,94 @@ def render_messaging(rq: dict | None, ob: dict | None) -> list[str]:
     return rows
 
 
+# Side runs that measure one lever of the web path (each written by the command shown).
+LEVERS = {
+    "list": [
+        ("list", "as is", "(the run above)"),
+        (
+            "list.auth-cache-off",
+            "authentication cache off",
+            "AUTH_CACHE_SECONDS=0 .venv/bin/python bench/list_pages.py --rows 100000 --reps 2 "
+            "--requests 50 --deep-page 20 --result-name list.auth-cache-off",
+        ),
+        (
+            "list.before",
+            "before both levers (rows shaped in Python, no cache)",
+            "the same bench/list_pages.py command in a git archive 0d44709 tree, its "
+            "list.json copied to bench/results/list.before.json",
+        ),
+    ],
+    "rest": [
+        ("rest", "as is", "(the run above)"),
+        (
+            "rest.auth-cache-off",
+            "authentication cache off",
+            "AUTH_CACHE_SECONDS=0 .venv/bin/python bench/rest_create.py --reps 2 --seconds 2 "
+            "--result-name rest.auth-cache-off",
+        ),
+    ],
+}
+
+
+def render_levers() -> list[str]:
+    """The web-side levers (cached authentication, list rows as JSON from PostgreSQL), each
+    side run beside the run with everything on, when their results exist."""
+
+    def p95(r: dict, key: str, stat: str = "p95_ms") -> str:
+        return f"{r['stats'][key][stat]['median']:.2f}" if key in r.get("stats", {}) else "-"
+
+    rows: list[str] = []
+    lists = [
+        (label, cmd, r) for name, label, cmd in LEVERS["list"] if (r := common.read_result(name))
+    ]
+    if len(lists) > 1:
+        rows += [
+            "GET /tasks/ in-process (section 3's method), p95 ms, median of repetitions:",
+            "",
+            "| variant | page 1 | deep page | GET /bench/noop/ (floor) | peer page 1 | command |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {label} | {p95(r, 'project/page1')} | {p95(r, 'project/deep')} | "
+                f"{p95(r, 'floor/noop')} | {p95(r, 'peer/page1')} | `{cmd}` |"
+                for label, cmd, r in lists
+            ),
+            "",
+        ]
+    rests = [
+        (label, cmd, r) for name, label, cmd in LEVERS["rest"] if (r := common.read_result(name))
+    ]
+    if len(rests) > 1:
+        rows += [
+            "POST /tasks/ through gunicorn (section 2's method), medians:",
+            "",
+            "| variant | create p50 ms | no-op p50 ms | peer p50 ms | create req/s (4 clients) "
+            "| command |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {label} | {r['latency']['create']['p50_ms']['median']:.2f} | "
+                f"{r['latency']['noop']['p50_ms']['median']:.2f} | "
+                f"{r['latency']['peer']['p50_ms']['median']:.2f} | "
+                f"{r['throughput']['create']['throughput']['median']:.0f} | `{cmd}` |"
+                for label, cmd, r in rests
+            ),
+            "",
+        ]
+    if not rows:
+        return []
+    return [
+        "## 9. Web-side levers (provisional)",
+        "",
+        "Each lever measured by turning it off in a side run of the same benchmark, small "
+        "sizes, right after the run above (`make bench BENCH_SIZE=small`): the authentication "
+        "cache (`AUTH_CACHE_SECONDS`, "
+        "`megahub/auth.py`, `task_core/tenancy.py`) and the list rows built as JSON by "
+        "PostgreSQL (`task_core/selectors.py` `task_list_rows`). The machine was loaded: "
+        "compare the rows with each other, not with other sections.",
+        "",
+        *rows,
+    ]
+
+
 def render(results: dict, failures: dict, machine: dict, command: str) -> str:
     lines = [
         "# Benchmarks",
@@ -814,8 +987,10 @@ def render(results: dict, failures: dict, machine: dict, command: str) -> str:
         f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         *(
             [
-                "- **Smoke run (`--quick`): sizes and repetitions below the full run's; the "
-                "figures only show that every benchmark works.**"
+                "- **Provisional figures: a small-size run (`make bench BENCH_SIZE=small`, "
+                "`--quick`) on a machine loaded by other work. They show that every benchmark "
+                "runs; the figures that count come from a full `make bench` on a quiet "
+                "machine.**"
             ]
             if machine.get("quick")
             else []
@@ -859,6 +1034,7 @@ def render(results: dict, failures: dict, machine: dict, command: str) -> str:
         else not_measured("## 7. Worker memory (`bench/worker_rss.py`)", "rss")
     )
     lines += render_messaging(results.get("requests"), results.get("outbox"))
+    lines += render_levers()
     lines += notes.METHOD
     return "\n".join(lines).rstrip() + "\n"
 
@@ -889,6 +1065,9 @@ def main(argv: list[str] | None = None) -> None:
         sizes[name] = {}
         for option, full, quick in options:
             value = getattr(args, f"{name}_{option}".replace("-", "_"))
+            env = os.environ.get(f"BENCH_{name}_{option}".upper().replace("-", "_"))
+            if value is None and env:
+                value = type(full)(env)  # e.g. BENCH_LIST_ROWS=200000
             sizes[name][option] = value if value is not None else (quick if args.quick else full)
     extras = {
         name: [

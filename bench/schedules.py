@@ -54,6 +54,7 @@ def configure(db_name: str = DB_NAME) -> None:
     os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ["DJANGO_SETTINGS_MODULE"] = "megahub.settings"
+    os.environ["MEGAHUB_DEMO_TASK_TYPES"] = "1"  # the schedules fire the `noop` demo type
     sys.path.insert(0, str(REPO))
     import psycopg
 

@@ -7,21 +7,32 @@
 - A deactivated or deleted user's tokens fail everywhere (requests, refresh, verify).
 - A refresh chain has an absolute end (``chain_exp``, set at login): rotation gives the new
   refresh token the chain's end, never a fresh lifetime, and no token of the chain outlives it.
+- ``JWTAuthentication`` keeps what a request needs of the user (the row without its password
+  hash, and the hash's digest the revoke claim is compared with) in Django's cache for
+  ``AUTH_CACHE_SECONDS`` (shared by every process when ``REDIS_URL`` is set). Saving or
+  deleting the user drops the entry at once (a password change, a deactivation); a change that
+  bypasses the model's signals (``QuerySet.update()``, another process on the per-process
+  cache) takes effect within the TTL.
 """
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db.models.signals import post_delete, post_save
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers
+from rest_framework_simplejwt import authentication, tokens
 from rest_framework_simplejwt import serializers as jwt_serializers
-from rest_framework_simplejwt import tokens
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import datetime_to_epoch, get_md5_hash_password
 
 CHAIN_EXP_CLAIM = "chain_exp"
+logger = logging.getLogger("megahub.auth")
 # A JWT in compact form: three base64url segments (header, payload, signature). The schema says
 # so; whether it is signed by this server and still live only the server can tell (a 401).
 JWT_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"
@@ -113,3 +124,76 @@ class TokenVerifySerializer(jwt_serializers.TokenVerifySerializer):
         super().validate(attrs)
         token_user_check(tokens.UntypedToken(attrs["token"]).payload)
         return {}
+
+
+# --- the authenticated user, cached for a few seconds ---------------------------------------
+def user_cache_key(user_id) -> str:
+    return f"auth:user:{user_id}"
+
+
+def cache_get(key: str):
+    """A cache read that never fails a request (an unreachable cache server reads as a miss)."""
+    try:
+        return cache.get(key)
+    except Exception:
+        logger.warning("auth cache unavailable; reading the database", exc_info=True)
+        return None
+
+
+def cache_set(key: str, value) -> None:
+    try:
+        cache.set(key, value, settings.AUTH_CACHE_SECONDS)
+    except Exception:
+        logger.warning("auth cache unavailable; entry not stored", exc_info=True)
+
+
+def cache_delete(*keys: str) -> None:
+    try:
+        cache.delete_many(list(keys))
+    except Exception:  # the entry expires within AUTH_CACHE_SECONDS anyway
+        logger.warning("auth cache unavailable; entries not dropped", exc_info=True)
+
+
+class JWTAuthentication(authentication.JWTAuthentication):
+    """simplejwt's JWT authentication (the same checks: user exists, is active, the token's
+    revoke claim matches the password), reading the user row at most once per
+    ``AUTH_CACHE_SECONDS`` (0: every request)."""
+
+    def get_user(self, validated_token):
+        if settings.AUTH_CACHE_SECONDS <= 0:
+            return super().get_user(validated_token)
+        user_id = validated_token.get(api_settings.USER_ID_CLAIM)
+        key = user_cache_key(user_id)
+        cached = cache_get(key) if user_id is not None else None
+        if cached is None:
+            user = super().get_user(validated_token)  # every check, against the database
+            fields = {
+                f.attname: getattr(user, f.attname)
+                for f in user._meta.concrete_fields
+                if f.attname != "password"  # never in the cache: loaded on access if needed
+            }
+            cache_set(key, {"fields": fields, "revoke": get_md5_hash_password(user.password)})
+            return user
+        if api_settings.CHECK_USER_IS_ACTIVE and not cached["fields"].get("is_active", True):
+            raise exceptions.AuthenticationFailed("User is inactive", code="user_inactive")
+        if (
+            api_settings.CHECK_REVOKE_TOKEN
+            and validated_token.get(api_settings.REVOKE_TOKEN_CLAIM) != cached["revoke"]
+        ):
+            raise exceptions.AuthenticationFailed(
+                "The user's password has been changed.", code="password_changed"
+            )
+        names = list(cached["fields"])
+        return self.user_model.from_db("default", names, list(cached["fields"].values()))
+
+
+def _drop_cached_user(sender, instance, **kwargs) -> None:
+    cache_delete(user_cache_key(instance.pk))
+
+
+post_save.connect(
+    _drop_cached_user, sender=settings.AUTH_USER_MODEL, dispatch_uid="auth-user-cache"
+)
+post_delete.connect(
+    _drop_cached_user, sender=settings.AUTH_USER_MODEL, dispatch_uid="auth-user-cache-delete"
+)

@@ -13,6 +13,7 @@
   and a list the server refuses empty has at least one item.
 """
 
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import force_instance
 from rest_framework import permissions, serializers
@@ -52,6 +53,12 @@ def constrain_input(schema: dict) -> dict:
     for sub in schema.get("properties", {}).values():
         constrain_input(sub)
     return schema
+
+
+class JWTScheme(SimpleJWTScheme):
+    """megahub.auth.JWTAuthentication (simplejwt's, with its user cached) is ``jwtAuth``."""
+
+    target_class = "megahub.auth.JWTAuthentication"
 
 
 class ErrorSerializer(serializers.Serializer):

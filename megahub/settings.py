@@ -171,7 +171,7 @@ STORAGES = {
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "megahub.auth.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Deny by default: every view must say who may use it.
@@ -216,6 +216,10 @@ SIMPLE_JWT = {
     "TOKEN_REFRESH_SERIALIZER": "megahub.auth.TokenRefreshSerializer",
     "TOKEN_VERIFY_SERIALIZER": "megahub.auth.TokenVerifySerializer",
 }
+# The authenticated user (active, password digest) and each (user, brand) membership are read
+# from the cache (above) for this many seconds; saving or deleting them drops the entry at once,
+# and any other change (another process on the per-process cache) applies within this. 0: off.
+AUTH_CACHE_SECONDS = env_int("AUTH_CACHE_SECONDS", 5)
 # A refresh chain (one login and its rotations) ends this long after the login, however often
 # it is refreshed: a stolen refresh token cannot be kept alive forever.
 JWT_REFRESH_ABSOLUTE_LIFETIME = timedelta(days=env_int("JWT_REFRESH_ABSOLUTE_DAYS", 7))

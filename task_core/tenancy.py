@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.signals import post_delete, post_save
 
+from megahub.auth import cache_delete, cache_get, cache_set
 from megahub.errors import BrandForbidden, BrandRequired, NotFound
 from megahub.inputs import BIGINT_MAX, InputRejected, is_ascii_int, parse_int
 
@@ -205,6 +207,60 @@ def brand_membership(*, user, brand_id: int) -> BrandMembership | None:
     )
 
 
+def membership_cache_key(user_id, brand_id) -> str:
+    return f"auth:membership:{user_id}:{brand_id}"
+
+
+def _field_values(obj: models.Model) -> dict:
+    return {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields}
+
+
+def _from_values(model: type[models.Model], values: dict) -> models.Model:
+    return model.from_db("default", list(values), list(values.values()))
+
+
+def request_membership(*, user, brand_id: int) -> BrandMembership | None:
+    """``brand_membership`` for a request, read from Django's cache for
+    ``AUTH_CACHE_SECONDS``. Saving or deleting the membership or its brand drops the entry at
+    once; a change that bypasses the model's signals takes effect within the TTL."""
+    if settings.AUTH_CACHE_SECONDS <= 0:
+        return brand_membership(user=user, brand_id=brand_id)
+    key = membership_cache_key(user.pk, brand_id)
+    cached = cache_get(key)
+    if cached is None:
+        membership = brand_membership(user=user, brand_id=brand_id)
+        if membership is not None:
+            cache_set(
+                key,
+                {"membership": _field_values(membership), "brand": _field_values(membership.brand)},
+            )
+        return membership
+    membership = _from_values(BrandMembership, cached["membership"])
+    membership.brand = _from_values(Brand, cached["brand"])
+    membership.user = user
+    return membership
+
+
+def _drop_cached_membership(sender, instance, **kwargs) -> None:
+    cache_delete(membership_cache_key(instance.user_id, instance.brand_id))
+
+
+def _drop_cached_brand_memberships(sender, instance, **kwargs) -> None:
+    """A brand renamed or deactivated: every member's entry goes (a deleted brand's memberships
+    are deleted with it, each dropping its own)."""
+    members = BrandMembership.objects.unscoped().filter(brand_id=instance.pk)
+    keys = [membership_cache_key(u, instance.pk) for u in members.values_list("user_id", flat=True)]
+    if keys:
+        cache_delete(*keys)
+
+
+post_save.connect(_drop_cached_membership, sender=BrandMembership, dispatch_uid="membership-cache")
+post_delete.connect(
+    _drop_cached_membership, sender=BrandMembership, dispatch_uid="membership-cache-delete"
+)
+post_save.connect(_drop_cached_brand_memberships, sender=Brand, dispatch_uid="brand-cache")
+
+
 def member_with_role(*, user, brand_id: int, required: str) -> BrandMembership | None:
     """The membership when the user may act with ``required`` in the brand, else None (every
     door that is not a REST request: queue intake, commands)."""
@@ -229,7 +285,7 @@ def resolve_brand(request):
     brand_id = parse_brand_id(header if header is not None else query)
     if header is not None and query is not None and parse_brand_id(query) != brand_id:
         raise BrandRequired("X-Brand-ID and ?brand= name different brands; send one of them.")
-    membership = brand_membership(user=request.user, brand_id=brand_id)
+    membership = request_membership(user=request.user, brand_id=brand_id)
     if membership is None:
         raise BrandForbidden()
     request._megahub_brand = (membership.brand, membership)

@@ -12,6 +12,7 @@ from megahub.serializers import StrictInputSerializer
 from megahub.webhooks import RESPONSE_EXCERPT_BYTES
 from task_core.api import schema  # noqa: F401  (DetailSectionField's schema extension)
 from task_core.models import BrandEvent, Task, TaskEvent, Webhook, WebhookDelivery
+from task_core.selectors import TASK_LIST_FIELDS
 from task_core.webhooks import event_type_pattern
 
 
@@ -108,46 +109,8 @@ class TaskListSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Task
-        fields = [
-            "id", "task_id", "task_type", "status", "priority", "progress_percentage",
-            "description", "brand", "created_by", "created_at", "started_at", "completed_at",
-            "attempts", "max_retries", "error_message", "queue", "scheduled_for",
-            "cancel_requested",
-        ]  # fmt: skip
+        fields = list(TASK_LIST_FIELDS)  # the list's rows are built in SQL from the same names
         read_only_fields = fields
-
-
-_datetime = serializers.DateTimeField()
-_LIST_PLAIN = (
-    "id", "task_id", "task_type", "status", "priority", "progress_percentage", "description",
-)  # fmt: skip
-_LIST_TAIL = ("attempts", "max_retries", "error_message", "queue")
-
-
-def task_list_data(rows, *, brand) -> list[dict]:
-    """TaskListSerializer's output (same keys, order and formats) from selectors.task_list_rows
-    rows of one brand: a list page without model instances or per-field serializer calls.
-    TaskListSerializer stays the documented shape; a test holds the two equal."""
-    brand_ref = {"id": brand.pk, "name": brand.name}
-    to_iso = _datetime.to_representation
-    data = []
-    for row in rows:
-        if row["brand_id"] != brand.pk:  # scoping is the viewset's; never print another name
-            raise ValueError("task_list_data got a row of another brand")
-        item = {name: row[name] for name in _LIST_PLAIN}
-        item["brand"] = brand_ref
-        creator = row["created_by_id"]
-        item["created_by"] = (
-            None if creator is None else {"id": creator, "username": row["created_by__username"]}
-        )
-        for name in ("created_at", "started_at", "completed_at"):
-            item[name] = to_iso(row[name])  # None stays None
-        for name in _LIST_TAIL:
-            item[name] = row[name]
-        item["scheduled_for"] = to_iso(row["scheduled_for"])
-        item["cancel_requested"] = row["cancel_requested"]
-        data.append(item)
-    return data
 
 
 class TaskDetailSerializer(TaskListSerializer):

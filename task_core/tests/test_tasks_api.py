@@ -5,6 +5,7 @@ from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
+from django.core.cache import cache
 from django.utils import timezone
 
 from task_core.models import Task
@@ -224,6 +225,36 @@ def test_list_rows_are_exactly_what_the_list_serializer_documents(api, owner, br
         assert [list(row) for row in response.json()["results"]] == [list(row) for row in expected]
 
 
+def test_list_bytes_are_the_list_serializers_rendered_by_drf(api, owner, brand):
+    """The rows PostgreSQL builds as JSON render to the very bytes ListModelMixin would write
+    with TaskListSerializer: key order, nulls, unicode, escapes, datetimes with and without
+    microseconds (DRF writes no fraction for 0), booleans and integers. (The list has no
+    decimal field.)"""
+    from rest_framework.renderers import JSONRenderer
+
+    from task_core.api.serializers import TaskListSerializer
+
+    whole = timezone.now().replace(microsecond=0)
+    fraction = whole.replace(microsecond=7)
+    creator = UserFactory(username="zoë-\u2028")
+    TaskFactory(brand=brand, created_by=creator, description='quote " back\\slash \t tab 🚀',
+                started_at=whole, completed_at=fraction, scheduled_for=None,
+                cancel_requested=True, progress_percentage=0, priority="low")  # fmt: skip
+    TaskFactory(brand=brand, created_by=None, description="", error_message="Ünïcode\x01ctl",
+                status="failed", attempts=32767, scheduled_for=fraction)  # fmt: skip
+    TaskFactory(brand=brand, created_by=owner, started_at=None, completed_at=None)
+    tasks = Task.objects.filter(brand=brand).select_related("brand", "created_by")
+    for query, order in (("", "-id"), ("?ordering=created_at", "created_at")):
+        response = api(owner, brand).get(f"/tasks/{query}", HTTP_ACCEPT="application/json")
+        assert response.status_code == 200
+        page = {
+            "next": None,
+            "previous": None,
+            "results": TaskListSerializer(tasks.order_by(order), many=True).data,
+        }
+        assert response.content == JSONRenderer().render(page)
+
+
 def test_list_rejects_an_unknown_status(api, owner, brand):
     body = assert_error(api(owner, brand).get("/tasks/?status=exploded"), 400, "VALIDATION_ERROR")
     assert "status" in body["field_errors"]
@@ -424,6 +455,7 @@ def test_create_costs_a_constant_number_of_queries(
     counts = []
     for size in (1, 500):
         payload = {**SEO, "context_data": {"keyword_ids": list(range(1, size + 1))}}
+        cache.clear()  # both requests read the user and the membership (the cold path)
         with (
             CaptureQueriesContext(connection) as ctx,
             django_capture_on_commit_callbacks(execute=True),
