@@ -5,7 +5,6 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.db.models import Q
 from django.utils import timezone
 
 from task_core import execution, publishing, services
@@ -233,7 +232,7 @@ def test_sweeper_does_not_rescue_a_task_whose_heartbeat_arrived_meanwhile(brand,
     )  # ...then a beat came
     cutoff = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT_SECONDS)
     outcome = execution._attempt_failed(
-        claimed, None, "", "lost?", kind="worker_lost", where=Q(heartbeat_at__lt=cutoff)
+        claimed, None, "", "lost?", kind="worker_lost", stale_before=cutoff
     )
     assert outcome == "lost"
     task.refresh_from_db()
