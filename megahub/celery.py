@@ -39,6 +39,21 @@ def _close_old_connections(sender=None, **kwargs):
         close_old_connections()
 
 
+@signals.task_prerun.connect(weak=False)
+def _claim_replaces_a_dead_connection(sender=None, **kwargs):
+    """For the execution entry point, the connection kept from the previous task is not
+    health-checked (a SELECT 1 round trip per task): its claim, the first statement, retries
+    once on a new connection if that one died (task_core.execution.task_claim). Connected after
+    _close_old_connections, which sets the check up."""
+    from django.db import connections
+
+    from task_core.publishing import EXECUTE_TASK_NAME
+
+    if getattr(sender, "name", None) == EXECUTE_TASK_NAME:
+        for connection in connections.all(initialized_only=True):
+            connection.health_check_done = True
+
+
 @signals.beat_init.connect(weak=False)
 def _beat_sends_no_sent_events(sender=None, **kwargs):
     """Beat publishes only ticks: no task-sent events for them (see SystemTicksQuiet)."""

@@ -69,7 +69,18 @@ def task_claim(*, task_pk: int, worker: str) -> Task | None:
     before committing "queued", and PostgreSQL evaluates the claim's WHERE against the last
     committed row, so the claim must not depend on that commit.
     """
-    return _CLAIM.run(task_pk, actor=f"worker:{worker}", values={"worker": worker[:255]})
+    claim = partial(_CLAIM.run, task_pk, actor=f"worker:{worker}", values={"worker": worker[:255]})
+    try:
+        return claim()
+    except (OperationalError, InterfaceError):
+        connection = transaction.get_connection()
+        if connection.in_atomic_block:
+            raise
+        # The connection kept from an earlier task died meanwhile (a restarted database, a
+        # killed backend): one new connection, one more try. This stands in for the health
+        # check's SELECT 1 before every task (megahub/celery.py skips it for this entry point).
+        connection.close()
+        return claim()
 
 
 @dataclass
@@ -95,8 +106,8 @@ def task_execute(*, task_pk: int, worker: str) -> str:
 def task_execute_attempt(*, task_pk: int, worker: str) -> Attempt:
     """task_execute, returning the recorded outcome with what the Celery entry point needs to
     report it to Celery (FAILURE with the original exception, RETRY) after the database has it."""
-    # A connection kept from an earlier task and dead meanwhile is replaced before this claim:
-    # megahub/celery.py runs close_old_connections() at task_prerun (health check on next use).
+    # megahub/celery.py runs close_old_connections() at task_prerun (a connection past its age
+    # or broken by an error is dropped); one that died while idle is replaced by the claim.
     task = task_claim(task_pk=task_pk, worker=worker)
     if task is None:
         logger.info("duplicate or stale delivery ignored", extra={"task_pk": task_pk})

@@ -191,9 +191,11 @@ def cursor(using: str = "default"):
     a statement run with the same text often is prepared once per connection (DATABASES
     OPTIONS ``prepare_threshold``, settings.py; Django's own cursors bind on the client and are
     never prepared). It shares the connection's transaction, wrappers and query log."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return connection.cursor()
     import psycopg
 
-    connection = connections[using]
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()
@@ -400,8 +402,18 @@ def record_event(task: Task, *, kind: str, actor: str, message: str = "", data=N
     )
 
 
+# A task's routine life (queued, started, completed) is logged at DEBUG: at INFO the worker logs
+# no more per task than Celery's own "received" and "succeeded" lines (which carry the task id,
+# brand and type); every other transition (failed, retrying, cancelled...) stays at INFO.
+_ROUTINE = frozenset({TaskEvent.Kind.QUEUED, TaskEvent.Kind.STARTED, TaskEvent.Kind.COMPLETED})
+
+
 def log_transition(task: Task, *, kind: str, actor: str, message: str = "") -> None:
-    logger.info(
+    level = logging.DEBUG if kind in _ROUTINE else logging.INFO
+    if not logger.isEnabledFor(level):
+        return
+    logger.log(
+        level,
         "task %s",
         kind,
         extra={
