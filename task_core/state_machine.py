@@ -190,19 +190,18 @@ def cursor(using: str = "default"):
     """A cursor on Django's connection that binds parameters on the server (psycopg 3), so that
     a statement run with the same text often is prepared once per connection (DATABASES
     OPTIONS ``prepare_threshold``, settings.py; Django's own cursors bind on the client and are
-    never prepared). It shares the connection's transaction, wrappers and query log."""
+    never prepared). It shares the connection's transaction and execute wrappers."""
     connection = connections[using]
-    if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql" or connection.queries_logged:
+        # Queries logged (DEBUG, CaptureQueriesContext): Django's cursor, which logs the
+        # statement with its parameters; the same text, unprepared.
         return connection.cursor()
     import psycopg
 
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()
-    raw = psycopg.Cursor(connection.connection)
-    return (connection.make_debug_cursor if connection.queries_logged else connection.make_cursor)(
-        raw
-    )
+    return connection.make_cursor(psycopg.Cursor(connection.connection))
 
 
 def _literal(value: str) -> str:
