@@ -2,7 +2,7 @@
 
 import os
 
-from celery import Celery, signals
+from celery import Celery, bootsteps, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "megahub.settings")
 
@@ -22,9 +22,29 @@ class SystemTicksQuiet:
         return None
 
 
+class EventsWithoutConfirms(bootsteps.StartStopStep):
+    """The worker's monitoring events (task-received/started/succeeded, for Flower) are
+    published without waiting for the broker's confirm. Publisher confirms are on for the
+    broker connection (CELERY_BROKER_TRANSPORT_OPTIONS ``confirm_publish``) for the sake of
+    execution messages, and py-amqp applies them to every channel of a connection, so the
+    event dispatcher's channel waited for one confirm round trip per flush (about one per
+    task). Events are best-effort monitoring: Celery never confirms them by default."""
+
+    requires = ("celery.worker.consumer.events:Events",)
+
+    def start(self, c):
+        dispatcher = getattr(c, "event_dispatcher", None)
+        channel = getattr(getattr(dispatcher, "producer", None), "channel", None)
+        # py-amqp sets basic_publish = basic_publish_confirm on the channel instance; without
+        # it, the class's plain basic_publish is used. (Once in confirm mode, a channel stays.)
+        if channel is not None and not getattr(channel, "_confirm_selected", True):
+            vars(channel).pop("basic_publish", None)
+
+
 app = Celery("megahub")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.steps["consumer"].add(EventsWithoutConfirms)
 
 
 @signals.task_prerun.connect(weak=False)
