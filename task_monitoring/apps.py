@@ -1,8 +1,4 @@
-import logging
-
 from django.apps import AppConfig
-
-logger = logging.getLogger("megahub.monitoring")
 
 
 def _metric_build(**kwargs):
