@@ -212,8 +212,8 @@ class ProjectDrain:
 # Write transactions of the drain: the distinct transaction ids (xmin) of the rows the worker left
 # behind - the tasks' last versions and their events past `created`/`queued`. Each is a
 # transaction that wrote, i.e. a durable commit (a read-only one has no xid). The metrics row is
-# left out: it is written in a savepoint of the finish's transaction (task_monitoring's
-# attempt_recorded receiver), so its xmin is a subtransaction's id, not a commit of its own.
+# left out: the finish's own statement inserts it (task_monitoring's OutcomeRow), so its xmin is
+# the finish's.
 WRITE_XACTS = """
 SELECT count(DISTINCT x) FROM (
     SELECT xmin::text AS x FROM task_core_task WHERE brand_id = %(brand)s

@@ -72,7 +72,7 @@ def drain(r: dict) -> str:
         )
     statements = bd.get("task_execute_statements", [])
     if "INSERT task_monitoring_taskmetric" in statements and not _code_has(
-        "task_core/signals.py", "attempt_recorded"
+        "task_core/signals.py", "OutcomeRow"
     ):
         items.append(
             "**The metrics row, in a transaction of its own.** `task_monitoring.services."

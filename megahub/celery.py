@@ -2,7 +2,7 @@
 
 import os
 
-from celery import Celery, signals
+from celery import Celery, bootsteps, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "megahub.settings")
 
@@ -22,9 +22,29 @@ class SystemTicksQuiet:
         return None
 
 
+class EventsWithoutConfirms(bootsteps.StartStopStep):
+    """The worker's monitoring events (task-received/started/succeeded, for Flower) are
+    published without waiting for the broker's confirm. Publisher confirms are on for the
+    broker connection (CELERY_BROKER_TRANSPORT_OPTIONS ``confirm_publish``) for the sake of
+    execution messages, and py-amqp applies them to every channel of a connection, so the
+    event dispatcher's channel waited for one confirm round trip per flush (about one per
+    task). Events are best-effort monitoring: Celery never confirms them by default."""
+
+    requires = ("celery.worker.consumer.events:Events",)
+
+    def start(self, c):
+        dispatcher = getattr(c, "event_dispatcher", None)
+        channel = getattr(getattr(dispatcher, "producer", None), "channel", None)
+        # py-amqp sets basic_publish = basic_publish_confirm on the channel instance; without
+        # it, the class's plain basic_publish is used. (Once in confirm mode, a channel stays.)
+        if channel is not None and not getattr(channel, "_confirm_selected", True):
+            vars(channel).pop("basic_publish", None)
+
+
 app = Celery("megahub")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.steps["consumer"].add(EventsWithoutConfirms)
 
 
 @signals.task_prerun.connect(weak=False)
@@ -37,6 +57,21 @@ def _close_old_connections(sender=None, **kwargs):
 
     if not getattr(getattr(sender, "request", None), "is_eager", False):  # as the fixup does
         close_old_connections()
+
+
+@signals.task_prerun.connect(weak=False)
+def _claim_replaces_a_dead_connection(sender=None, **kwargs):
+    """For the execution entry point, the connection kept from the previous task is not
+    health-checked (a SELECT 1 round trip per task): its claim, the first statement, retries
+    once on a new connection if that one died (task_core.execution.task_claim). Connected after
+    _close_old_connections, which sets the check up."""
+    from django.db import connections
+
+    from task_core.publishing import EXECUTE_TASK_NAME
+
+    if getattr(sender, "name", None) == EXECUTE_TASK_NAME:
+        for connection in connections.all(initialized_only=True):
+            connection.health_check_done = True
 
 
 @signals.beat_init.connect(weak=False)

@@ -114,6 +114,15 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(
         "DB_CONNECT_TIMEOUT", 5
     )
+    # Server-side prepared statements for the worker's own statements (claim, outcome,
+    # heartbeat: task_core.state_machine.cursor binds on the server; the ORM's cursors bind on
+    # the client and are never prepared): prepared once run N times on a connection. "off"
+    # behind a pooler that cannot keep them (pgbouncer transaction pooling before 1.21, or
+    # without max_prepared_statements).
+    _prepare = os.environ.get("DB_PREPARE_THRESHOLD", "1").strip().lower()
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = (
+        None if _prepare in ("off", "none", "") else int(_prepare)
+    )
 
 # --- Auth, sessions, security ---------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

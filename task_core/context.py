@@ -54,7 +54,7 @@ class TaskContext:
         self.attempt = task.attempts
         self.costs: list[dict] = []
         self.cancel_flag = False  # set by the worker heartbeat when cancel is requested
-        # The attempt's clocks (reset when its handler starts) and whether attempt_recorded ran.
+        # The attempt's clocks (reset when its handler starts) and whether its outcome was recorded.
         self.started_cpu, self.started_wall = time.process_time(), time.monotonic()
         self.outcome_recorded = False
         self.error: BaseException | None = None  # the handler's exception, if it raised one

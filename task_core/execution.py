@@ -7,13 +7,20 @@ from __future__ import annotations
 import logging
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, transaction
-from django.db.models import F, Q
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    transaction,
+)
 from django.utils import timezone
 
 from megahub.errors import DomainValidationError
@@ -31,11 +38,28 @@ from task_core.models import Task, TaskEvent
 from task_core.publishing import task_publish, tasks_requeue_lost
 from task_core.registry import PermanentError, TaskType, get_task_type
 from task_core.services import task_validate_request
-from task_core.signals import attempt_finished, attempt_recorded, attempt_started
+from task_core.signals import attempt_finished, attempt_started, outcome_rows
 
 logger = logging.getLogger("megahub.tasks")
 S = Task.Status
 K = TaskEvent.Kind
+
+
+# The claim: queued (or pending, or retrying once its backoff is over) -> running, attempt + 1.
+_CLAIM = sm.Statement(
+    to=S.RUNNING,
+    kind=K.STARTED,
+    frm=[S.PENDING, S.QUEUED, S.RETRYING],
+    columns={
+        "attempts": '"attempts" + 1',
+        "started_at": "%(now)s",
+        "heartbeat_at": "%(now)s",
+        "worker": None,
+        "available_at": "NULL",
+        "error_message": "NULL",
+    },
+    where=f'"status" <> \'{S.RETRYING}\' OR "available_at" <= %(now)s',
+)
 
 
 def task_claim(*, task_pk: int, worker: str) -> Task | None:
@@ -45,23 +69,18 @@ def task_claim(*, task_pk: int, worker: str) -> Task | None:
     before committing "queued", and PostgreSQL evaluates the claim's WHERE against the last
     committed row, so the claim must not depend on that commit.
     """
-    now = timezone.now()
-    return sm.transition(
-        task_pk,
-        to=S.RUNNING,
-        kind=K.STARTED,
-        actor=f"worker:{worker}",
-        frm=[S.PENDING, S.QUEUED, S.RETRYING],
-        where=~Q(status=S.RETRYING) | Q(available_at__lte=now),
-        fields={
-            "attempts": F("attempts") + 1,
-            "started_at": now,
-            "heartbeat_at": now,
-            "worker": worker[:255],
-            "available_at": None,
-            "error_message": None,
-        },
-    )
+    claim = partial(_CLAIM.run, task_pk, actor=f"worker:{worker}", values={"worker": worker[:255]})
+    try:
+        return claim()
+    except (OperationalError, InterfaceError):
+        connection = transaction.get_connection()
+        if connection.in_atomic_block:
+            raise
+        # The connection kept from an earlier task died meanwhile (a restarted database, a
+        # killed backend): one new connection, one more try. This stands in for the health
+        # check's SELECT 1 before every task (megahub/celery.py skips it for this entry point).
+        connection.close()
+        return claim()
 
 
 @dataclass
@@ -87,8 +106,8 @@ def task_execute(*, task_pk: int, worker: str) -> str:
 def task_execute_attempt(*, task_pk: int, worker: str) -> Attempt:
     """task_execute, returning the recorded outcome with what the Celery entry point needs to
     report it to Celery (FAILURE with the original exception, RETRY) after the database has it."""
-    # A connection kept from an earlier task and dead meanwhile is replaced before this claim:
-    # megahub/celery.py runs close_old_connections() at task_prerun (health check on next use).
+    # megahub/celery.py runs close_old_connections() at task_prerun (a connection past its age
+    # or broken by an error is dropped); one that died while idle is replaced by the claim.
     task = task_claim(task_pk=task_pk, worker=worker)
     if task is None:
         logger.info("duplicate or stale delivery ignored", extra={"task_pk": task_pk})
@@ -106,21 +125,38 @@ def task_execute_attempt(*, task_pk: int, worker: str) -> Attempt:
         return Attempt(S.FAILED, task, exc)
     ctx = TaskContext(task, spec, worker)
     heartbeat.register(ctx)
-    # A receiver's failure (monitoring, say) must never stop the attempt: log it and run.
-    for receiver, result in attempt_started.send_robust(sender=Task, task=task, ctx=ctx):
-        if isinstance(result, Exception):
-            logger.warning("attempt_started receiver failed", extra={"receiver": repr(receiver)})
+    _attempt_starts(task, ctx)
     ctx.started_cpu, ctx.started_wall = time.process_time(), time.monotonic()
     outcome = "lost"
     try:
         outcome = _run_handler(task, spec, ctx, worker)
     finally:
         heartbeat.unregister(ctx)
-        attempt_finished.send(
-            sender=Task, task=task, ctx=ctx, outcome=outcome, recorded=ctx.outcome_recorded,
-            **_attempt_clocks(ctx),
-        )  # fmt: skip
+        if not ctx.outcome_recorded:  # lost its task, or crashed: its rows after the fact
+            _insert_rows(_outcome_rows(task, ctx, outcome))
+        if attempt_finished.has_listeners():
+            attempt_finished.send(
+                sender=Task, task=task, ctx=ctx, outcome=outcome, recorded=ctx.outcome_recorded,
+                **_attempt_clocks(ctx),
+            )  # fmt: skip
     return Attempt(outcome, task, ctx.error)
+
+
+def _attempt_starts(task: Task, ctx: TaskContext) -> None:
+    """What other apps do before the handler runs (outcome rows' start hooks, attempt_started
+    receivers); a failure there (monitoring, say) never stops the attempt: logged, it runs."""
+    for name, row in outcome_rows.items():
+        if row.start is not None:
+            try:
+                row.start(ctx)
+            except Exception:
+                logger.warning("outcome row start failed", extra={"row": name}, exc_info=True)
+    if attempt_started.has_listeners():
+        for receiver, result in attempt_started.send_robust(sender=Task, task=task, ctx=ctx):
+            if isinstance(result, Exception):
+                logger.warning(
+                    "attempt_started receiver failed", extra={"receiver": repr(receiver)}
+                )
 
 
 def _attempt_clocks(ctx: TaskContext) -> dict[str, float]:
@@ -130,12 +166,28 @@ def _attempt_clocks(ctx: TaskContext) -> dict[str, float]:
     }
 
 
-def _outcome_recorded(task: Task, ctx: TaskContext | None, outcome: str) -> None:
-    """Inside the outcome's transaction: let other apps write their rows (metrics) into it."""
+def _outcome_rows(task: Task, ctx: TaskContext | None, outcome: str) -> list:
+    """The rows other apps record with this attempt's outcome (task_core.signals.outcome_rows);
+    a builder that fails loses its row, never the outcome."""
     if ctx is None:
-        return
-    ctx.outcome_recorded = True
-    attempt_recorded.send(sender=Task, task=task, ctx=ctx, outcome=outcome, **_attempt_clocks(ctx))
+        return []
+    rows = []
+    for name, row in outcome_rows.items():
+        try:
+            rows.append(row.build(task=task, ctx=ctx, outcome=outcome, **_attempt_clocks(ctx)))
+        except Exception:
+            logger.warning("outcome row not built", extra={"row": name}, exc_info=True)
+    return rows
+
+
+def _insert_rows(rows: list) -> None:
+    for row in rows:
+        try:
+            type(row)._default_manager.bulk_create([row], ignore_conflicts=True)
+        except Exception:
+            logger.warning(
+                "outcome row not written", extra={"row": type(row).__name__}, exc_info=True
+            )
 
 
 def _run_handler(task: Task, spec: TaskType, ctx: TaskContext, worker: str) -> str:
@@ -184,6 +236,27 @@ def _worker_actor(worker: str) -> str:
     return f"worker:{worker}" if worker else "system:sweeper"
 
 
+# One Statement per kind of outcome (target, event, columns written, condition), built on first
+# use: the same text every time, so each is prepared once per connection.
+_outcome_statements: dict[tuple, sm.Statement] = {}
+
+
+def _outcome_statement(to: str, kind: str, columns: tuple, sweeping: bool) -> sm.Statement:
+    key = (to, kind, columns, sweeping)
+    statement = _outcome_statements.get(key)
+    if statement is None:
+        statement = _outcome_statements[key] = sm.Statement(
+            to=to,
+            kind=kind,
+            frm=[S.RUNNING],
+            columns=columns,
+            # The sweeper re-checks the heartbeat it found stale: a late beat wins.
+            where='"attempts" = %(attempt)s'
+            + (' AND "heartbeat_at" < %(stale_before)s' if sweeping else ""),
+        )
+    return statement
+
+
 def _record_outcome(
     task: Task,
     worker: str,
@@ -191,26 +264,55 @@ def _record_outcome(
     to: str,
     kind: str,
     fields: dict,
-    message: str,
-    where: Q | None,
-    ctx: TaskContext | None,
+    message: str = "",
+    stale_before: datetime | None = None,
+    ctx: TaskContext | None = None,
+    data: dict | None = None,
+    event_before: str | None = None,
 ) -> Task | None:
-    """Move a running attempt to its outcome and record it in the same transaction; None when
-    the attempt no longer owns the task (a rescued task's zombie attempt cannot end it)."""
-    with transaction.atomic():
-        moved = sm.transition(
-            task,
-            to=to,
-            kind=kind,
-            actor=_worker_actor(worker),
-            frm=[S.RUNNING],
-            where=Q(attempts=task.attempts) & (where or Q()),
-            fields=fields,
-            message=message,
-        )
-        if moved is not None:
-            _outcome_recorded(task, ctx, to)
+    """Move a running attempt to its outcome (finish, suspend, retry) with its event and the
+    rows other apps record with it, in one statement; None when the attempt no longer owns the
+    task (a rescued task's zombie attempt cannot end it). ``stale_before``: the sweeper's
+    cutoff, re-checked in the UPDATE (a heartbeat that came meanwhile wins). ``event_before``:
+    a timeline entry that explains the outcome (timed out, worker lost), kept only if the task
+    moved."""
+    statement = _outcome_statement(to, kind, tuple(fields), stale_before is not None)
+    run = partial(
+        statement.run,
+        task,
+        actor=_worker_actor(worker),
+        values={**fields, "attempt": task.attempts}
+        | ({"stale_before": stale_before} if stale_before else {}),
+        message=message,
+        data=data,
+    )
+    with transaction.atomic() if event_before else nullcontext():
+        if event_before:
+            sm.record_event(task, kind=event_before, actor=_worker_actor(worker), message=message)
+        moved = _run_with_rows(run, _outcome_rows(task, ctx, to))
+        if moved is None and event_before:  # another process owns the task: no stray entry
+            transaction.set_rollback(True)
+    if moved is not None and ctx is not None:
+        ctx.outcome_recorded = True
     return moved
+
+
+def _run_with_rows(run, rows: list) -> Task | None:
+    """The outcome with the other apps' rows; if the database refuses a row, the outcome alone
+    (a metrics write must never fail the task it measures)."""
+    if not rows:
+        return run()
+    try:
+        # In a transaction, a savepoint keeps a refused row from aborting it.
+        with (
+            transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext()
+        ):
+            return run(rows=rows)
+    except (OperationalError, InterfaceError):
+        raise
+    except DatabaseError:
+        logger.warning("outcome rows refused; outcome recorded without them", exc_info=True)
+        return run()
 
 
 def _finish(
@@ -221,7 +323,7 @@ def _finish(
     kind: str,
     fields=None,
     message="",
-    where=None,
+    stale_before: datetime | None = None,
     ctx: TaskContext | None = None,
 ) -> str:
     moved = _record_outcome(
@@ -231,7 +333,7 @@ def _finish(
         kind=kind,
         fields={"completed_at": timezone.now(), **(fields or {})},
         message=message,
-        where=where,
+        stale_before=stale_before,
         ctx=ctx,
     )
     return to if moved is not None else "lost"
@@ -244,7 +346,7 @@ def _suspend(
     to: str,
     kind: str,
     message: str = "",
-    where: Q | None = None,
+    stale_before: datetime | None = None,
     ctx: TaskContext | None = None,
 ) -> str:
     """A resumable attempt stopped right after a checkpoint: ``paused`` until an operator
@@ -255,7 +357,14 @@ def _suspend(
             seconds=settings.TASK_PUBLISH_GRACE_SECONDS
         )
     moved = _record_outcome(
-        task, worker, to=to, kind=kind, fields=fields, message=message, where=where, ctx=ctx
+        task,
+        worker,
+        to=to,
+        kind=kind,
+        fields=fields,
+        message=message,
+        stale_before=stale_before,
+        ctx=ctx,
     )
     if moved is None:
         return "lost"
@@ -293,49 +402,45 @@ def _attempt_failed(
     message: str,
     *,
     kind: str = K.FAILED,
-    where: Q | None = None,
+    stale_before: datetime | None = None,
     ctx: TaskContext | None = None,
 ) -> str:
     """An attempt failed in a retryable way: schedule the next one, or fail for good."""
-    actor = _worker_actor(worker)
-    if task.attempts <= task.max_retries:
-        delay = retry_delay_s(spec, task.attempts)
-        with transaction.atomic():
-            if kind != K.FAILED:  # timed out / worker lost: say so before the retry entry
-                sm.record_event(task, kind=kind, actor=actor, message=message)
-            moved = sm.transition(
-                task,
-                to=S.RETRYING,
-                kind=K.RETRY_SCHEDULED,
-                actor=actor,
-                frm=[S.RUNNING],
-                where=Q(attempts=task.attempts) & (where or Q()),
-                fields={
-                    "error_message": message,
-                    "available_at": timezone.now() + timedelta(seconds=delay),
-                    "heartbeat_at": None,
-                },
-                message=message,
-                data={"delay_s": round(delay, 3), "next_attempt": task.attempts + 1},
-            )
-            if moved is None:  # another process owns the task now: no stray timeline entry
-                transaction.set_rollback(True)
-            else:
-                _outcome_recorded(task, ctx, S.RETRYING)
-        return S.RETRYING if moved is not None else "lost"
-    return _finish(
+    if task.attempts > task.max_retries:
+        return _finish(
+            task,
+            worker,
+            to=S.FAILED,
+            kind=K.FAILED,
+            fields={"error_message": message},
+            message=f"{message} (attempt {task.attempts} of {task.max_retries + 1})",
+            stale_before=stale_before,
+            ctx=ctx,
+        )
+    delay = retry_delay_s(spec, task.attempts)
+    moved = _record_outcome(
         task,
         worker,
-        to=S.FAILED,
-        kind=K.FAILED,
-        fields={"error_message": message},
-        message=f"{message} (attempt {task.attempts} of {task.max_retries + 1})",
-        where=where,
+        to=S.RETRYING,
+        kind=K.RETRY_SCHEDULED,
+        fields={
+            "error_message": message,
+            "available_at": timezone.now() + timedelta(seconds=delay),
+            "heartbeat_at": None,
+        },
+        message=message,
+        stale_before=stale_before,
         ctx=ctx,
+        data={"delay_s": round(delay, 3), "next_attempt": task.attempts + 1},
+        # timed out / worker lost: say so before the retry entry
+        event_before=kind if kind != K.FAILED else None,
     )
+    return S.RETRYING if moved is not None else "lost"
 
 
-def _resumable_lost(task: Task, spec: TaskType, message: str, *, where: Q | None = None) -> str:
+def _resumable_lost(
+    task: Task, spec: TaskType, message: str, *, stale_before: datetime | None = None
+) -> str:
     """A resumable task lost its worker: the checkpoint store's policy decides whether it
     continues from its last checkpoint now, or waits as ``interrupted`` for an operator.
 
@@ -344,7 +449,12 @@ def _resumable_lost(task: Task, spec: TaskType, message: str, *, where: Q | None
     with transaction.atomic():
         if checkpoint_hooks["worker_lost"](task=task, spec=spec):
             outcome = _suspend(
-                task, "", to=S.PENDING, kind=K.WORKER_LOST, message=message, where=where
+                task,
+                "",
+                to=S.PENDING,
+                kind=K.WORKER_LOST,
+                message=message,
+                stale_before=stale_before,
             )
         else:
             sm.record_event(task, kind=K.WORKER_LOST, actor="system:sweeper", message=message)
@@ -354,7 +464,7 @@ def _resumable_lost(task: Task, spec: TaskType, message: str, *, where: Q | None
                 to=S.INTERRUPTED,
                 kind=K.INTERRUPTED,
                 message="Automatic resumptions exhausted; resume it once the cause is fixed.",
-                where=where,
+                stale_before=stale_before,
             )
         if outcome == "lost":
             transaction.set_rollback(True)
@@ -371,24 +481,30 @@ def tasks_sweep(*, limit: int = 500) -> int:
         .order_by("heartbeat_at")[:limit]
     )
     rescued = tasks_requeue_lost()
-    still_stale = Q(heartbeat_at__lt=cutoff)  # re-checked in the UPDATE: a late beat wins
     for task in stale:
         spec = get_task_type(task.task_type)
         elapsed = (timezone.now() - task.started_at).total_seconds() if task.started_at else 0
         if task.cancel_requested:
             outcome = _finish(
-                task, "", to=S.CANCELLED, kind=K.CANCELLED, message="worker lost", where=still_stale
+                task,
+                "",
+                to=S.CANCELLED,
+                kind=K.CANCELLED,
+                message="worker lost",
+                stale_before=cutoff,
             )
         elif spec is not None and elapsed >= spec.time_limit_s:
             message = f"Hard time limit ({spec.time_limit_s}s) exceeded."
-            outcome = _attempt_failed(task, spec, "", message, kind=K.TIMED_OUT, where=still_stale)
+            outcome = _attempt_failed(
+                task, spec, "", message, kind=K.TIMED_OUT, stale_before=cutoff
+            )
         else:
             message = f"Worker {task.worker or '?'} stopped heart-beating."
             if spec is not None and spec.resumable and "worker_lost" in checkpoint_hooks:
-                outcome = _resumable_lost(task, spec, message, where=still_stale)
+                outcome = _resumable_lost(task, spec, message, stale_before=cutoff)
             else:
                 outcome = _attempt_failed(
-                    task, spec, "", message, kind=K.WORKER_LOST, where=still_stale
+                    task, spec, "", message, kind=K.WORKER_LOST, stale_before=cutoff
                 )
         rescued += outcome != "lost"
     if rescued:

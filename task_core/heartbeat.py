@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
+from task_core import state_machine as sm
 from task_core.models import Task
 
 logger = logging.getLogger("megahub.heartbeat")
@@ -60,10 +61,21 @@ class Heartbeat:
 
     @staticmethod
     def beat(running: dict) -> None:
-        owned = Task.objects.unscoped().filter(pk__in=list(running), status=Task.Status.RUNNING)
-        owned.update(heartbeat_at=timezone.now())
-        for pk in owned.filter(cancel_requested=True).values_list("pk", flat=True):
-            running[pk].cancel_flag = True
+        """One statement: stamp the running attempts, and read back which are to be cancelled."""
+        pks = list(running)
+        with sm.cursor() as cursor:
+            cursor.execute(_BEAT.format(", ".join(["%s"] * len(pks))), [timezone.now(), *pks])
+            for pk, cancel_requested in cursor.fetchall():
+                if cancel_requested:
+                    running[pk].cancel_flag = True
+
+
+# Usually one running attempt per (prefork) process: the same text, prepared once.
+_BEAT = (
+    f'UPDATE "{Task._meta.db_table}" SET "heartbeat_at" = %s '  # noqa: S608 - our table
+    f'WHERE "id" IN ({{}}) AND "status" = \'{Task.Status.RUNNING}\' '
+    'RETURNING "id", "cancel_requested"'
+)
 
 
 heartbeat = Heartbeat()

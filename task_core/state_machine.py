@@ -74,6 +74,7 @@ def transition(
     ``fields`` are written in the same UPDATE (F() expressions allowed); ``where`` (a Q) adds
     conditions (e.g. the attempt number a worker owns). Given a pk, the updated row is returned
     as a new instance; given an instance, it is updated in place from the updated row.
+    The ORM path, for the rare transitions; the worker's own run through Statement (below).
     """
     allowed = _allowed(to, frm)
     pk = task.pk if isinstance(task, Task) else task
@@ -94,19 +95,38 @@ def transition(
     else:
         with transaction.atomic():
             row = _update_then_insert_event(queryset, pk, values, event)
+    return _moved(task, row, kind=kind, actor=actor, message=message)
+
+
+def _moved(task: Task | int, row: Task | None, *, kind: str, actor: str, message: str):
     if row is None:
         return None
     log_transition(row, kind=kind, actor=actor, message=message)
     if isinstance(task, Task):
-        task.__dict__.update(
-            {f.attname: getattr(row, f.attname) for f in Task._meta.concrete_fields}
-        )
+        task.__dict__.update({name: getattr(row, name) for name in _ATTNAMES})
         return task
     return row
 
 
+_TASK_FIELDS = Task._meta.concrete_fields
+_ATTNAMES = [f.attname for f in _TASK_FIELDS]
+_TASK_COLUMNS = ", ".join(f'"{f.column}"' for f in _TASK_FIELDS)
 # The event columns the database fills from the updated task row rather than from the event.
 _FROM_TASK_ROW = {"task_id": "id", "brand_id": "brand_id", "attempt": "attempts"}
+
+
+def _event_insert(placeholder) -> str:
+    """``INSERT INTO <events> (...) SELECT ... FROM t``: task, brand and attempt from the updated
+    row ``t``, every other column from ``placeholder(field)``."""
+    columns, values = [], []
+    for f in TaskEvent._meta.concrete_fields:
+        if not f.primary_key:
+            columns.append(f'"{f.column}"')
+            source = _FROM_TASK_ROW.get(f.attname)
+            values.append(f't."{source}"' if source else placeholder(f))
+    table = TaskEvent._meta.db_table
+    # Identifiers from the models' metadata, values as parameters: nothing from outside.
+    return f'INSERT INTO "{table}" ({", ".join(columns)}) SELECT {", ".join(values)} FROM t'  # noqa: S608
 
 
 def _update_returning_with_event(queryset, values: dict, event: TaskEvent) -> Task | None:
@@ -120,41 +140,21 @@ def _update_returning_with_event(queryset, values: dict, event: TaskEvent) -> Ta
     query = queryset.query.chain(sql.UpdateQuery)
     query.add_update_values(values)
     query.clear_select_clause()
-    update_sql, update_params = query.get_compiler(queryset.db).as_sql()
-    task_fields = Task._meta.concrete_fields
-    qn = connection.ops.quote_name
-    returning = ", ".join(f"{qn(Task._meta.db_table)}.{qn(f.column)}" for f in task_fields)
-    event_columns, event_values, event_params = [], [], []
-    for f in TaskEvent._meta.concrete_fields:
-        if f.primary_key:
-            continue
-        event_columns.append(qn(f.column))
-        if f.attname in _FROM_TASK_ROW:
-            event_values.append(f"t.{qn(_FROM_TASK_ROW[f.attname])}")
-        else:
-            event_values.append("%s")
-            event_params.append(f.get_db_prep_save(f.pre_save(event, add=True), connection))
-    template = (
-        "WITH t AS ({} RETURNING {}), e AS (INSERT INTO {} ({}) SELECT {} FROM t) SELECT {} FROM t"
+    update_sql, params = query.get_compiler(queryset.db).as_sql()
+    params = list(params)
+
+    def placeholder(f):
+        params.append(f.get_db_prep_save(f.pre_save(event, add=True), connection))
+        return "%s"
+
+    statement = (
+        f"WITH t AS ({update_sql} RETURNING {_TASK_COLUMNS}), "  # noqa: S608
+        f"e AS ({_event_insert(placeholder)}) SELECT {_TASK_COLUMNS} FROM t"
     )
-    statement = template.format(
-        update_sql,
-        returning,
-        qn(TaskEvent._meta.db_table),
-        ", ".join(event_columns),
-        ", ".join(event_values),
-        ", ".join(f"t.{qn(f.column)}" for f in task_fields),
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(statement, (*update_params, *event_params))
-        found = cursor.fetchone()
-    if found is None:
-        return None
-    # Same value conversions (JSON, time zones...) as a SELECT through the ORM.
-    compiler = Task.objects.unscoped().none().query.get_compiler(queryset.db)
-    columns = [f.get_col(Task._meta.db_table) for f in task_fields]
-    (converted,) = compiler.apply_converters([list(found)], compiler.get_converters(columns))
-    return Task.from_db(queryset.db, [f.attname for f in task_fields], converted)
+    with connection.cursor() as cur:
+        cur.execute(statement, params)
+        found = cur.fetchone()
+    return None if found is None else task_from_row(found, queryset.db)
 
 
 def _update_then_insert_event(queryset, pk: int, values: dict, event: TaskEvent) -> Task | None:
@@ -165,6 +165,192 @@ def _update_then_insert_event(queryset, pk: int, values: dict, event: TaskEvent)
     event.task_id, event.brand_id, event.attempt = row.pk, row.brand_id, row.attempts
     event.save(force_insert=True)
     return row
+
+
+def task_from_row(row, using: str) -> Task:
+    """A Task from a row of every concrete column (_TASK_COLUMNS), with the same value
+    conversions (JSON, time zones...) as a SELECT through the ORM."""
+    converters = _converters.get(using)
+    if converters is None:
+        compiler = Task.objects.unscoped().none().query.get_compiler(using)
+        columns = [f.get_col(Task._meta.db_table) for f in _TASK_FIELDS]
+        converters = _converters[using] = list(compiler.get_converters(columns).items())
+    row, connection = list(row), connections[using]
+    for pos, (convs, expression) in converters:
+        for converter in convs:
+            row[pos] = converter(row[pos], expression, connection)
+    return Task.from_db(using, _ATTNAMES, row)
+
+
+_converters: dict[str, list] = {}
+
+
+# --- the worker's transitions, written once as SQL ----------------------------------------------
+def cursor(using: str = "default"):
+    """A cursor on Django's connection that binds parameters on the server (psycopg 3), so that
+    a statement run with the same text often is prepared once per connection (DATABASES
+    OPTIONS ``prepare_threshold``, settings.py; Django's own cursors bind on the client and are
+    never prepared). It shares the connection's transaction and execute wrappers."""
+    connection = connections[using]
+    if connection.vendor != "postgresql" or connection.queries_logged:
+        # Queries logged (DEBUG, CaptureQueriesContext): Django's cursor, which logs the
+        # statement with its parameters; the same text, unprepared.
+        return connection.cursor()
+    import psycopg
+
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    return connection.make_cursor(psycopg.Cursor(connection.connection))
+
+
+def _literal(value: str) -> str:
+    if not value.replace("_", "").isalnum():  # statuses and event kinds: identifiers only
+        raise ValueError(f"not a status or event kind: {value!r}")
+    return f"'{value}'"
+
+
+# The event columns a Statement fills from its parameters (the task's from the row).
+_EVENT_PARAMS = {
+    "from_status": "%(from_status)s",
+    "actor": "%(actor)s",
+    "message": "%(message)s",
+    "data": "%(data)s",
+    "created_at": "%(now)s",
+}
+_EVENT_DATA = TaskEvent._meta.get_field("data")
+
+
+class Statement:
+    """A transition written once as one SQL statement and run with the same text every time,
+    so that PostgreSQL prepares it (``cursor`` above): the conditional UPDATE (its legal sources
+    from TRANSITIONS, as for ``transition``) RETURNING the new row, the timeline event, and the
+    rows other apps record with it (``run(rows=...)``: model instances, inserted only when the
+    task moved, ``ON CONFLICT DO NOTHING``). One round trip, and one commit in autocommit.
+
+    ``columns``: the task columns the transition writes, each from the parameter of its name or
+    from the SQL expression given (``{"attempts": "attempts + 1"}``). ``where``: a further
+    condition in SQL with named parameters (``%(name)s``), given to ``run``. On a database
+    without data-modifying CTEs (SQLite) the same UPDATE ... RETURNING and INSERTs run one after
+    the other in a transaction.
+    """
+
+    def __init__(
+        self,
+        *,
+        to: str,
+        kind: str,
+        frm: Iterable[str] | None = None,
+        columns: dict[str, str | None] | Iterable[str] = (),
+        where: str = "",
+    ):
+        self.to, self.kind = to, kind
+        sources = ", ".join(_literal(s) for s in _allowed(to, frm))
+        columns = columns if isinstance(columns, dict) else dict.fromkeys(columns)
+        if unknown := set(columns) - {f.column for f in _TASK_FIELDS}:
+            raise ValueError(f"not task columns: {sorted(unknown)}")
+        sets = [f'"status" = {_literal(to)}', '"updated_at" = %(now)s']
+        sets += [f'"{column}" = {expr or f"%({column})s"}' for column, expr in columns.items()]
+        where = f'"id" = %(pk)s AND "status" IN ({sources})' + (f" AND ({where})" if where else "")
+        table = Task._meta.db_table
+        self.update = f'UPDATE "{table}" SET {", ".join(sets)} WHERE {where}'  # noqa: S608
+        fixed = {"kind": _literal(kind), "to_status": _literal(to)}
+        self.event = _event_insert(
+            lambda f: fixed.get(f.attname) or _EVENT_PARAMS.get(f.attname) or _null(f)
+        )
+        self._texts: dict[tuple, str] = {}
+
+    def text(self, models: tuple = ()) -> str:
+        """The PostgreSQL statement with one row of each of ``models`` (built once per tuple)."""
+        text = self._texts.get(models)
+        if text is None:
+            parts = [f"t AS ({self.update} RETURNING {_TASK_COLUMNS})", f"e AS ({self.event})"]
+            parts += [f"r{i} AS ({_row_insert(m, i)})" for i, m in enumerate(models)]
+            text = f"WITH {', '.join(parts)} SELECT {_TASK_COLUMNS} FROM t"  # noqa: S608
+            self._texts[models] = text
+        return text
+
+    def run(
+        self,
+        task: Task | int,
+        *,
+        actor: str,
+        values: dict | None = None,
+        message: str = "",
+        data: dict | None = None,
+        rows: list | tuple = (),
+        using: str = "default",
+    ) -> Task | None:
+        """Apply the transition to one task; the task (updated in place when given an instance)
+        or None when its current row does not allow it. ``values``: the parameters of the
+        columns and of ``where``."""
+        connection = connections[using]
+        params = {
+            "pk": task.pk if isinstance(task, Task) else task,
+            "now": timezone.now(),
+            "from_status": task.status if isinstance(task, Task) else "",
+            "actor": actor[:255],
+            "message": message[:2000],
+            "data": _EVENT_DATA.get_db_prep_save(data or {}, connection),
+        }
+        for name, value in (values or {}).items():
+            field = _TASK_BY_COLUMN.get(name)
+            params[name] = field.get_db_prep_save(value, connection) if field else value
+        for i, row in enumerate(rows):
+            params.update(_row_params(row, i, connection))
+        if connection.vendor == "postgresql":
+            with transaction.mark_for_rollback_on_error(using), cursor(using) as cur:
+                cur.execute(self.text(tuple(type(row) for row in rows)), params)
+                found = cur.fetchone()
+        else:
+            found = self._run_in_steps(params, [type(row) for row in rows], using)
+        row = None if found is None else task_from_row(found, using)
+        return _moved(task, row, kind=self.kind, actor=actor, message=message)
+
+    def _run_in_steps(self, params: dict, models: list, using: str):
+        with transaction.atomic(using), connections[using].cursor() as cur:
+            cur.execute(f"{self.update} RETURNING {_TASK_COLUMNS}", params)
+            found = cur.fetchone()
+            if found is not None:
+                moved = dict(zip(_ATTNAMES, found, strict=True))
+                params.update({f"t_{c}": moved[c] for c in _FROM_TASK_ROW.values()})
+                t = ", ".join(f'%(t_{c})s AS "{c}"' for c in _FROM_TASK_ROW.values())
+                for insert in [self.event, *(_row_insert(m, i) for i, m in enumerate(models))]:
+                    cur.execute(f"WITH t AS (SELECT {t}) {insert}", params)
+        return found
+
+
+_TASK_BY_COLUMN = {f.column: f for f in _TASK_FIELDS}
+
+
+def _null(field) -> str:
+    if not field.null:
+        raise ValueError(f"Statement has no value for {field.model.__name__}.{field.name}")
+    return "NULL"
+
+
+def _row_fields(model) -> list:
+    return [f for f in model._meta.concrete_fields if not f.primary_key]
+
+
+def _row_insert(model, i: int) -> str:
+    """The INSERT of one row of ``model`` from parameters ``r<i>_<column>``, only when the task
+    row ``t`` moved; a second row for the same key is a no-op (WHERE true: SQLite's syntax)."""
+    fields = _row_fields(model)
+    columns = ", ".join(f'"{f.column}"' for f in fields)
+    values = ", ".join(f"%(r{i}_{f.column})s" for f in fields)
+    table = model._meta.db_table
+    return (
+        f'INSERT INTO "{table}" ({columns}) SELECT {values} FROM t '  # noqa: S608
+        "WHERE true ON CONFLICT DO NOTHING"
+    )
+
+
+def _row_params(row, i: int, connection) -> dict:
+    return {
+        f"r{i}_{f.column}": f.get_db_prep_save(f.pre_save(row, add=True), connection)
+        for f in _row_fields(type(row))
+    }
 
 
 def transition_many(
@@ -215,8 +401,18 @@ def record_event(task: Task, *, kind: str, actor: str, message: str = "", data=N
     )
 
 
+# A task's routine life (queued, started, completed) is logged at DEBUG: at INFO the worker logs
+# no more per task than Celery's own "received" and "succeeded" lines (which carry the task id,
+# brand and type); every other transition (failed, retrying, cancelled...) stays at INFO.
+_ROUTINE = frozenset({TaskEvent.Kind.QUEUED, TaskEvent.Kind.STARTED, TaskEvent.Kind.COMPLETED})
+
+
 def log_transition(task: Task, *, kind: str, actor: str, message: str = "") -> None:
-    logger.info(
+    level = logging.DEBUG if kind in _ROUTINE else logging.INFO
+    if not logger.isEnabledFor(level):
+        return
+    logger.log(
+        level,
         "task %s",
         kind,
         extra={

@@ -73,16 +73,17 @@ def _queue_wait_ms(task: Task) -> int | None:
     return max(0, int((task.started_at - since).total_seconds() * 1000))
 
 
-def metric_record(
+def metric_build(
     *, task: Task, ctx, outcome: str, cpu_time_s: float, wall_time_s: float
 ) -> TaskMetric:
-    """Write the metrics row of one finished attempt (idempotent per task and attempt)."""
+    """The metrics row of one finished attempt, unsaved: the worker inserts it in the statement
+    that records the outcome (task_core.signals.OutcomeRow, registered in apps.py)."""
     peak_mb, growth_mb, method = memory.attempt_peak(_baselines.pop(ctx, None))
     rate = getattr(ctx.spec, "cost_per_cpu_second_usd", 0.0) or 0.0
     cpu_cost = _usd(cpu_time_s * rate)
     reported = _usd(ctx.reported_cost_usd)
     now = timezone.now()
-    metric = TaskMetric(
+    return TaskMetric(
         task_id=task.pk,
         attempt=ctx.attempt,
         brand_id=task.brand_id,
@@ -104,8 +105,16 @@ def metric_record(
         cost_usd=cpu_cost + reported,
         costs=ctx.costs[:100],
     )
-    # One INSERT ... ON CONFLICT DO NOTHING (on the hot path inside the transaction that records
-    # the outcome, see apps.py): a second write for the same attempt is a no-op.
+
+
+def metric_record(
+    *, task: Task, ctx, outcome: str, cpu_time_s: float, wall_time_s: float
+) -> TaskMetric:
+    """Write the metrics row of one finished attempt on its own (idempotent per task and
+    attempt: one INSERT ... ON CONFLICT DO NOTHING)."""
+    metric = metric_build(
+        task=task, ctx=ctx, outcome=outcome, cpu_time_s=cpu_time_s, wall_time_s=wall_time_s
+    )
     TaskMetric.objects.bulk_create([metric], ignore_conflicts=True)
     return metric
 

@@ -5,7 +5,6 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.db.models import Q
 from django.utils import timezone
 
 from task_core import execution, publishing, services
@@ -233,8 +232,59 @@ def test_sweeper_does_not_rescue_a_task_whose_heartbeat_arrived_meanwhile(brand,
     )  # ...then a beat came
     cutoff = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT_SECONDS)
     outcome = execution._attempt_failed(
-        claimed, None, "", "lost?", kind="worker_lost", where=Q(heartbeat_at__lt=cutoff)
+        claimed, None, "", "lost?", kind="worker_lost", stale_before=cutoff
     )
     assert outcome == "lost"
     task.refresh_from_db()
     assert task.status == "running" and kinds(task) == ["created", "started"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_on_a_connection_that_died_while_idle_reconnects_and_runs_once(brand):
+    if connection.vendor != "postgresql":
+        pytest.skip("kills a PostgreSQL backend (runs in make test, not on SQLite)")
+    task = TaskFactory(brand=brand, status="queued")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+
+    def kill():  # another connection (another thread) terminates this one's backend
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        finally:
+            connection.close()
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    killer.join()
+    connection.health_check_done = True  # as megahub/celery.py leaves it before a task
+    assert run(task) == "completed"
+    task.refresh_from_db()
+    assert task.attempts == 1 and kinds(task) == ["started", "completed"]
+
+
+def test_heartbeat_stamps_running_attempts_and_raises_the_cancel_flag(brand):
+    from task_core.heartbeat import Heartbeat
+
+    stale = timezone.now() - timedelta(minutes=5)
+    running = TaskFactory(brand=brand, status="running", heartbeat_at=stale)
+    cancelled = TaskFactory(
+        brand=brand, status="running", heartbeat_at=stale, cancel_requested=True
+    )
+    finished = TaskFactory(brand=brand, status="completed", heartbeat_at=stale)
+
+    class Ctx:
+        cancel_flag = False
+
+    contexts = {t.pk: Ctx() for t in (running, cancelled, finished)}
+    Heartbeat.beat(contexts)
+    for task in (running, cancelled, finished):
+        task.refresh_from_db()
+    assert running.heartbeat_at > stale and cancelled.heartbeat_at > stale
+    assert finished.heartbeat_at == stale  # only running attempts are kept alive
+    assert [contexts[t.pk].cancel_flag for t in (running, cancelled, finished)] == [
+        False,
+        True,
+        False,
+    ]

@@ -186,3 +186,33 @@ def test_batch_release_counts_confirms_with_sent_events_and_labels_messages(
         assert headers["megahub_brand_id"] == brand.pk
         assert headers["megahub_task_type"] == "noop"
         assert headers["argsrepr"] == f"(task_id={task.task_id}, brand={brand.pk}, type=noop)"
+
+
+def test_worker_events_are_published_without_waiting_for_confirms():
+    """The broker connection confirms publishes (execution messages); the worker's event
+    dispatcher channel must not (megahub.celery.EventsWithoutConfirms), and still delivers."""
+    from megahub.celery import EventsWithoutConfirms
+
+    stream = EventStream().start()
+    conn = current_app.connection_for_write()
+    dispatcher = current_app.events.Dispatcher(conn, hostname="probe@events", enabled=True)
+    try:
+        channel = dispatcher.producer.channel
+        assert channel.basic_publish.__name__ == "basic_publish_confirm"  # confirm_publish is on
+
+        class Consumer:
+            event_dispatcher = dispatcher
+
+        EventsWithoutConfirms.start(None, Consumer)
+        assert channel.basic_publish.__name__ == "_basic_publish"
+
+        def delivered() -> bool:  # sent until the stream, which binds its queue first, has one
+            dispatcher.send("worker-heartbeat", freq=2.0)
+            return any(e.get("hostname") == "probe@events" for e in stream.snapshot())
+
+        wait_for(delivered, 15, message="the probe's event")
+        assert not channel._confirm_selected
+    finally:
+        dispatcher.close()
+        conn.release()
+        stream.stop()
