@@ -4,10 +4,13 @@ import secrets
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 # Brand and BrandMembership are defined with the rest of tenancy and belong to this app.
+from task_core.registry import get_task_type
 from task_core.tenancy import Brand, BrandMembership, BrandScopedManager  # noqa: F401
 
 
@@ -143,9 +146,17 @@ class BrandLimit(models.Model):
 
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="limits")
     task_type = models.CharField(max_length=100, blank=True, default="")  # "": every type
-    max_running = models.PositiveIntegerField(null=True, blank=True)
-    rate_per_minute = models.PositiveIntegerField(null=True, blank=True)
-    weight = models.PositiveSmallIntegerField(default=1)
+    max_running = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(MAX_RUNNING_MAX)]
+    )
+    rate_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(RATE_PER_MINUTE_MAX)],
+    )
+    weight = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(WEIGHT_MAX)]
+    )
     # Publishes of the last minute per epoch second ({"1767000000": 3, ...}): the sliding
     # window of rate_per_minute, written by the release under the brand's lock.
     recent_publishes = models.JSONField(default=dict, blank=True, editable=False)
@@ -171,6 +182,15 @@ class BrandLimit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.brand_id}: {self.task_type or '*'}"
+
+    def clean(self):
+        errors = {}
+        if self.task_type and get_task_type(self.task_type) is None:
+            errors["task_type"] = f"Unknown task type {self.task_type!r}; see /tasks/types/."
+        if self.task_type and self.weight != 1:
+            errors["weight"] = "The weight is the brand's: set it on the brand-wide limit."
+        if errors:
+            raise ValidationError(errors)
 
 
 class TaskEvent(models.Model):

@@ -11,7 +11,7 @@ from rest_framework import serializers
 from megahub.serializers import StrictInputSerializer
 from megahub.webhooks import RESPONSE_EXCERPT_BYTES
 from task_core.api import schema  # noqa: F401  (DetailSectionField's schema extension)
-from task_core.models import BrandEvent, Task, TaskEvent, Webhook, WebhookDelivery
+from task_core.models import BrandEvent, BrandLimit, Task, TaskEvent, Webhook, WebhookDelivery
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,15 @@ class TaskListSerializer(serializers.ModelSerializer):
             "id", "task_id", "task_type", "status", "priority", "progress_percentage",
             "description", "brand", "created_by", "created_at", "started_at", "completed_at",
             "attempts", "max_retries", "error_message", "queue", "scheduled_for",
-            "cancel_requested",
+            "cancel_requested", "waiting_reason",
         ]  # fmt: skip
         read_only_fields = fields
+        extra_kwargs = {
+            "waiting_reason": {
+                "help_text": "Why a due task waits in the database (its brand's window or "
+                "limits); null when it does not."
+            }
+        }
 
 
 _datetime = serializers.DateTimeField()
@@ -138,6 +144,7 @@ def task_list_data(rows, *, brand) -> list[dict]:
             item[name] = row[name]
         item["scheduled_for"] = to_iso(row["scheduled_for"])
         item["cancel_requested"] = row["cancel_requested"]
+        item["waiting_reason"] = row["waiting_reason"]
         data.append(item)
     return data
 
@@ -194,10 +201,57 @@ class FleetStatsSerializer(serializers.Serializer):
     events_outbox = serializers.DictField(help_text="Every brand's unpublished events.")
 
 
+class BrandLimitSerializer(StrictInputSerializer, serializers.ModelSerializer):
+    """A brand limit: brand-wide (task_type "") or for one task type. Bounds are checked here
+    and again by the service (task_core.limits)."""
+
+    class Meta:
+        model = BrandLimit
+        fields = ["id", "task_type", "max_running", "rate_per_minute", "weight", "created_at",
+                  "updated_at"]  # fmt: skip
+        read_only_fields = ["id", "created_at", "updated_at"]
+        extra_kwargs = {
+            "task_type": {
+                "allow_blank": True,
+                "help_text": 'A registered task type, or "" (default) for all the brand\'s work.',
+            },
+            "max_running": {
+                "min_value": 1,
+                "max_value": BrandLimit.MAX_RUNNING_MAX,
+                "allow_null": True,
+                "help_text": "At most this many queued or running at once (null: no limit).",
+            },
+            "rate_per_minute": {
+                "min_value": 1,
+                "max_value": BrandLimit.RATE_PER_MINUTE_MAX,
+                "allow_null": True,
+                "help_text": "At most this many published in any 60 s (null: no limit).",
+            },
+            "weight": {
+                "min_value": 1,
+                "max_value": BrandLimit.WEIGHT_MAX,
+                "help_text": "The brand's share in the fair release (brand-wide limit only).",
+            },
+        }
+        validators = []  # one row per (brand, task_type): checked by the service
+
+
+class BrandShareSerializer(serializers.Serializer):
+    window = serializers.IntegerField(help_text="Broker messages the brand may hold per level.")
+    waiting = serializers.IntegerField(help_text="Due tasks held in the database.")
+    waiting_by_reason = serializers.DictField(child=serializers.IntegerField())
+    released = serializers.IntegerField(help_text="Queued: published, not yet running.")
+    running = serializers.IntegerField()
+    limits = BrandLimitSerializer(many=True)
+
+
 class QueueStatsSerializer(serializers.Serializer):
     generated_at = serializers.DateTimeField()
     queues = serializers.DictField()
     throughput = serializers.DictField()
+    brand_share = BrandShareSerializer(
+        help_text="The brand's fair share: waiting, released and running work, and its limits."
+    )
     events_outbox = serializers.DictField(help_text="The brand's unpublished lifecycle events.")
     fleet = FleetStatsSerializer(
         required=False, help_text="Platform-wide figures: present for staff users only."
