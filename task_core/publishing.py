@@ -48,6 +48,7 @@ def tasks_publish_many(*, task_pks: list[int], actor: str = "system:publisher") 
     window (or all of a brand with limits) wait in the database and are released later."""
     published_count = 0
     limited: set[int] = set()
+    gated: list[Task] = []
     for start in range(0, len(task_pks), settings.TASK_RELEASE_BATCH):
         chunk = task_pks[start : start + settings.TASK_RELEASE_BATCH]
         with transaction.atomic():
@@ -61,6 +62,7 @@ def tasks_publish_many(*, task_pks: list[int], actor: str = "system:publisher") 
                 tasks, waiting, chunk_limited = _admit_now(tasks)
                 _hold(waiting, due=True)
                 limited |= chunk_limited
+                gated += [t for t in waiting if t.brand_id in chunk_limited]
             published = tasks[: _send_many(tasks)]
             published_count += sm.transition_many(
                 published, to=S.QUEUED, kind=K.QUEUED, actor=actor, fields=_released(timezone.now())
@@ -68,7 +70,7 @@ def tasks_publish_many(*, task_pks: list[int], actor: str = "system:publisher") 
         if len(published) < len(tasks):
             break
     if limited:
-        published_count += _release(sorted(limited), actor=actor, wait=True)
+        published_count += _release(sorted(limited), actor=actor, wait=True, gated=gated)
     return published_count
 
 
@@ -178,7 +180,7 @@ def task_publish(*, task: Task, actor: str = "system:publisher") -> bool:
         if not admitted:
             _hold(waiting, due=True)
             if limited:
-                _release(sorted(limited), actor=actor, wait=True)
+                _release(sorted(limited), actor=actor, wait=True, gated=list(waiting))
             task.refresh_from_db(fields=["status", "waiting_reason", "available_at", "queued_at"])
             return task.status == S.QUEUED
     try:
@@ -499,13 +501,21 @@ def _brands_with_due_work() -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def _release(brand_ids: list[int], *, actor: str, wait: bool, limit: int | None = None) -> int:
+def _release(
+    brand_ids: list[int],
+    *,
+    actor: str,
+    wait: bool,
+    limit: int | None = None,
+    gated: list[Task] | None = None,
+) -> int:
     """Publish the due work of these brands, fairly, within their windows and limits.
 
     Under each brand's advisory lock (so the counts it reads stay true while it publishes): per
     brand and priority level, the oldest due tasks that could fit, skipping types already at
     their limit (``FOR UPDATE SKIP LOCKED``); offered in release_order and admitted one by one
-    through the brand's gate; the others get their waiting reason."""
+    through the brand's gate; the others get their waiting reason, and so do the ``gated`` tasks
+    (just held back by a publish) that were not among the candidates."""
     limit = limit or settings.TASK_RELEASE_BATCH
     now = timezone.now()
     with transaction.atomic():
@@ -538,6 +548,10 @@ def _release(brand_ids: list[int], *, actor: str, wait: bool, limit: int | None 
                 planned.append(task)
             else:
                 waiting[task] = reason
+        offered = {t.pk for t in candidates}
+        for task in gated or []:
+            if task.pk not in offered and task.brand_id in gates:
+                waiting[task] = gates[task.brand_id].check(task) or W.BRAND_WINDOW
         _hold(waiting)
         released = _publish_planned(planned, actor=actor, now=now)
         _record_publishes(gates, [t for t in planned if t.status == S.QUEUED], now)
