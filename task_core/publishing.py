@@ -18,12 +18,12 @@ from datetime import timedelta
 from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Value
+from django.db.models import Count, Exists, Value
 from django.db.models.functions import Least
 from django.utils import timezone
 
 from task_core import state_machine as sm
-from task_core.models import BrandLimit, Task, TaskEvent
+from task_core.models import Brand, BrandLimit, Task, TaskEvent
 from task_core.registry import TaskType, get_task_type
 from task_core.signals import attempt_finished
 
@@ -560,28 +560,29 @@ def _release(
 
 def brand_refill(*, brand_id: int) -> int:
     """Right after one of the brand's tasks finished: release its waiting work into the room
-    that left, if the brand has due work and its window has room for a batch (a quarter of the
+    that left, if the brand has due work and its window has room for a batch (half of the
     window: one release per few finishes, not one per task). Brands with limits always try."""
     if not settings.TASK_FAIR_SHARE:
         return 0
     tasks = Task.objects.unscoped().filter(brand_id=brand_id)
-    due = set(
-        tasks.filter(status__in=[S.PENDING, S.RETRYING], available_at__lte=timezone.now())
-        .values_list("priority", flat=True)
-        .distinct()
-    )
-    if not due:
+    due = tasks.filter(status__in=[S.PENDING, S.RETRYING], available_at__lte=timezone.now())
+    # One round trip: which levels have due work (an index probe each), and any limit.
+    checks = {p: Exists(due.filter(priority=p)) for p in PRIORITY_ORDER}
+    checks["limited"] = Exists(BrandLimit.objects.unscoped().filter(brand_id=brand_id))
+    found = Brand.objects.filter(pk=brand_id).values(**checks).first() or {}
+    levels = [p for p in PRIORITY_ORDER if found.get(p)]
+    if not levels:
         return 0
-    if not BrandLimit.objects.unscoped().filter(brand_id=brand_id).exists():
+    if not found["limited"]:
         queued = dict(
             tasks.filter(status=S.QUEUED).values_list("priority").annotate(n=Count("id")).order_by()
         )
-        batch = max(1, settings.TASK_BRAND_WINDOW // 4)
+        batch = max(1, settings.TASK_BRAND_WINDOW // 2)
         room = {
             p: settings.TASK_BRAND_WINDOW - sum(queued.get(q, 0) for q in PRIORITY_ORDER[: i + 1])
             for i, p in enumerate(PRIORITY_ORDER)
         }
-        if all(room[p] < batch for p in due):
+        if all(room[p] < batch for p in levels):
             return 0
     return _release([brand_id], actor="system:refill", wait=True)
 

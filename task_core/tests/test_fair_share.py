@@ -117,12 +117,12 @@ def test_a_finish_refills_the_window_and_a_release_clears_the_reason(brand, sett
 
 
 def test_refill_waits_for_a_batch_of_room(brand, settings):
-    settings.TASK_BRAND_WINDOW = 8  # batch: 8 // 4 = 2
+    settings.TASK_BRAND_WINDOW = 8  # batch: 8 // 2 = 4
     create_many(brand, 12)
-    finish(brand, 1)
+    finish(brand, 3)
     assert publishing.brand_refill(brand_id=brand.pk) == 0
     finish(brand, 1)
-    assert publishing.brand_refill(brand_id=brand.pk) == 2
+    assert publishing.brand_refill(brand_id=brand.pk) == 4
 
 
 def test_a_critical_task_is_not_held_behind_the_brand_s_low_backlog(brand, settings):
