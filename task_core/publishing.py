@@ -18,12 +18,12 @@ from datetime import timedelta
 from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Exists, Value
+from django.db.models import Count, Value
 from django.db.models.functions import Least
 from django.utils import timezone
 
 from task_core import state_machine as sm
-from task_core.models import Brand, BrandLimit, Task, TaskEvent
+from task_core.models import BrandLimit, Task, TaskEvent
 from task_core.registry import TaskType, get_task_type
 from task_core.signals import attempt_finished
 
@@ -508,6 +508,7 @@ def _release(
     wait: bool,
     limit: int | None = None,
     gated: list[Task] | None = None,
+    levels: set[str] | None = None,
 ) -> int:
     """Publish the due work of these brands, fairly, within their windows and limits.
 
@@ -515,7 +516,8 @@ def _release(
     brand and priority level, the oldest due tasks that could fit, skipping types already at
     their limit (``FOR UPDATE SKIP LOCKED``); offered in release_order and admitted one by one
     through the brand's gate; the others get their waiting reason, and so do the ``gated`` tasks
-    (just held back by a publish) that were not among the candidates."""
+    (just held back by a publish) that were not among the candidates. ``levels``: the only
+    priority levels with due work, when the caller knows them."""
     limit = limit or settings.TASK_RELEASE_BATCH
     now = timezone.now()
     with transaction.atomic():
@@ -524,6 +526,8 @@ def _release(
         for gate in gates.values():
             skipped = gate.saturated_types()
             for level, priority in enumerate(PRIORITY_ORDER):
+                if levels is not None and priority not in levels:
+                    continue  # the caller knows this level has no due work
                 room = gate.window - sum(gate.queued.get(p, 0) for p in PRIORITY_ORDER[: level + 1])
                 if room <= 0:
                     continue
@@ -564,27 +568,48 @@ def brand_refill(*, brand_id: int) -> int:
     window: one release per few finishes, not one per task). Brands with limits always try."""
     if not settings.TASK_FAIR_SHARE:
         return 0
-    tasks = Task.objects.unscoped().filter(brand_id=brand_id)
-    due = tasks.filter(status__in=[S.PENDING, S.RETRYING], available_at__lte=timezone.now())
-    # One round trip: which levels have due work (an index probe each), and any limit.
-    checks = {p: Exists(due.filter(priority=p)) for p in PRIORITY_ORDER}
-    checks["limited"] = Exists(BrandLimit.objects.unscoped().filter(brand_id=brand_id))
-    found = Brand.objects.filter(pk=brand_id).values(**checks).first() or {}
-    levels = [p for p in PRIORITY_ORDER if found.get(p)]
-    if not levels:
+    queued, due, limited = _refill_facts(brand_id)
+    if not due:
         return 0
-    if not found["limited"]:
-        queued = dict(
-            tasks.filter(status=S.QUEUED).values_list("priority").annotate(n=Count("id")).order_by()
-        )
+    if not limited:
         batch = max(1, settings.TASK_BRAND_WINDOW // 2)
         room = {
             p: settings.TASK_BRAND_WINDOW - sum(queued.get(q, 0) for q in PRIORITY_ORDER[: i + 1])
             for i, p in enumerate(PRIORITY_ORDER)
         }
-        if all(room[p] < batch for p in levels):
+        if all(room[p] < batch for p in due):
             return 0
-    return _release([brand_id], actor="system:refill", wait=True)
+    return _release([brand_id], actor="system:refill", wait=True, levels=due)
+
+
+_DUE_LEVEL = (
+    "SELECT 'due', %s, 1 WHERE EXISTS (SELECT 1 FROM task_core_task WHERE brand_id = %s "
+    "AND priority = %s AND status IN ('pending', 'retrying') AND available_at <= %s)"
+)
+REFILL_FACTS_SQL = " UNION ALL ".join(
+    [
+        "SELECT 'queued', priority, COUNT(*) FROM task_core_task "
+        "WHERE brand_id = %s AND status = 'queued' GROUP BY priority",
+        *[_DUE_LEVEL] * len(PRIORITY_ORDER),
+        "SELECT 'limited', '', 1 WHERE EXISTS "
+        "(SELECT 1 FROM task_core_brandlimit WHERE brand_id = %s)",
+    ]
+)
+
+
+def _refill_facts(brand_id: int) -> tuple[dict[str, int], set[str], bool]:
+    """In one round trip: the brand's queued counts per priority, the priority levels that have
+    due work (one index probe each on task_brand_release_idx), and whether it has limits."""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    params: list = [brand_id]
+    for priority in PRIORITY_ORDER:
+        params += [priority, brand_id, priority, now]
+    with connection.cursor() as cursor:
+        cursor.execute(REFILL_FACTS_SQL, [*params, brand_id])
+        rows = cursor.fetchall()
+    queued = {priority: n for kind, priority, n in rows if kind == "queued"}
+    due = {priority for kind, priority, _ in rows if kind == "due"}
+    return queued, due, any(kind == "limited" for kind, _, _ in rows)
 
 
 def _refill_after_attempt(sender, task, **kwargs) -> None:
