@@ -94,6 +94,8 @@ KNOWN_MISMATCHES = {
     "POST /tasks/monitoring/alert-rules/": "webhook_url rules (public host) beyond format uri",
     "PUT /tasks/monitoring/alert-rules/{id}/": "webhook_url rules beyond format uri",
     "PATCH /tasks/monitoring/alert-rules/{id}/": "webhook_url rules beyond format uri",
+    "POST /tasks/limits/": "task_type registered (or empty), one limit per task type",
+    "PATCH /tasks/limits/{id}/": "task_type registered (or empty), one limit per task type",
     "POST /tasks/webhooks/": "url rules (public host) beyond format uri",
     "PATCH /tasks/webhooks/{id}/": "url rules (public host) beyond format uri",
     "GET /tasks/monitoring/metrics/": "status/task_type filters refused beyond their values",
