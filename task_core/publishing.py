@@ -519,9 +519,10 @@ def _release(
     (just held back by a publish) that were not among the candidates. ``levels``: the only
     priority levels with due work, when the caller knows them."""
     limit = limit or settings.TASK_RELEASE_BATCH
-    now = timezone.now()
     with transaction.atomic():
-        gates = _gates(_lock_brands(brand_ids, wait=wait), now=now)
+        locked = _lock_brands(brand_ids, wait=wait)
+        now = timezone.now()  # after the lock: the rate window is read as of now
+        gates = _gates(locked, now=now)
         candidates: list[Task] = []
         for gate in gates.values():
             skipped = gate.saturated_types()
@@ -558,7 +559,8 @@ def _release(
                 waiting[task] = gates[task.brand_id].check(task) or W.BRAND_WINDOW
         _hold(waiting)
         released = _publish_planned(planned, actor=actor, now=now)
-        _record_publishes(gates, [t for t in planned if t.status == S.QUEUED], now)
+        # Stamped once sent: a publish leaves the rate window 60 s after it happened, at least.
+        _record_publishes(gates, [t for t in planned if t.status == S.QUEUED], timezone.now())
     return released
 
 
