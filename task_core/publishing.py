@@ -411,17 +411,17 @@ def _admit_now(tasks: list[Task]) -> tuple[list[Task], dict[Task, str], set[int]
     in their window (release order), the others with the reason they wait, and the brands
     with limits (whose work goes through the locked release)."""
     brand_ids = sorted({t.brand_id for t in tasks})
-    limited = set(
-        BrandLimit.objects.unscoped()
-        .filter(brand_id__in=brand_ids)
-        .values_list("brand_id", flat=True)
-    )
-    free = [b for b in brand_ids if b not in limited]
-    gates = {b: BrandGate(b, window=settings.TASK_BRAND_WINDOW) for b in free}
-    if free:
+    gates = {b: BrandGate(b, window=settings.TASK_BRAND_WINDOW) for b in brand_ids}
+    if len(brand_ids) == 1:  # publish on commit: one round trip
+        queued, _, is_limited = _brand_facts(brand_ids[0])
+        gates[brand_ids[0]].queued = queued
+        limited = set(brand_ids) if is_limited else set()
+    else:
+        limits = BrandLimit.objects.unscoped().filter(brand_id__in=brand_ids)
+        limited = set(limits.values_list("brand_id", flat=True))
         for c in (
             Task.objects.unscoped()
-            .filter(brand_id__in=free, status=S.QUEUED)
+            .filter(brand_id__in=brand_ids, status=S.QUEUED)
             .values("brand_id", "priority")
             .annotate(n=Count("id"))
             .order_by()
@@ -570,7 +570,7 @@ def brand_refill(*, brand_id: int) -> int:
     window: one release per few finishes, not one per task). Brands with limits always try."""
     if not settings.TASK_FAIR_SHARE:
         return 0
-    queued, due, limited = _refill_facts(brand_id)
+    queued, due, limited = _brand_facts(brand_id)
     if not due:
         return 0
     if not limited:
@@ -588,7 +588,7 @@ _DUE_LEVEL = (
     "SELECT 'due', %s, 1 WHERE EXISTS (SELECT 1 FROM task_core_task WHERE brand_id = %s "
     "AND priority = %s AND status IN ('pending', 'retrying') AND available_at <= %s)"
 )
-REFILL_FACTS_SQL = " UNION ALL ".join(
+BRAND_FACTS_SQL = " UNION ALL ".join(
     [
         "SELECT 'queued', priority, COUNT(*) FROM task_core_task "
         "WHERE brand_id = %s AND status = 'queued' GROUP BY priority",
@@ -599,7 +599,7 @@ REFILL_FACTS_SQL = " UNION ALL ".join(
 )
 
 
-def _refill_facts(brand_id: int) -> tuple[dict[str, int], set[str], bool]:
+def _brand_facts(brand_id: int) -> tuple[dict[str, int], set[str], bool]:
     """In one round trip: the brand's queued counts per priority, the priority levels that have
     due work (one index probe each on task_brand_release_idx), and whether it has limits."""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
@@ -607,7 +607,7 @@ def _refill_facts(brand_id: int) -> tuple[dict[str, int], set[str], bool]:
     for priority in PRIORITY_ORDER:
         params += [priority, brand_id, priority, now]
     with connection.cursor() as cursor:
-        cursor.execute(REFILL_FACTS_SQL, [*params, brand_id])
+        cursor.execute(BRAND_FACTS_SQL, [*params, brand_id])
         rows = cursor.fetchall()
     queued = {priority: n for kind, priority, n in rows if kind == "queued"}
     due = {priority for kind, priority, _ in rows if kind == "due"}
