@@ -42,6 +42,7 @@ SCRIPTS = {
     "rss": "bench/worker_rss.py",
     "requests": "bench/task_requests.py",
     "outbox": "bench/events_outbox.py",
+    "fairness": "bench/fairness.py",
 }
 # Sizes of a full run (`make bench`) and of a --quick smoke run: (option, full, quick).
 PARAMS: dict[str, list[tuple[str, float, float]]] = {
@@ -65,6 +66,7 @@ PARAMS: dict[str, list[tuple[str, float, float]]] = {
     "rss": [("tasks", 20_000, 1500), ("budget-s", 180, 60), ("interval", 2, 1)],
     "requests": [("tasks", 600, 200), ("reps", 5, 2)],
     "outbox": [("tasks", 800, 300), ("reps", 5, 2)],
+    "fairness": [("tasks", 5000, 500), ("reps", 5, 2), ("backlog", 5000, 1000), ("head", 200, 100)],
 }
 # Rough project and baseline speeds on the 2-CPU benchmark machine, for the estimate only.
 PROJECT_TASKS_S, BARE_TASKS_S, CREATES_S = 200.0, 1000.0, 100.0
@@ -93,6 +95,10 @@ def estimate_s(name: str, p: dict) -> float:
         return 40 + bare + 2 * project
     if name == "requests":
         return 40 + p["reps"] * 2 * p["tasks"] / CREATES_S
+    if name == "fairness":
+        drain = 2 * (p["tasks"] / PROJECT_TASKS_S + 20)
+        starve = 2 * (p["backlog"] / PROJECT_TASKS_S + 20) + p["backlog"] / BARE_TASKS_S + 20
+        return 30 + p["reps"] * (drain + starve)
     if name == "outbox":
         return 10 + p["reps"] * 2 * (p["tasks"] / PROJECT_TASKS_S + p["tasks"] / 400 + 20)
     return 60
@@ -814,6 +820,48 @@ def render_rss(rs: dict) -> list[str]:
     ]
 
 
+def render_fairness(r: dict) -> list[str]:
+    d, s, params = r["drain"], r["starvation"], r["params"]
+    rows = [
+        f"| {label} | {s[side]['p50']:.2f} | {s[side]['p95']:.2f} | {s[side]['max']:.2f} |"
+        for side, label in (
+            ("fair", "megahub, fair share on (default)"),
+            ("unfair", "megahub, `TASK_FAIR_SHARE=0`"),
+            ("bare", "plain Celery, same broker and worker settings"),
+        )
+    ]
+    return [
+        "",
+        "## 9. Fair share between brands (`bench/fairness.py`)",
+        "",
+        f"**Cost on the drain.** {params['tasks']:,} `noop` tasks of one brand, K="
+        f"{params['workers']} worker processes. On: the release loop publishes the brand's window "
+        "and the workers' refills after each finish publish the rest; off (`TASK_FAIR_SHARE=0`): "
+        "all published before the worker starts (as section 1). "
+        f"{params['reps']} repetitions per side, alternated; medians, min-max in brackets.",
+        "",
+        "| | fair share on | off | ratio | target | result |",
+        "|---|---|---|---|---|---|",
+        f"| drain rate, tasks/s | {d['on']['rate']['median']:.1f} ({spread(d['on']['rate'], 1)}) "
+        f"| {d['off']['rate']['median']:.1f} ({spread(d['off']['rate'], 1)}) | "
+        f"{d['ratio']:.2f}x | >= {d['target_ratio']}x | {ok(d['ratio_pass'])} |",
+        "",
+        f"**Starvation.** Brand A's backlog of {params['backlog']:,} `noop` tasks drains on K="
+        f"{params['workers']}; once {params['head']} have completed, brand B sends "
+        f"{params['b_tasks']} (`services.task_create`). B's start delay (start - send), "
+        f"seconds, over {params['reps']} repetitions:",
+        "",
+        "| | p50 | p95 | max |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        "With fair share B waits behind at most A's window (`TASK_BRAND_WINDOW`, 20) and what "
+        "the workers prefetched; without it, and in plain Celery, behind all of A's remaining "
+        "backlog (one FIFO per priority).",
+        "",
+    ]
+
+
 def render_messaging(rq: dict | None, ob: dict | None) -> list[str]:
     rows = [
         "## 8. Messaging (`bench/task_requests.py`, `bench/events_outbox.py`)",
@@ -1036,6 +1084,11 @@ def render(results: dict, failures: dict, machine: dict, command: str) -> str:
     lines += render_messaging(results.get("requests"), results.get("outbox"))
     lines += render_levers()
     lines += notes.METHOD
+    lines += (
+        render_fairness(results["fairness"])
+        if "fairness" in results
+        else not_measured("## 9. Fair share between brands (`bench/fairness.py`)", "fairness")
+    )
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -364,6 +364,11 @@ TASK_QUEUED_LOST_SECONDS = env_int("TASK_QUEUED_LOST_SECONDS", 120)
 TASK_RELEASE_INTERVAL_SECONDS = env_int("TASK_RELEASE_INTERVAL_SECONDS", 2)
 TASK_SWEEP_INTERVAL_SECONDS = env_int("TASK_SWEEP_INTERVAL_SECONDS", 10)
 TASK_RELEASE_BATCH = env_int("TASK_RELEASE_BATCH", 500)
+# Fair share between brands: the broker holds at most this many of a brand's tasks per priority
+# level and above (x its BrandLimit weight); the rest waits in PostgreSQL and is released as
+# they start. TASK_FAIR_SHARE=0 publishes everything at once (benchmarks compare the two).
+TASK_BRAND_WINDOW = env_int("TASK_BRAND_WINDOW", 20)
+TASK_FAIR_SHARE = env_bool("TASK_FAIR_SHARE", True)
 # Broker publish: how often to retry one publish before leaving it to the sweeper.
 TASK_PUBLISH_RETRIES = env_int("TASK_PUBLISH_RETRIES", 2)
 

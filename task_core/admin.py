@@ -14,6 +14,7 @@ from task_core import (
 from task_core.models import (
     Brand,
     BrandEvent,
+    BrandLimit,
     BrandMembership,
     Task,
     TaskEvent,
@@ -182,7 +183,7 @@ class TaskAdmin(BrandScopedAdmin):
         "task_id", "brand", "created_by", "task_type", "queue", "status", "priority",
         "description", "context_data", "result_data", "error_message", "progress_percentage",
         "attempts", "max_retries", "idempotency_key", "scheduled_for", "available_at",
-        "cancel_requested", "worker",
+        "cancel_requested", "waiting_reason", "worker",
         *(_seconds_field(name, label) for name, label in [
             ("created_at", "created at"), ("updated_at", "updated at"), ("queued_at", "queued at"),
             ("started_at", "started at"), ("completed_at", "completed at"),
@@ -294,3 +295,18 @@ class WebhookDeliveryAdmin(BrandScopedAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(BrandLimit)
+class BrandLimitAdmin(BrandScopedAdmin):
+    """Fair share and per-brand limits (the model's validators hold the bounds)."""
+
+    list_display = ["brand", "task_type_or_all", "max_running", "rate_per_minute", "weight",
+                    "updated_at"]  # fmt: skip
+    list_filter = ["brand"]
+    search_fields = ["task_type", "brand__name"]
+    fields = ["brand", "task_type", "max_running", "rate_per_minute", "weight"]
+
+    @admin.display(description="task type", ordering="task_type")
+    def task_type_or_all(self, limit):
+        return limit.task_type or "(all types)"

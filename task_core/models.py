@@ -4,12 +4,15 @@ import secrets
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from megahub.webhooks import new_signing_secret
 
 # Brand and BrandMembership are defined with the rest of tenancy and belong to this app.
+from task_core.registry import get_task_type
 from task_core.tenancy import Brand, BrandMembership, BrandScopedManager  # noqa: F401
 
 
@@ -30,6 +33,15 @@ class Task(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    class WaitingReason(models.TextChoices):
+        """Why a due pending/retrying task is held in the database instead of the broker."""
+
+        BRAND_WINDOW = "brand_window", "The brand's window of broker messages is full"
+        BRAND_CONCURRENCY = "brand_concurrency", "The brand's max_running is reached"
+        BRAND_RATE = "brand_rate", "The brand's rate_per_minute is used up"
+        TYPE_CONCURRENCY = "type_concurrency", "The brand's max_running for this type is reached"
+        TYPE_RATE = "type_rate", "The brand's rate_per_minute for this type is used up"
 
     class Priority(models.TextChoices):
         LOW = "low", "Low"
@@ -63,6 +75,10 @@ class Task(models.Model):
     # end of a retry backoff, or the end of the grace period of an on-commit publish.
     available_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Set while fair share or a BrandLimit holds the due task back; cleared when published.
+    waiting_reason = models.CharField(  # noqa: DJ001 - null: not waiting
+        max_length=32, choices=WaitingReason.choices, null=True, blank=True
+    )
     worker = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -98,6 +114,14 @@ class Task(models.Model):
                 condition=Q(status__in=["pending", "retrying"]),
                 name="task_release_due_idx",
             ),
+            # fair release: WHERE brand_id = ? AND priority = ? AND status IN (pending,
+            # retrying) AND available_at <= now ORDER BY available_at (and the brands that have
+            # such work, by a skip scan over brand_id)
+            models.Index(
+                fields=["brand", "priority", "available_at"],
+                condition=Q(status__in=["pending", "retrying"]),
+                name="task_brand_release_idx",
+            ),
             # sweeper: WHERE status = running AND heartbeat_at < now - timeout
             models.Index(
                 fields=["heartbeat_at"], condition=Q(status="running"), name="task_running_hb_idx"
@@ -110,6 +134,65 @@ class Task(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+
+class BrandLimit(models.Model):
+    """A brand's limits at release (brand-wide, or for one task type when task_type is set):
+    at most ``max_running`` of its tasks queued or running at once, at most ``rate_per_minute``
+    published in any 60 s, and its ``weight`` in the fair share (brand-wide row only). Work
+    over a limit waits in the database with a waiting_reason; it is never refused."""
+
+    MAX_RUNNING_MAX = 10_000
+    RATE_PER_MINUTE_MAX = 1_000_000
+    WEIGHT_MAX = 100
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="limits")
+    task_type = models.CharField(max_length=100, blank=True, default="")  # "": every type
+    max_running = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(MAX_RUNNING_MAX)]
+    )
+    rate_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(RATE_PER_MINUTE_MAX)],
+    )
+    weight = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(WEIGHT_MAX)]
+    )
+    # Publishes of the last minute per epoch second ({"1767000000": 3, ...}): the sliding
+    # window of rate_per_minute, written by the release under the brand's lock.
+    recent_publishes = models.JSONField(default=dict, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["brand_id", "task_type"]
+        constraints = [
+            models.UniqueConstraint(fields=["brand", "task_type"], name="brandlimit_unique_type"),
+            models.CheckConstraint(
+                condition=Q(max_running__isnull=True) | Q(max_running__gte=1),
+                name="brandlimit_max_running_gte_1",
+            ),
+            models.CheckConstraint(
+                condition=Q(rate_per_minute__isnull=True) | Q(rate_per_minute__gte=1),
+                name="brandlimit_rate_gte_1",
+            ),
+            models.CheckConstraint(condition=Q(weight__gte=1), name="brandlimit_weight_gte_1"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.brand_id}: {self.task_type or '*'}"
+
+    def clean(self):
+        errors = {}
+        if self.task_type and get_task_type(self.task_type) is None:
+            errors["task_type"] = f"Unknown task type {self.task_type!r}; see /tasks/types/."
+        if self.task_type and self.weight != 1:
+            errors["weight"] = "The weight is the brand's: set it on the brand-wide limit."
+        if errors:
+            raise ValidationError(errors)
 
 
 class TaskEvent(models.Model):

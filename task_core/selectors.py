@@ -23,7 +23,7 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from task_core.models import Brand, Task, TaskEvent
+from task_core.models import Brand, BrandLimit, Task, TaskEvent
 
 logger = logging.getLogger("megahub.tasks")
 ACTIVE = [s for s in Task.Status.values if s not in Task.TERMINAL]
@@ -34,7 +34,7 @@ ACTIVE = [s for s in Task.Status.values if s not in Task.TERMINAL]
 TASK_LIST_FIELDS = (
     "id", "task_id", "task_type", "status", "priority", "progress_percentage", "description",
     "brand", "created_by", "created_at", "started_at", "completed_at", "attempts",
-    "max_retries", "error_message", "queue", "scheduled_for", "cancel_requested",
+    "max_retries", "error_message", "queue", "scheduled_for", "cancel_requested", "waiting_reason",
 )  # fmt: skip
 
 
@@ -150,11 +150,28 @@ def queue_stats(*, brand: Brand, fleet: bool = False) -> dict:
     }
     rows = (
         tasks.filter(status__in=ACTIVE)
-        .values("queue", "priority", "status")
+        .values("queue", "priority", "status", "waiting_reason")
         .annotate(n=Count("id"))
         .order_by()
     )
+    limits = list(BrandLimit.objects.for_brand(brand))
+    weight = next((lim.weight for lim in limits if not lim.task_type), 1)
+    share = {
+        "window": settings.TASK_BRAND_WINDOW * weight,
+        "waiting": 0,
+        "waiting_by_reason": {},
+        "released": 0,
+        "running": 0,
+        "limits": limits,
+    }
     for row in rows:
+        if row["waiting_reason"] and row["status"] in (Task.Status.PENDING, Task.Status.RETRYING):
+            share["waiting"] += row["n"]
+            by_reason = share["waiting_by_reason"]
+            by_reason[row["waiting_reason"]] = by_reason.get(row["waiting_reason"], 0) + row["n"]
+        elif row["status"] in (Task.Status.QUEUED, Task.Status.RUNNING):
+            key = "released" if row["status"] == Task.Status.QUEUED else "running"
+            share[key] += row["n"]
         q = queues.setdefault(row["queue"], {"by_status": {}, "by_priority": {}})
         q["by_status"][row["status"]] = q["by_status"].get(row["status"], 0) + row["n"]
         per_priority = q["by_priority"].setdefault(row["priority"], {})
@@ -184,6 +201,7 @@ def queue_stats(*, brand: Brand, fleet: bool = False) -> dict:
         "generated_at": now,
         "queues": queues,
         "throughput": finished,
+        "brand_share": share,
         "events_outbox": events_backlog(brand=brand),  # the brand's events not yet published
     }
     if fleet:

@@ -10,7 +10,7 @@ from django.db.models import Count, Q
 from django.shortcuts import render
 from django.utils import timezone
 
-from task_core.models import Brand, Task
+from task_core.models import Brand, BrandLimit, Task
 from task_monitoring import charts, health, selectors
 from task_monitoring.models import Worker
 
@@ -62,6 +62,7 @@ def dashboard_context(*, user, brand_param: str | None) -> dict:
         .order_by("started_at")[:50]
     )
     return {
+        "fair_share": fair_share_rows(tasks=tasks, brands=scope),
         "brands": brands,
         "selected": selected,
         "generated_at": now,
@@ -90,6 +91,34 @@ def dashboard_context(*, user, brand_param: str | None) -> dict:
         "health": health.platform_health(),
         "refresh_s": REFRESH_SECONDS,
     }
+
+
+def fair_share_rows(*, tasks, brands) -> list[dict]:
+    """Per brand, side by side: work waiting in the database (fair share or a limit), released
+    to the broker (queued) and running, with the brand's limits. Brands with none omitted."""
+    S = Task.Status
+    counts = {
+        row["brand_id"]: row
+        for row in tasks.filter(status__in=[S.PENDING, S.RETRYING, S.QUEUED, S.RUNNING])
+        .values("brand_id")
+        .annotate(
+            waiting=Count(
+                "id", filter=Q(waiting_reason__isnull=False, status__in=[S.PENDING, S.RETRYING])
+            ),
+            released=Count("id", filter=Q(status=S.QUEUED)),
+            running=Count("id", filter=Q(status=S.RUNNING)),
+        )
+        .order_by()
+    }
+    limits: dict[int, list[BrandLimit]] = {}
+    for limit in BrandLimit.objects.unscoped().filter(brand__in=brands):
+        limits.setdefault(limit.brand_id, []).append(limit)
+    rows = []
+    for brand in brands:
+        row = counts.get(brand.pk, {"waiting": 0, "released": 0, "running": 0})
+        if any(row[k] for k in ("waiting", "released", "running")) or brand.pk in limits:
+            rows.append({"brand": brand, **row, "limits": limits.get(brand.pk, [])})
+    return rows
 
 
 @staff_member_required

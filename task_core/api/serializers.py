@@ -11,7 +11,7 @@ from rest_framework import serializers
 from megahub.serializers import StrictInputSerializer
 from megahub.webhooks import RESPONSE_EXCERPT_BYTES
 from task_core.api import schema  # noqa: F401  (DetailSectionField's schema extension)
-from task_core.models import BrandEvent, Task, TaskEvent, Webhook, WebhookDelivery
+from task_core.models import BrandEvent, BrandLimit, Task, TaskEvent, Webhook, WebhookDelivery
 from task_core.selectors import TASK_LIST_FIELDS
 from task_core.webhooks import event_type_pattern
 
@@ -111,6 +111,12 @@ class TaskListSerializer(serializers.ModelSerializer):
         model = Task
         fields = list(TASK_LIST_FIELDS)  # the list's rows are built in SQL from the same names
         read_only_fields = fields
+        extra_kwargs = {
+            "waiting_reason": {
+                "help_text": "Why a due task waits in the database (its brand's window or "
+                "limits); null when it does not."
+            }
+        }
 
 
 class TaskDetailSerializer(TaskListSerializer):
@@ -165,10 +171,59 @@ class FleetStatsSerializer(serializers.Serializer):
     events_outbox = serializers.DictField(help_text="Every brand's unpublished events.")
 
 
+class BrandLimitSerializer(StrictInputSerializer, serializers.ModelSerializer):
+    """A brand limit: brand-wide (task_type "") or for one task type. Bounds are checked here
+    and again by the service (task_core.limits)."""
+
+    task_type = TaskTypeField(
+        allow_blank=True,
+        default="",
+        help_text='A registered task type, or "" (default) for all the brand\'s work.',
+    )
+
+    class Meta:
+        model = BrandLimit
+        fields = ["id", "task_type", "max_running", "rate_per_minute", "weight", "created_at",
+                  "updated_at"]  # fmt: skip
+        read_only_fields = ["id", "created_at", "updated_at"]
+        extra_kwargs = {
+            "max_running": {
+                "min_value": 1,
+                "max_value": BrandLimit.MAX_RUNNING_MAX,
+                "allow_null": True,
+                "help_text": "At most this many queued or running at once (null: no limit).",
+            },
+            "rate_per_minute": {
+                "min_value": 1,
+                "max_value": BrandLimit.RATE_PER_MINUTE_MAX,
+                "allow_null": True,
+                "help_text": "At most this many published in any 60 s (null: no limit).",
+            },
+            "weight": {
+                "min_value": 1,
+                "max_value": BrandLimit.WEIGHT_MAX,
+                "help_text": "The brand's share in the fair release (brand-wide limit only).",
+            },
+        }
+        validators = []  # one row per (brand, task_type): checked by the service
+
+
+class BrandShareSerializer(serializers.Serializer):
+    window = serializers.IntegerField(help_text="Broker messages the brand may hold per level.")
+    waiting = serializers.IntegerField(help_text="Due tasks held in the database.")
+    waiting_by_reason = serializers.DictField(child=serializers.IntegerField())
+    released = serializers.IntegerField(help_text="Queued: published, not yet running.")
+    running = serializers.IntegerField()
+    limits = BrandLimitSerializer(many=True)
+
+
 class QueueStatsSerializer(serializers.Serializer):
     generated_at = serializers.DateTimeField()
     queues = serializers.DictField()
     throughput = serializers.DictField()
+    brand_share = BrandShareSerializer(
+        help_text="The brand's fair share: waiting, released and running work, and its limits."
+    )
     events_outbox = serializers.DictField(help_text="The brand's unpublished lifecycle events.")
     fleet = FleetStatsSerializer(
         required=False, help_text="Platform-wide figures: present for staff users only."

@@ -10,10 +10,11 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from megahub.pagination import KeysetPagination
-from task_core import selectors, services, webhooks
+from task_core import limits, selectors, services, webhooks
 from task_core.api.filters import task_filterset
 from task_core.api.idempotency import IDEMPOTENCY_HEADER, idempotency_key
 from task_core.api.serializers import (
+    BrandLimitSerializer,
     QueueStatsSerializer,
     TaskCreateSerializer,
     TaskDetailSerializer,
@@ -25,7 +26,7 @@ from task_core.api.serializers import (
     WebhookSerializer,
 )
 from task_core.api.tenancy import BrandScopedViewSet
-from task_core.models import Task, Webhook
+from task_core.models import BrandLimit, Task, Webhook
 from task_core.registry import all_task_types
 from task_core.tenancy import Role
 
@@ -52,7 +53,7 @@ TASK_DETAIL_EXAMPLE = OpenApiExample(
         "created_at": "2024-12-20T14:30:00Z", "started_at": "2024-12-20T14:30:02Z",
         "completed_at": "2024-12-20T15:45:00Z", "attempts": 1, "max_retries": 3,
         "error_message": None, "queue": "default", "scheduled_for": None,
-        "cancel_requested": False,
+        "cancel_requested": False, "waiting_reason": None,
         "context_data": {"keyword_ids": [1, 2, 3, 4, 5], "analysis_depth": "full"},
         "result_data": {"keywords_processed": 500, "insights_generated": 45},
         "worker": "celery@worker-1", "queued_at": "2024-12-20T14:30:00Z",
@@ -232,3 +233,54 @@ class WebhookViewSet(
         # The webhook was read through the brand's queryset; its deliveries are its own.
         page = self.paginate_queryset(self.get_object().deliveries.order_by("-id"))
         return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="The brand's limits (fair share and per-brand limits)"),
+    create=extend_schema(summary="Add a limit (brand-wide, or for one task type)"),
+    partial_update=extend_schema(summary="Change a limit"),
+    destroy=extend_schema(summary="Remove a limit (its waiting work is released)"),
+)
+class BrandLimitViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    BrandScopedViewSet,
+):
+    """The brand's limits at release: max_running, rate_per_minute, weight. Viewers read them,
+    admins write them; work over a limit waits (waiting_reason), it is never refused."""
+
+    queryset = BrandLimit.objects.all()
+    serializer_class = BrandLimitSerializer
+    not_found_code = "LIMIT_NOT_FOUND"
+    not_found_detail = "Limit not found or access denied"
+    filter_backends = []
+    pagination_class = None  # a brand has one row per task type at most
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    action_roles = {
+        "list": Role.VIEWER,
+        "retrieve": Role.VIEWER,
+        "create": Role.ADMIN,
+        "partial_update": Role.ADMIN,
+        "destroy": Role.ADMIN,
+    }
+
+    def create(self, request, *args, **kwargs):
+        serializer = BrandLimitSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        limit = limits.brand_limit_save(
+            limit=BrandLimit(brand=request.brand), **serializer.validated_data
+        )
+        return Response(BrandLimitSerializer(limit).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request, *args, **kwargs):
+        limit = self.get_object()
+        serializer = BrandLimitSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        limit = limits.brand_limit_save(limit=limit, **serializer.validated_data)
+        return Response(BrandLimitSerializer(limit).data)
+
+    def perform_destroy(self, instance):
+        limits.brand_limit_delete(limit=instance)

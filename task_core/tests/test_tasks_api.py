@@ -462,8 +462,9 @@ def test_create_costs_a_constant_number_of_queries(
         ):
             assert client.post("/tasks/", payload, format="json").status_code == 201
         counts.append(len([q for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]))
-    # user (JWT), membership, insert task + event; after commit, the queued mark: one UPDATE ...
-    # RETURNING with its event (+ SET LOCAL synchronous_commit outside a test transaction) = 6,
-    # plus one read per detail section other apps add to the response, except metrics (a new
-    # task has no attempt yet).
-    assert counts[0] == counts[1] <= 6 + len(set(detail_sections) - {"metrics"})
+    # user (JWT), membership, insert task + event; after commit, the brand's fair-share facts
+    # (one read: queued counts and limits) and the queued mark: one UPDATE ... RETURNING with
+    # its event (+ SET LOCAL synchronous_commit outside a test transaction) = 7, plus one read
+    # per detail section other apps add to the response, except metrics (a new task has no
+    # attempt yet).
+    assert counts[0] == counts[1] <= 7 + len(set(detail_sections) - {"metrics"})

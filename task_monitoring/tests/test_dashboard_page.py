@@ -62,3 +62,26 @@ def test_a_brand_outside_the_users_scope_falls_back_to_their_brands(brand):
     TaskFactory(brand=stranger, status="running", task_type="stranger_running")
     html = login(staff).get(f"/dashboard/?brand={stranger.pk}").content.decode()
     assert "stranger_running" not in html
+
+
+def test_fair_share_shows_waiting_and_running_per_brand_side_by_side(brand, other_brand):
+    from task_core.models import BrandLimit
+
+    staff = UserFactory(username="ops", is_staff=True)
+    MembershipFactory(user=staff, brand=brand, role="viewer")
+    for _ in range(3):
+        TaskFactory(brand=brand, status="pending", waiting_reason="brand_window")
+    TaskFactory(brand=brand, status="pending")  # on its way to the broker: not waiting
+    TaskFactory(brand=brand, status="queued")
+    TaskFactory(brand=brand, status="running")
+    TaskFactory(brand=brand, status="running")
+    TaskFactory(brand=other_brand, status="pending", waiting_reason="brand_rate")
+    BrandLimit.objects.create(brand=brand, task_type="noop", max_running=2)
+
+    html = login(staff).get("/dashboard/").content.decode()
+    section = html[html.index('id="fair-share"') :]
+    section = section[: section.index("</section>")]
+    assert section.count('class="fair-share-row"') == 1  # the other brand is not the user's
+    row = section[section.index('class="fair-share-row"') :]
+    assert "<td>Humari</td><td>3</td><td>1</td><td>2</td>" in row
+    assert "noop: max 2 running" in row

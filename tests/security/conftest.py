@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from task_core import services as core_services
-from task_core.models import Task, Webhook
+from task_core.models import BrandLimit, Task, Webhook
 from task_monitoring import services as monitoring
 from task_monitoring.models import Alert
 from task_monitoring.tests.factories import AlertRuleFactory, MetricFactory, WorkerFactory
@@ -60,6 +60,7 @@ def _objects(brand, mark: str) -> dict:
         ),
         "task": task,
         "failed_task": failed,
+        "brand_limit": BrandLimit.objects.create(brand=brand, max_running=50, rate_per_minute=600),
         "webhook": Webhook.objects.create(
             brand=brand, url="https://hooks.example.com/h", event_types=["*"], description=mark
         ),

@@ -1,0 +1,257 @@
+"""Fair share between brands: its cost on the drain, and what it buys another brand.
+
+1. Drain, fair release on vs off: N `noop` tasks of one brand loaded as due `pending` rows (as
+   in bench/drain.py), then released and drained by K worker processes. On: the release loop
+   publishes the brand's window (TASK_BRAND_WINDOW) and the worker's refills after each finish
+   publish the rest; off (TASK_FAIR_SHARE=0, in this process and the worker): everything is
+   published before the worker starts, as bench/drain.py does. Rate = N / (last completion -
+   first start). Target: on >= 0.9x off.
+2. Starvation: brand A's backlog of N_A `noop` tasks draining on K worker processes; once
+   `--head` of them have completed, brand B sends 20 tasks (`services.task_create`, published
+   on commit). B's start delays (started_at - created_at), megahub with fair share on and off,
+   and plain Celery on the same broker (bench/bare_fairness.py: N_A messages, then 20 marked
+   ones; delay = task_prerun time - send time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common
+from bench.drain import ProjectDrain, worker_argv
+
+DB = "megahub_bench_fair"  # its own: other benchmarks TRUNCATE megahub_bench
+TARGET_RATIO = 0.9
+B_TASKS = 20
+
+
+def _worker(name: str, project: ProjectDrain, fair: bool) -> common.Proc:
+    return common.Proc(
+        name,
+        worker_argv("megahub", project.queue, project.k, f"{name}-{os.getpid()}"),
+        common.child_env(TASK_FAIR_SHARE="1" if fair else "0"),
+    )
+
+
+def _release(fair: bool) -> int:
+    from django.test import override_settings
+
+    from task_core import publishing
+
+    released = 0
+    with override_settings(TASK_FAIR_SHARE=fair):
+        while batch := publishing.tasks_release_due(limit=500):
+            released += batch
+    return released
+
+
+def _completed(brand_ids: list[int]) -> int:
+    with common.pg_connect(DB) as pg:
+        (n,) = pg.execute(
+            "SELECT count(*) FROM task_core_task WHERE brand_id = ANY(%s) AND status = 'completed'",
+            [brand_ids],
+        ).fetchone()
+    return n
+
+
+def drain(project: ProjectDrain, fair: bool, rep: int) -> dict:
+    project.load()
+    released = _release(fair)
+    worker = _worker(f"fair-drain-{'on' if fair else 'off'}-{rep}", project, fair)
+    try:
+        common.wait_until(
+            lambda: worker.alive() and _completed([project.brand.pk]) == project.n,
+            timeout=180 + project.n / 5,
+            interval=0.5,
+            what="completions",
+        )
+    finally:
+        worker.stop()
+    with common.pg_connect(DB) as pg:
+        first, last = pg.execute(
+            "SELECT min(started_at), max(completed_at) FROM task_core_task WHERE brand_id = %s",
+            [project.brand.pk],
+        ).fetchone()
+    seconds = (last - first).total_seconds()
+    return {"released_before_worker": released, "seconds": seconds, "rate": project.n / seconds}
+
+
+def starvation_project(project: ProjectDrain, other, fair: bool, head: int, rep: int) -> dict:
+    from django.test import override_settings
+
+    from task_core import services
+    from task_core.models import Task
+
+    project.load()
+    _release(fair)
+    worker = _worker(f"fair-starve-{'on' if fair else 'off'}-{rep}", project, fair)
+    try:
+        common.wait_until(
+            lambda: _completed([project.brand.pk]) >= head, timeout=300, what="A's head"
+        )
+        with override_settings(TASK_FAIR_SHARE=fair):
+            tasks = [services.task_create(brand=other, task_type="noop")[0] for _ in range(B_TASKS)]
+        common.wait_until(
+            lambda: _completed([other.pk]) == B_TASKS,
+            timeout=180 + project.n / 5,
+            interval=0.2,
+            what="B's tasks",
+        )
+        a_done = _completed([project.brand.pk])
+    finally:
+        worker.stop()
+    rows = Task.objects.unscoped().filter(pk__in=[t.pk for t in tasks])
+    delays = [(r.started_at - r.created_at).total_seconds() for r in rows]
+    return {"delays_s": delays, "a_completed_when_b_done": a_done}
+
+
+def starvation_bare(n: int, k: int, head: int, rep: int) -> dict:
+    from bench import bare_celery
+
+    stats_dir = tempfile.mkdtemp(prefix="megahub-bench-fair-")
+    mark_file = os.path.join(stats_dir, "marks.txt")
+    common.queue_purge(bare_celery.QUEUE)
+    bare_celery.publish(n)
+    worker = common.Proc(
+        f"fair-starve-bare-{rep}",
+        worker_argv("bench.bare_fairness", bare_celery.QUEUE, k, f"fair-bare-{os.getpid()}-{rep}"),
+        common.child_env(
+            BENCH_BARE_STATS_DIR=os.path.join(stats_dir, "stats"), BENCH_BARE_MARK_FILE=mark_file
+        ),
+    )
+    os.makedirs(os.path.join(stats_dir, "stats"))
+    sent: dict[int, float] = {}
+    try:
+        common.wait_until(
+            lambda: bare_celery.read_stats(os.path.join(stats_dir, "stats"))[2] >= head,
+            timeout=300,
+            what="A's head (bare)",
+        )
+        with bare_celery.app.producer_or_acquire() as producer:
+            for i in range(1, B_TASKS + 1):
+                sent[i] = time.time()
+                bare_celery.app.send_task(
+                    bare_celery.TASK_NAME,
+                    args=[-i],
+                    queue=bare_celery.QUEUE,
+                    routing_key="bare",
+                    priority=4,
+                    producer=producer,
+                )
+
+        def marks() -> dict[int, float]:
+            if not os.path.exists(mark_file):
+                return {}
+            with open(mark_file) as f:
+                return {int(a): float(t) for a, t in (line.split() for line in f if line.strip())}
+
+        common.wait_until(lambda: len(marks()) == B_TASKS, timeout=300 + n / 20, what="B (bare)")
+        started = marks()
+    finally:
+        worker.stop()
+        shutil.rmtree(stats_dir, ignore_errors=True)
+        common.queue_purge(bare_celery.QUEUE)
+    return {"delays_s": [started[i] - sent[i] for i in sent]}
+
+
+def delay_summary(runs: list[dict]) -> dict:
+    delays = [d for r in runs for d in r["delays_s"]]
+    return {
+        "p50": common.percentile(delays, 50),
+        "p95": common.percentile(delays, 95),
+        "max": max(delays),
+        "n": len(delays),
+    }
+
+
+def run(n: int, k: int, reps: int, n_a: int, head: int) -> dict:
+    info = common.configure(DB)
+    common.django_setup(DB)
+    from task_core.models import Brand
+
+    prefix = info["prefix"]
+    project = ProjectDrain(n, k, "megahub.settings")
+    other, _ = Brand.objects.get_or_create(slug="bench-fair-b", defaults={"name": "Bench B"})
+    on, off = [], []
+    starve: dict[str, list[dict]] = {"fair": [], "unfair": [], "bare": []}
+    try:
+        for rep in range(reps):
+            for fair in (True, False) if rep % 2 == 0 else (False, True):
+                result = drain(project, fair, rep)
+                (on if fair else off).append(result)
+                print(f"fairness drain rep {rep + 1}: fair {'on ' if fair else 'off'} "
+                      f"{result['rate']:8.1f} tasks/s", flush=True)  # fmt: skip
+        starving = ProjectDrain(n_a, k, "megahub.settings")
+        for rep in range(reps):
+            for side in ("fair", "unfair", "bare"):
+                if side == "bare":
+                    result = starvation_bare(n_a, k, head, rep)
+                else:
+                    result = starvation_project(starving, other, side == "fair", head, rep)
+                starve[side].append(result)
+                s = delay_summary([result])
+                print(f"fairness starvation rep {rep + 1}: {side:6s} B start delay p50 "
+                      f"{s['p50']:.2f}s max {s['max']:.2f}s", flush=True)  # fmt: skip
+    finally:
+        common.broker_cleanup(
+            [f"{prefix}default", f"{prefix}long", f"{prefix}bare"],
+            [f"{prefix}megahub.tasks", f"{prefix}bare.tasks", f"{prefix}megahub.events"],
+        )
+    on_rates = [r["rate"] for r in on]
+    off_rates = [r["rate"] for r in off]
+    ratio = common.percentile(on_rates, 50) / common.percentile(off_rates, 50)
+    return {
+        "benchmark": "fairness",
+        "params": {
+            "tasks": n,
+            "workers": k,
+            "reps": reps,
+            "backlog": n_a,
+            "head": head,
+            "b_tasks": B_TASKS,
+        },
+        "drain": {
+            "on": {"rate": common.summary(on_rates), "runs": on},
+            "off": {"rate": common.summary(off_rates), "runs": off},
+            "ratio": ratio,
+            "target_ratio": TARGET_RATIO,
+            "ratio_pass": ratio >= TARGET_RATIO,
+        },
+        "starvation": {side: delay_summary(runs) for side, runs in starve.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=5000, help="tasks per drain")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="K")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each side")
+    parser.add_argument("--backlog", type=int, default=5000, help="brand A's backlog (N_A)")
+    parser.add_argument("--head", type=int, default=200, help="A's completions before B sends")
+    args = parser.parse_args(argv)
+    result = run(args.tasks, args.workers, args.reps, args.backlog, args.head)
+    common.write_result("fairness", result)
+    d, s = result["drain"], result["starvation"]
+    print(
+        f"fairness: drain on {d['on']['rate']['median']:.1f}/s vs off "
+        f"{d['off']['rate']['median']:.1f}/s -> {d['ratio']:.2f}x (target >= {TARGET_RATIO}); "
+        + "; ".join(
+            f"B delay {side} p50 {v['p50']:.2f}s p95 {v['p95']:.2f}s max {v['max']:.2f}s"
+            for side, v in s.items()
+        ),
+        flush=True,
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

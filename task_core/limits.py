@@ -1,0 +1,39 @@
+"""Brand limits (BrandLimit): the writes behind /tasks/limits/. The release
+(task_core.publishing) enforces them; a change applies from the next release."""
+
+from __future__ import annotations
+
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.db import IntegrityError, transaction
+
+from megahub.errors import DomainValidationError
+from task_core.models import BrandLimit
+
+DUPLICATE = "The brand already has a limit for this task type."
+EDITABLE = ("task_type", "max_running", "rate_per_minute", "weight")
+
+
+def brand_limit_save(*, limit: BrandLimit, **fields) -> BrandLimit:
+    """Create or update a brand limit with the model's rules (bounds, a registered task type or
+    "" for the whole brand, a weight only on the brand-wide row, one row per task type)."""
+    for name, value in fields.items():
+        if name not in EDITABLE:
+            raise TypeError(f"{name} is not an editable limit field")
+        setattr(limit, name, value)
+    try:
+        limit.full_clean()
+        with transaction.atomic():
+            limit.save()
+    except ValidationError as exc:
+        errors = exc.message_dict
+        if NON_FIELD_ERRORS in errors:  # the (brand, task_type) unique constraint
+            errors.pop(NON_FIELD_ERRORS)
+            errors["task_type"] = [DUPLICATE]
+        raise DomainValidationError(field_errors=errors) from None
+    except IntegrityError:  # a concurrent create of the same (brand, task_type)
+        raise DomainValidationError(field_errors={"task_type": [DUPLICATE]}) from None
+    return limit
+
+
+def brand_limit_delete(*, limit: BrandLimit) -> None:
+    limit.delete()
