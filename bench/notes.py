@@ -87,18 +87,18 @@ def drain(r: dict) -> str:
         writes = p.get("write_xacts_per_task", {}).get("median", NAN)
         items.append(
             f"**Two durable commits per task.** The claim (`running` + `started` event) and "
-            f"the finish (`completed` + event + metrics row, the latter in a savepoint) are one "
+            f"the finish (`completed` + event + metrics row, in one statement) are one "
             f"statement and one COMMIT each ({writes:.2f} write transactions per task; "
-            f"{xacts:.2f} commits with the read-only ones: the connection health check's "
-            "`SELECT 1` after `close_old_connections` around each task, the worker's start-up "
-            "and heartbeats). Each COMMIT waits for the WAL flush; the claim must, or a "
-            "database crash could let the task run twice."
+            f"{xacts:.2f} commits with the read-only ones: the fair-share refill check after "
+            "each finish (`publishing.brand_refill`), the worker's start-up and heartbeats). "
+            "Each COMMIT waits for the WAL flush; the claim must, or a database crash could let "
+            "the task run twice (docs/execution.md, *The worker's hot path*)."
         )
     items.append(
         "**CPU sharing.** The 2 vCPUs run the 2 pool processes, the worker's consumer, "
-        "PostgreSQL and RabbitMQ: every ms of ORM "
-        "work and JSON logging (`state_machine.log_transition`, 2 lines per task on top of "
-        "Celery's 2) comes straight out of throughput; bare Celery has none of it."
+        "PostgreSQL and RabbitMQ: every ms of Python and SQL per task (the claim and the "
+        "outcome, each one prepared statement; building the metrics row; the refill check) "
+        "comes straight out of throughput; bare Celery has none of it."
     )
     listed = "\n".join(f"{i}. {item}" for i, item in enumerate(items, start=1))
     return (

@@ -256,8 +256,8 @@ def render_drain(r: dict) -> list[str]:
         "Durable commits per task are the write transactions the drain left behind: the "
         "distinct transaction ids (`xmin`) of the tasks' rows and their events past "
         "`created`/`queued`, divided by N (a read-only transaction gets no transaction id and "
-        "flushes no WAL; the metrics row is written in a savepoint of the finish's "
-        "transaction, so its own `xmin` is a subtransaction's, not a commit). Commits per "
+        "flushes no WAL; the metrics row is inserted by the finish's own statement, so it "
+        "shares the finish's `xmin`). Commits per "
         "task are the bench database's "
         "`pg_stat_database.xact_commit` delta while the worker ran (the benchmark's own "
         "polling subtracted), divided by N: every commit counts, read-only ones included (the "
@@ -1011,7 +1011,7 @@ def render_levers() -> list[str]:
     if not rows:
         return []
     return [
-        "## 9. Web-side levers (provisional)",
+        "## 10. Web-side levers (provisional)",
         "",
         "Each lever measured by turning it off in a side run of the same benchmark, small "
         "sizes, right after the run above (`make bench BENCH_SIZE=small`): the authentication "
@@ -1082,13 +1082,13 @@ def render(results: dict, failures: dict, machine: dict, command: str) -> str:
         else not_measured("## 7. Worker memory (`bench/worker_rss.py`)", "rss")
     )
     lines += render_messaging(results.get("requests"), results.get("outbox"))
-    lines += render_levers()
-    lines += notes.METHOD
     lines += (
         render_fairness(results["fairness"])
         if "fairness" in results
         else not_measured("## 9. Fair share between brands (`bench/fairness.py`)", "fairness")
     )
+    lines += render_levers()
+    lines += notes.METHOD
     return "\n".join(lines).rstrip() + "\n"
 
 
