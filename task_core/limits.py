@@ -6,10 +6,15 @@ from __future__ import annotations
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError, transaction
 
-from megahub.errors import DomainValidationError
+from megahub.errors import Conflict, DomainValidationError
 from task_core.models import BrandLimit
 
-DUPLICATE = "The brand already has a limit for this task type."
+
+class LimitExists(Conflict):
+    error_code = "LIMIT_EXISTS"
+    default_detail = "The brand already has a limit for this task type."
+
+
 EDITABLE = ("task_type", "max_running", "rate_per_minute", "weight")
 
 
@@ -26,12 +31,12 @@ def brand_limit_save(*, limit: BrandLimit, **fields) -> BrandLimit:
             limit.save()
     except ValidationError as exc:
         errors = exc.message_dict
-        if NON_FIELD_ERRORS in errors:  # the (brand, task_type) unique constraint
-            errors.pop(NON_FIELD_ERRORS)
-            errors["task_type"] = [DUPLICATE]
+        if set(errors) == {NON_FIELD_ERRORS}:  # only the (brand, task_type) unique constraint
+            raise LimitExists() from None
+        errors.pop(NON_FIELD_ERRORS, None)
         raise DomainValidationError(field_errors=errors) from None
     except IntegrityError:  # a concurrent create of the same (brand, task_type)
-        raise DomainValidationError(field_errors={"task_type": [DUPLICATE]}) from None
+        raise LimitExists() from None
     return limit
 
 

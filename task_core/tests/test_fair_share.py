@@ -269,13 +269,14 @@ def test_bad_limit_input_is_a_400(api, owner, brand, payload, field):
     assert not BrandLimit.objects.for_brand(brand).exists()
 
 
-def test_a_second_limit_for_the_same_type_is_a_400(api, owner, brand):
+def test_a_second_limit_for_the_same_type_is_a_409(api, owner, brand):
     client = api(owner, brand)
     assert (
         client.post(URL, {"task_type": "noop", "max_running": 1}, format="json").status_code == 201
     )
     again = client.post(URL, {"task_type": "noop", "max_running": 5}, format="json")
-    assert again.status_code == 400 and "task_type" in again.json()["field_errors"]
+    assert again.status_code == 409 and again.json()["error_code"] == "LIMIT_EXISTS"
+    assert BrandLimit.objects.for_brand(brand).get().max_running == 1
 
 
 def test_a_bad_patch_changes_nothing(api, owner, brand):

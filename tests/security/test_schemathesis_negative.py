@@ -174,6 +174,14 @@ def public_webhook_url(body: dict, world, kind: str) -> None:
             body[name] = PUBLIC_URL
 
 
+def weight_on_the_brand_wide_limit(body: dict, world, kind: str) -> None:
+    """A limit's weight is the brand's: only the brand-wide limit (task_type "") has one other
+    than 1. A PATCH that names no type keeps the stored limit's."""
+    task_type = body.get("task_type", getattr(_stored(world, kind), "task_type", ""))
+    if task_type:
+        body["weight"] = 1
+
+
 def upcoming_range(query: dict, world, kind: str) -> None:
     """``to`` is after ``from``, by at most 92 days."""
     if query.get("from") and query.get("to"):
@@ -216,6 +224,8 @@ BODY_RULES = {
     "POST /tasks/monitoring/alert-rules/": [public_webhook_url],
     "PUT /tasks/monitoring/alert-rules/{id}/": [public_webhook_url],
     "PATCH /tasks/monitoring/alert-rules/{id}/": [public_webhook_url],
+    "POST /tasks/limits/": [weight_on_the_brand_wide_limit],
+    "PATCH /tasks/limits/{id}/": [weight_on_the_brand_wide_limit],
 }
 QUERY_RULES = {
     "GET /tasks/scheduled/calendars/upcoming/": [upcoming_range],
