@@ -90,7 +90,7 @@ def drain(r: dict) -> str:
             f"the finish (`completed` + event + metrics row, in one statement) are one "
             f"statement and one COMMIT each ({writes:.2f} write transactions per task; "
             f"{xacts:.2f} commits with the read-only ones: the fair-share refill check after "
-            "each finish (`publishing.brand_refill`), the worker's start-up and heartbeats). "
+            "each finish (`fairshare.brand_refill`), the worker's start-up and heartbeats). "
             "Each COMMIT waits for the WAL flush; the claim must, or a database crash could let "
             "the task run twice (docs/execution.md, *The worker's hot path*)."
         )
@@ -125,7 +125,7 @@ def rest(r: dict) -> str:
     if queued_in_request:
         items.append(
             "`transaction.on_commit(task_publish)` runs in the request thread: "
-            "`publishing._send` publishes a persistent message with `confirm_publish` and waits "
+            "`broker.send` publishes a persistent message with `confirm_publish` and waits "
             f"for RabbitMQ's confirm ({cb.get('publish_ms', NAN):.1f} ms), then "
             "`sm.transition(to=QUEUED)` is a second write transaction: UPDATE, SELECT re-read, "
             f"INSERT `queued` event, COMMIT ({cb.get('queued_transition_ms', NAN):.1f} ms)."

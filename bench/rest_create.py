@@ -105,14 +105,14 @@ def create_breakdown(fixtures: dict, n: int = 100) -> dict:
     """services.task_create in-process, split into its parts (ms per create)."""
     from django.contrib.auth import get_user_model
 
-    from task_core import publishing, services
+    from task_core import broker, services
     from task_core import state_machine as sm
     from task_core.models import Brand
 
     brand = Brand.objects.get(pk=fixtures["brand_id"])
     user = get_user_model().objects.get(username="bench-operator")
     spent = {"publish": 0.0, "queued_transition": 0.0}
-    real_send, real_transition = publishing._send, sm.transition
+    real_send, real_transition = broker.send, sm.transition
 
     def send(task):
         t0 = time.perf_counter()
@@ -128,7 +128,7 @@ def create_breakdown(fixtures: dict, n: int = 100) -> dict:
         finally:
             spent["queued_transition"] += time.perf_counter() - t0
 
-    publishing._send, sm.transition = send, transition
+    broker.send, sm.transition = send, transition
     try:
         for _ in range(10):
             services.task_create(brand=brand, user=user, task_type="noop")
@@ -138,7 +138,7 @@ def create_breakdown(fixtures: dict, n: int = 100) -> dict:
             services.task_create(brand=brand, user=user, task_type="noop")
         total = time.perf_counter() - t0
     finally:
-        publishing._send, sm.transition = real_send, real_transition
+        broker.send, sm.transition = real_send, real_transition
     return {
         "total_ms": total / n * 1000,
         "publish_ms": spent["publish"] / n * 1000,

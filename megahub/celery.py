@@ -67,7 +67,7 @@ def _claim_replaces_a_dead_connection(sender=None, **kwargs):
     _close_old_connections, which sets the check up."""
     from django.db import connections
 
-    from task_core.publishing import EXECUTE_TASK_NAME
+    from task_core.broker import EXECUTE_TASK_NAME
 
     if getattr(sender, "name", None) == EXECUTE_TASK_NAME:
         for connection in connections.all(initialized_only=True):

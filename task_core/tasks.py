@@ -3,7 +3,7 @@
 from celery import shared_task
 from celery.exceptions import Retry
 
-from task_core import events, execution, publishing, webhooks
+from task_core import broker, events, execution, publishing, webhooks
 from task_core.models import Task
 
 
@@ -19,7 +19,7 @@ class TaskFailed(Exception):
 # failure is raised to Celery (FAILURE: task_failure, task-failed) and a scheduled retry is a
 # celery Retry (task-retried) that publishes nothing: the message is already acknowledged, and
 # the release loop publishes the next attempt from the database when its backoff is over.
-@shared_task(name=publishing.EXECUTE_TASK_NAME, bind=True, acks_late=False, ignore_result=True)
+@shared_task(name=broker.EXECUTE_TASK_NAME, bind=True, acks_late=False, ignore_result=True)
 def task_execute(self, task_pk: int) -> str:
     attempt = execution.task_execute_attempt(
         task_pk=task_pk, worker=self.request.hostname or "unknown"

@@ -9,7 +9,7 @@ import sentry_sdk
 from sentry_sdk.transport import Transport
 
 from megahub import sentry
-from task_core import publishing, services
+from task_core import broker, services
 from task_core.models import Task
 
 
@@ -106,7 +106,7 @@ def test_failed_task_is_reported_with_brand_and_type_tags(sentry_capture, brand)
     task, _ = services.task_create(
         brand=brand, task_type="flaky_api_call", context_data={"permanent": True}
     )
-    options = publishing._message_options(task, None)
+    options = broker._message_options(task, None)
     result = task_execute.apply(args=options["args"], headers=options["headers"])
     assert result.failed()  # Celery FAILURE, after megahub recorded it
     assert Task.objects.for_brand(brand).get(pk=task.pk).status == "failed"

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from task_core import execution, publishing, services
+from task_core import broker, execution, publishing, services
 from task_core import state_machine as sm
 from task_core.models import Task
 from tests.factories import TaskFactory
@@ -191,7 +191,7 @@ def test_sweeper_leaves_live_tasks_alone(brand):
 
 def test_release_publishes_due_tasks_and_skips_future_ones(brand, monkeypatch):
     sent = []
-    monkeypatch.setattr(publishing, "_send", lambda task: sent.append(task.pk))
+    monkeypatch.setattr(broker, "send", lambda task: sent.append(task.pk))
     due, _ = services.task_create(
         brand=brand, task_type="noop", scheduled_for=timezone.now() + timedelta(hours=1)
     )
@@ -212,7 +212,7 @@ def test_release_keeps_tasks_when_the_broker_is_down(brand, monkeypatch):
     def down(task):
         raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr(publishing, "_send", down)
+    monkeypatch.setattr(broker, "send", down)
     task, _ = services.task_create(brand=brand, task_type="noop")
     Task.objects.unscoped().filter(pk=task.pk).update(
         available_at=timezone.now() - timedelta(seconds=1)

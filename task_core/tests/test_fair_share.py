@@ -8,9 +8,9 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from task_core import publishing, services
+from task_core import fairshare, publishing, services
+from task_core.fairshare import BrandGate, release_order
 from task_core.models import BrandLimit, Task
-from task_core.publishing import BrandGate, release_order
 from task_core.services import TaskRequest
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -107,9 +107,9 @@ def test_a_backlog_waits_beyond_the_window_and_another_brand_is_not_behind_it(
 def test_a_finish_refills_the_window_and_a_release_clears_the_reason(brand, settings):
     settings.TASK_BRAND_WINDOW = 8
     create_many(brand, 20)
-    assert publishing.brand_refill(brand_id=brand.pk) == 0  # window full: nothing to do
+    assert fairshare.brand_refill(brand_id=brand.pk) == 0  # window full: nothing to do
     finish(brand, 4)
-    assert publishing.brand_refill(brand_id=brand.pk) == 4
+    assert fairshare.brand_refill(brand_id=brand.pk) == 4
     assert counts(brand) == {"queued": 8, "waiting": 8}
     released = Task.objects.for_brand(brand).filter(status="queued").order_by("-queued_at")[0]
     assert released.waiting_reason is None
@@ -120,9 +120,9 @@ def test_refill_waits_for_a_batch_of_room(brand, settings):
     settings.TASK_BRAND_WINDOW = 8  # batch: 8 // 2 = 4
     create_many(brand, 12)
     finish(brand, 3)
-    assert publishing.brand_refill(brand_id=brand.pk) == 0
+    assert fairshare.brand_refill(brand_id=brand.pk) == 0
     finish(brand, 1)
-    assert publishing.brand_refill(brand_id=brand.pk) == 4
+    assert fairshare.brand_refill(brand_id=brand.pk) == 4
 
 
 def test_a_critical_task_is_not_held_behind_the_brand_s_low_backlog(brand, settings):
@@ -154,10 +154,10 @@ def test_release_skips_brands_another_releaser_holds(brand, settings):
     other = connections.create_connection("default")
     try:
         with other.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [publishing.LOCK_NAMESPACE, brand.pk])
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [fairshare.LOCK_NAMESPACE, brand.pk])
             assert publishing.tasks_release_due() == 0
             cursor.execute(
-                "SELECT pg_advisory_unlock(%s, %s)", [publishing.LOCK_NAMESPACE, brand.pk]
+                "SELECT pg_advisory_unlock(%s, %s)", [fairshare.LOCK_NAMESPACE, brand.pk]
             )
     finally:
         other.close()
@@ -180,7 +180,7 @@ def test_max_running_counts_queued_and_running(brand, settings):
     Task.objects.for_brand(brand).filter(status="queued").update(status="running")
     assert publishing.tasks_release_due() == 0
     finish(brand, 1, status="running")
-    assert publishing.brand_refill(brand_id=brand.pk) == 1
+    assert fairshare.brand_refill(brand_id=brand.pk) == 1
     assert Task.objects.for_brand(brand).filter(status__in=["queued", "running"]).count() == 2
 
 

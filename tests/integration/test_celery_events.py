@@ -8,7 +8,7 @@ import pytest
 from celery import current_app
 from django.conf import settings as django_settings
 
-from task_core import publishing, services
+from task_core import broker, publishing, services
 from task_core.models import Task
 from tests.integration.conftest import wait_for
 
@@ -181,7 +181,7 @@ def test_batch_release_counts_confirms_with_sent_events_and_labels_messages(
     assert set(by_task_id) == {t.task_id for t in tasks}
     for task in tasks:
         headers = by_task_id[task.task_id]
-        assert headers["task"] == publishing.EXECUTE_TASK_NAME
+        assert headers["task"] == broker.EXECUTE_TASK_NAME
         assert headers["shadow"] == "megahub.noop"
         assert headers["megahub_brand_id"] == brand.pk
         assert headers["megahub_task_type"] == "noop"

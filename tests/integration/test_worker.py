@@ -5,7 +5,7 @@ import itertools
 import pytest
 from django.db.models import Count, Q
 
-from task_core import execution, publishing, services
+from task_core import broker, execution, services
 from task_core.models import Task
 from tests.factories import TaskFactory
 from tests.integration.conftest import broker_unreachable, wait_for
@@ -76,7 +76,7 @@ def test_cancel_a_running_task(api, owner, brand, worker):
 def test_duplicate_deliveries_run_the_handler_once(brand, start_process):
     task, _ = services.task_create(brand=brand, task_type="sleep", context_data={"seconds": 1})
     for _ in range(3):  # the same message delivered again, as after a redelivery
-        publishing._send(task)
+        broker.send(task)
     worker = start_process("worker", concurrency=4)
     task = wait_status(task.pk, "completed")
     wait_for(

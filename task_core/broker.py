@@ -1,0 +1,140 @@
+"""The execution message of a brand task and putting it on the broker: built once per task
+(queue, priority, time limits, what monitors show), published one at a time with the broker's
+confirm, or many on one confirm-mode channel with one round trip for the confirms; the sent ones
+recorded as queued."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from celery import current_app
+from django.conf import settings
+
+from task_core import state_machine as sm
+from task_core.models import Task, TaskEvent
+from task_core.registry import TaskType, get_task_type
+
+logger = logging.getLogger("megahub.tasks")
+S = Task.Status
+K = TaskEvent.Kind
+EXECUTE_TASK_NAME = "megahub.task_execute"
+RELEASED_FIELDS = ("queued_at", "available_at", "waiting_reason")
+
+
+def released(now) -> dict:
+    """The fields a task leaving the database for the broker gets."""
+    return dict(zip(RELEASED_FIELDS, (now, None, None), strict=True))
+
+
+def celery_task_name(task_type: str) -> str:
+    """The name a task type's executions carry in Celery's events, logs and monitors (Flower,
+    ``celery events``): every brand task runs the one entry point EXECUTE_TASK_NAME, published
+    with this name as Celery's ``shadow`` name."""
+    return f"megahub.{task_type}"
+
+
+def _message_options(task: Task, spec: TaskType | None) -> dict:
+    """Execution message options: queue, priority, the type's time limits, and what monitors
+    show (the type's Celery name, brand and task id in the headers and the args repr)."""
+    return {
+        "args": [task.pk],
+        "shadow": celery_task_name(task.task_type),
+        "argsrepr": f"(task_id={task.task_id}, brand={task.brand_id}, type={task.task_type})",
+        "headers": {
+            "megahub_task_id": str(task.task_id),
+            "megahub_brand_id": task.brand_id,
+            "megahub_task_type": task.task_type,
+        },
+        "queue": f"{settings.CELERY_QUEUE_PREFIX}{task.queue}",
+        "routing_key": task.queue,
+        "priority": Task.BROKER_PRIORITY.get(task.priority, 4),
+        "soft_time_limit": spec.soft_time_limit_s if spec else None,
+        "time_limit": spec.time_limit_s if spec else None,
+    }
+
+
+def send(task: Task) -> None:
+    """Publish the execution message (priority, queue and time limits from the task type)."""
+    current_app.send_task(
+        EXECUTE_TASK_NAME,
+        **_message_options(task, get_task_type(task.task_type)),
+        retry=True,
+        retry_policy={
+            "max_retries": settings.TASK_PUBLISH_RETRIES,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+    )
+
+
+def send_many(tasks: list[Task]) -> int:
+    """Publish execution messages for ``tasks`` in order; returns how many leading ones the
+    broker confirmed. On RabbitMQ they share one confirm-mode channel and the confirms are
+    awaited once at the end (one round trip per batch, not per message)."""
+    if len(tasks) < 2 or not settings.CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+        for sent, task in enumerate(tasks):
+            try:
+                send(task)
+            except Exception as exc:
+                logger.warning("publish failed", extra={"error": repr(exc)})
+                return sent
+        return len(tasks)
+    app = current_app
+    resolved: dict[int, bool] = {}  # delivery tag -> confirmed (True) or refused (False)
+
+    def on_confirm(confirmed: bool):
+        def record(delivery_tag, multiple=False):
+            for tag in range(1, delivery_tag + 1) if multiple else (delivery_tag,):
+                resolved.setdefault(tag, confirmed)
+
+        return record
+
+    # With task_send_sent_event each execution message is followed by its task-sent event on
+    # the same channel: message n has delivery tag (n - 1) * per_task + 1, and counts as
+    # confirmed once its event is too.
+    per_task = 2 if app.conf.task_send_sent_event else 1
+    sent = 0
+    try:
+        # Our own connection without per-message confirms; the channel is put in confirm
+        # mode here and the broker's acknowledgements are collected after the last publish.
+        with app.connection_for_write(transport_options={"confirm_publish": False}) as conn:
+            conn.ensure_connection(max_retries=settings.TASK_PUBLISH_RETRIES)
+            channel = conn.default_channel
+            channel.events["basic_ack"].add(on_confirm(True))
+            channel.events["basic_nack"].add(on_confirm(False))
+            channel.confirm_select()
+            producer = app.amqp.Producer(conn)
+            for task in tasks:
+                app.send_task(
+                    EXECUTE_TASK_NAME,
+                    **_message_options(task, get_task_type(task.task_type)),
+                    producer=producer,
+                )
+                sent += 1
+            deadline = time.monotonic() + 30
+            while len(resolved) < sent * per_task and time.monotonic() < deadline:
+                conn.drain_events(timeout=5)
+    except Exception as exc:
+        logger.warning("batch publish interrupted", extra={"error": repr(exc), "sent": sent})
+    confirmed = 0
+    while resolved.get(confirmed + 1):
+        confirmed += 1
+    return min(sent, confirmed // per_task)
+
+
+def publish_planned(planned: list[Task], *, actor: str, now) -> int:
+    """Send ``planned`` (rows the caller holds locked) in order and record the sent ones as
+    queued; if the broker stops taking them, the rest waits for the next release."""
+    published = planned[: send_many(planned)]
+    count = sm.transition_many(
+        published, to=S.QUEUED, kind=K.QUEUED, actor=actor, fields=released(now)
+    )
+    unpublished = [t.pk for t in planned[len(published) :]]
+    if unpublished:
+        Task.objects.unscoped().filter(pk__in=unpublished).update(
+            available_at=now + timedelta(seconds=settings.TASK_PUBLISH_GRACE_SECONDS)
+        )
+    return count

@@ -1,0 +1,388 @@
+"""Fair share between brands: the broker holds at most a window of each brand's tasks (per
+priority level and above); the rest waits in PostgreSQL, pending with a ``waiting_reason``, and
+is released round-robin across brands as the brand's tasks finish (``brand_refill``) or by the
+release loop, within the brand's limits (BrandLimit: max_running, rate_per_minute, weight)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Value
+from django.db.models.functions import Least
+from django.utils import timezone
+
+from task_core.broker import publish_planned
+from task_core.models import BrandLimit, Task
+
+logger = logging.getLogger("megahub.tasks")
+S = Task.Status
+W = Task.WaitingReason
+PRIORITY_ORDER = ("critical", "high", "normal", "low")  # highest first
+# pg_advisory_xact_lock(LOCK_NAMESPACE, brand_id): one releaser of a brand's work at a time.
+LOCK_NAMESPACE = 0x6D68
+
+
+@dataclass
+class _Limit:
+    """A BrandLimit while a release is planned: its use now, consumed as tasks are admitted."""
+
+    row: BrandLimit
+    active: int  # queued + running in its scope
+    used: int  # publishes in the last 60 s
+
+    def applies(self, task: Task) -> bool:
+        return not self.row.task_type or self.row.task_type == task.task_type
+
+    def blocks(self) -> str | None:
+        typed = bool(self.row.task_type)
+        if self.row.max_running is not None and self.active >= self.row.max_running:
+            return W.TYPE_CONCURRENCY if typed else W.BRAND_CONCURRENCY
+        if self.row.rate_per_minute is not None and self.used >= self.row.rate_per_minute:
+            return W.TYPE_RATE if typed else W.BRAND_RATE
+        return None
+
+
+@dataclass
+class BrandGate:
+    """What a brand may still put on the broker now: its window per priority level and above
+    (queued counts), and its limits."""
+
+    brand_id: int
+    window: int
+    queued: dict[str, int] = field(default_factory=dict)  # priority -> queued now
+    limits: list[_Limit] = field(default_factory=list)
+    weight: int = 1
+
+    def check(self, task: Task) -> str | None:
+        """None if ``task`` may be published now, else the reason it waits."""
+        for limit in self.limits:
+            reason = limit.applies(task) and limit.blocks()
+            if reason:
+                return reason
+        level = PRIORITY_ORDER.index(task.priority)
+        if sum(self.queued.get(p, 0) for p in PRIORITY_ORDER[: level + 1]) >= self.window:
+            return W.BRAND_WINDOW
+        return None
+
+    def admit(self, task: Task) -> str | None:
+        """check(), and count the task as published if it may be."""
+        reason = self.check(task)
+        if reason is None:
+            self.queued[task.priority] = self.queued.get(task.priority, 0) + 1
+            for limit in self.limits:
+                if limit.applies(task):
+                    limit.active += 1
+                    limit.used += 1
+        return reason
+
+    def saturated_types(self) -> list[str]:
+        """Task types none of whose tasks can be admitted now (skipped when picking work)."""
+        return [lim.row.task_type for lim in self.limits if lim.row.task_type and lim.blocks()]
+
+
+def release_order(tasks: list[Task], weights: dict[int, int] | None = None) -> list[Task]:
+    """The order in which waiting work is offered: priority level by level (highest first); in
+    a level, weighted round robin across brands (a brand of weight w gives w tasks per round),
+    each brand's tasks in the order given, the brand whose head task waited longest first."""
+    weights = weights or {}
+    ordered: list[Task] = []
+    for level in PRIORITY_ORDER:
+        per_brand: dict[int, deque[Task]] = defaultdict(deque)
+        for task in tasks:
+            if task.priority == level:
+                per_brand[task.brand_id].append(task)
+        turns = sorted(per_brand, key=lambda b: (_waited_since(per_brand[b][0]), b))
+        while turns:
+            for brand_id in list(turns):
+                queue = per_brand[brand_id]
+                for _ in range(max(1, weights.get(brand_id, 1))):
+                    if queue:
+                        ordered.append(queue.popleft())
+                if not queue:
+                    turns.remove(brand_id)
+    return ordered
+
+
+def _waited_since(task: Task) -> float:
+    return task.available_at.timestamp() if task.available_at else 0.0
+
+
+def _gates(brand_ids, *, now) -> dict[int, BrandGate]:
+    """The gates of these brands: their limits, queued counts per priority and, for brands with
+    limits, their queued + running counts (bounded by windows and the fleet: cheap)."""
+    rows: dict[int, list[BrandLimit]] = defaultdict(list)
+    for row in BrandLimit.objects.unscoped().filter(brand_id__in=brand_ids):
+        rows[row.brand_id].append(row)
+    counts = (
+        Task.objects.unscoped()
+        .filter(brand_id__in=brand_ids, status__in=[S.QUEUED, S.RUNNING])
+        .values("brand_id", "task_type", "priority", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    gates = {}
+    for brand_id in brand_ids:
+        brand_rows = rows.get(brand_id, [])
+        weight = next((r.weight for r in brand_rows if not r.task_type), 1)
+        gates[brand_id] = BrandGate(
+            brand_id,
+            window=settings.TASK_BRAND_WINDOW * weight,
+            weight=weight,
+            limits=[_Limit(r, active=0, used=_used_last_minute(r, now)) for r in brand_rows],
+        )
+    for c in counts:
+        gate = gates[c["brand_id"]]
+        if c["status"] == S.QUEUED:
+            gate.queued[c["priority"]] = gate.queued.get(c["priority"], 0) + c["n"]
+        for limit in gate.limits:
+            if not limit.row.task_type or limit.row.task_type == c["task_type"]:
+                limit.active += c["n"]
+    return gates
+
+
+def _used_last_minute(row: BrandLimit, now) -> int:
+    # Bucket k holds the publishes of second [k, k+1): counting k >= now - 60 (61 buckets)
+    # errs on the safe side: no 60 s window ever holds more than rate_per_minute publishes.
+    since = int(now.timestamp()) - 60
+    return sum(n for second, n in row.recent_publishes.items() if int(second) >= since)
+
+
+def _record_publishes(gates: dict[int, BrandGate], published: list[Task], now) -> None:
+    """Add the publishes to the rate windows of the limits they count against."""
+    second = int(now.timestamp())
+    for task in published:
+        for limit in gates[task.brand_id].limits:
+            if limit.row.rate_per_minute is not None and limit.applies(task):
+                buckets = limit.row.recent_publishes
+                buckets[str(second)] = buckets.get(str(second), 0) + 1
+    for gate in gates.values():
+        for limit in gate.limits:
+            row = limit.row
+            if row.rate_per_minute is not None and str(second) in row.recent_publishes:
+                row.recent_publishes = {
+                    k: n for k, n in row.recent_publishes.items() if int(k) >= second - 60
+                }
+                BrandLimit.objects.unscoped().filter(pk=row.pk).update(
+                    recent_publishes=row.recent_publishes
+                )
+
+
+def admit_now(tasks: list[Task]) -> tuple[list[Task], dict[Task, str], set[int]]:
+    """The publish-on-commit decision, without locks: tasks of brands without limits that fit
+    in their window (release order), the others with the reason they wait, and the brands
+    with limits (whose work goes through the locked release)."""
+    brand_ids = sorted({t.brand_id for t in tasks})
+    gates = {b: BrandGate(b, window=settings.TASK_BRAND_WINDOW) for b in brand_ids}
+    if len(brand_ids) == 1:  # publish on commit: one round trip
+        queued, _, is_limited = _brand_facts(brand_ids[0])
+        gates[brand_ids[0]].queued = queued
+        limited = set(brand_ids) if is_limited else set()
+    else:
+        limits = BrandLimit.objects.unscoped().filter(brand_id__in=brand_ids)
+        limited = set(limits.values_list("brand_id", flat=True))
+        for c in (
+            Task.objects.unscoped()
+            .filter(brand_id__in=brand_ids, status=S.QUEUED)
+            .values("brand_id", "priority")
+            .annotate(n=Count("id"))
+            .order_by()
+        ):
+            gates[c["brand_id"]].queued[c["priority"]] = c["n"]
+    admitted, waiting = [], {}
+    for task in release_order(tasks):
+        if task.brand_id in limited:
+            waiting[task] = task.waiting_reason or W.BRAND_CONCURRENCY
+            continue
+        reason = gates[task.brand_id].admit(task)
+        if reason is None:
+            admitted.append(task)
+        else:
+            waiting[task] = reason
+    return admitted, waiting, limited
+
+
+def hold(waiting: dict[Task, str], *, due: bool = False) -> None:
+    """Record why tasks wait; ``due``: they were on their way to the broker (their grace period
+    not over), so the release may pick them up at once."""
+    by_reason: dict[str, list[int]] = defaultdict(list)
+    for task, reason in waiting.items():
+        if due or task.waiting_reason != reason:
+            by_reason[reason].append(task.pk)
+            task.waiting_reason = reason
+    values = {"available_at": Least("available_at", Value(timezone.now()))} if due else {}
+    for reason, pks in by_reason.items():
+        Task.objects.unscoped().filter(pk__in=pks, status__in=[S.PENDING, S.RETRYING]).update(
+            waiting_reason=reason, **values
+        )
+
+
+def _lock_brands(brand_ids: list[int], *, wait: bool) -> list[int]:
+    """Take each brand's release lock for this transaction (PostgreSQL advisory locks): waiting
+    for it, or skipping brands another releaser holds. Returns the brands locked."""
+    if connection.vendor != "postgresql" or not brand_ids:
+        return list(brand_ids)
+    locked = []
+    with connection.cursor() as cursor:
+        for brand_id in sorted(brand_ids):  # one order everywhere: no deadlock
+            if wait:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, brand_id])
+                locked.append(brand_id)
+            else:
+                cursor.execute(
+                    "SELECT pg_try_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, brand_id]
+                )
+                if cursor.fetchone()[0]:
+                    locked.append(brand_id)
+    return locked
+
+
+def brands_with_due_work() -> list[int]:
+    """Brands with pending or retrying tasks: a skip scan over task_brand_release_idx on
+    PostgreSQL (one index probe per brand, whatever the backlog)."""
+    waiting = [S.PENDING, S.RETRYING]
+    if connection.vendor != "postgresql":
+        return sorted(
+            Task.objects.unscoped()
+            .filter(status__in=waiting, available_at__lte=timezone.now())
+            .values_list("brand_id", flat=True)
+            .distinct()
+        )
+    table = Task._meta.db_table
+    sql = f"""
+        WITH RECURSIVE b(brand_id) AS (
+            (SELECT brand_id FROM {table} WHERE status = ANY(%s) ORDER BY brand_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT t.brand_id FROM {table} t WHERE t.status = ANY(%s)
+                    AND t.brand_id > b.brand_id ORDER BY t.brand_id LIMIT 1)
+            FROM b WHERE b.brand_id IS NOT NULL
+        )
+        SELECT brand_id FROM b WHERE brand_id IS NOT NULL"""  # noqa: S608 - the model's table
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [waiting, waiting])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def release(
+    brand_ids: list[int],
+    *,
+    actor: str,
+    wait: bool,
+    limit: int | None = None,
+    gated: list[Task] | None = None,
+    levels: set[str] | None = None,
+) -> int:
+    """Publish the due work of these brands, fairly, within their windows and limits.
+
+    Under each brand's advisory lock (so the counts it reads stay true while it publishes): per
+    brand and priority level, the oldest due tasks that could fit, skipping types already at
+    their limit (``FOR UPDATE SKIP LOCKED``); offered in release_order and admitted one by one
+    through the brand's gate; the others get their waiting reason, and so do the ``gated`` tasks
+    (just held back by a publish) that were not among the candidates. ``levels``: the only
+    priority levels with due work, when the caller knows them."""
+    limit = limit or settings.TASK_RELEASE_BATCH
+    with transaction.atomic():
+        locked = _lock_brands(brand_ids, wait=wait)
+        now = timezone.now()  # after the lock: the rate window is read as of now
+        gates = _gates(locked, now=now)
+        candidates: list[Task] = []
+        for gate in gates.values():
+            skipped = gate.saturated_types()
+            for level, priority in enumerate(PRIORITY_ORDER):
+                if levels is not None and priority not in levels:
+                    continue  # the caller knows this level has no due work
+                room = gate.window - sum(gate.queued.get(p, 0) for p in PRIORITY_ORDER[: level + 1])
+                if room <= 0:
+                    continue
+                candidates += (
+                    Task.objects.unscoped()
+                    .select_for_update(skip_locked=True)
+                    .filter(
+                        brand_id=gate.brand_id,
+                        priority=priority,
+                        status__in=[S.PENDING, S.RETRYING],
+                        available_at__lte=now,
+                    )
+                    .exclude(task_type__in=skipped)
+                    .order_by("available_at", "id")[: min(room, limit)]
+                )
+        planned, waiting = [], {}
+        for task in release_order(candidates, {b: g.weight for b, g in gates.items()}):
+            if len(planned) >= limit:
+                break
+            reason = gates[task.brand_id].admit(task)
+            if reason is None:
+                planned.append(task)
+            else:
+                waiting[task] = reason
+        offered = {t.pk for t in candidates}
+        for task in gated or []:
+            if task.pk not in offered and task.brand_id in gates:
+                waiting[task] = gates[task.brand_id].check(task) or W.BRAND_WINDOW
+        hold(waiting)
+        released = publish_planned(planned, actor=actor, now=now)
+        # Stamped once sent: a publish leaves the rate window 60 s after it happened, at least.
+        _record_publishes(gates, [t for t in planned if t.status == S.QUEUED], timezone.now())
+    return released
+
+
+def brand_refill(*, brand_id: int) -> int:
+    """Right after one of the brand's tasks finished: release its waiting work into the room
+    that left, if the brand has due work and its window has room for a batch (half of the
+    window: one release per few finishes, not one per task). Brands with limits always try."""
+    if not settings.TASK_FAIR_SHARE:
+        return 0
+    queued, due, limited = _brand_facts(brand_id)
+    if not due:
+        return 0
+    if not limited:
+        batch = max(1, settings.TASK_BRAND_WINDOW // 2)
+        room = {
+            p: settings.TASK_BRAND_WINDOW - sum(queued.get(q, 0) for q in PRIORITY_ORDER[: i + 1])
+            for i, p in enumerate(PRIORITY_ORDER)
+        }
+        if all(room[p] < batch for p in due):
+            return 0
+    return release([brand_id], actor="system:refill", wait=True, levels=due)
+
+
+_DUE_LEVEL = (
+    "SELECT 'due', %s, 1 WHERE EXISTS (SELECT 1 FROM task_core_task WHERE brand_id = %s "
+    "AND priority = %s AND status IN ('pending', 'retrying') AND available_at <= %s)"
+)
+BRAND_FACTS_SQL = " UNION ALL ".join(
+    [
+        "SELECT 'queued', priority, COUNT(*) FROM task_core_task "
+        "WHERE brand_id = %s AND status = 'queued' GROUP BY priority",
+        *[_DUE_LEVEL] * len(PRIORITY_ORDER),
+        "SELECT 'limited', '', 1 WHERE EXISTS "
+        "(SELECT 1 FROM task_core_brandlimit WHERE brand_id = %s)",
+    ]
+)
+
+
+def _brand_facts(brand_id: int) -> tuple[dict[str, int], set[str], bool]:
+    """In one round trip: the brand's queued counts per priority, the priority levels that have
+    due work (one index probe each on task_brand_release_idx), and whether it has limits."""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    params: list = [brand_id]
+    for priority in PRIORITY_ORDER:
+        params += [priority, brand_id, priority, now]
+    with connection.cursor() as cursor:
+        cursor.execute(BRAND_FACTS_SQL, [*params, brand_id])
+        rows = cursor.fetchall()
+    queued = {priority: n for kind, priority, n in rows if kind == "queued"}
+    due = {priority for kind, priority, _ in rows if kind == "due"}
+    return queued, due, any(kind == "limited" for kind, _, _ in rows)
+
+
+def refill_after_attempt(sender, task, **kwargs) -> None:
+    """attempt_finished receiver (worker side, after the outcome's commit): never fails the
+    attempt; a refill that fails is done by the next finish or the release loop."""
+    try:
+        brand_refill(brand_id=task.brand_id)
+    except Exception:
+        logger.warning("brand refill failed", exc_info=True, extra={"brand_id": task.brand_id})
