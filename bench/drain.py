@@ -580,7 +580,14 @@ def main(argv: list[str] | None = None) -> dict:
         help="DJANGO_SETTINGS_MODULE of the project worker (to try a settings change)",
     )
     parser.add_argument("--result-name", default="drain", help="bench/results/<name>.json")
+    parser.add_argument(
+        "--db",
+        default="megahub_bench",
+        help="bench database (megahub_bench*): another name runs beside another drain",
+    )
     args = parser.parse_args(argv)
+    global DB
+    DB = args.db
     result = run(args.tasks, args.workers, args.reps, args.budget_s, args.worker_settings)
     common.write_result(args.result_name, result)
     p, b, peer = result["project"], result["bare"], result["peer"]

@@ -344,6 +344,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # the platform's ticks send none (megahub.celery.SystemTicksQuiet, and beat sends no task-sent).
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_SEND_EVENTS", True)
 CELERY_TASK_SEND_SENT_EVENT = env_bool("CELERY_SEND_SENT_EVENT", CELERY_WORKER_SEND_TASK_EVENTS)
+# A worker publishes its task events in batches, at most this long after they happen
+# (megahub.celery.EventsBatched); 0 flushes at the next turn of the event loop, as Celery does.
+WORKER_EVENTS_FLUSH_MS = env_int("WORKER_EVENTS_FLUSH_MS", 100)
 CELERY_TASK_ANNOTATIONS = ["megahub.celery.SystemTicksQuiet"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # django-celery-beat's DatabaseScheduler, which also deletes megahub.* rows no longer declared.

@@ -170,6 +170,11 @@ def _update_then_insert_event(queryset, pk: int, values: dict, event: TaskEvent)
 def task_from_row(row, using: str) -> Task:
     """A Task from a row of every concrete column (_TASK_COLUMNS), with the same value
     conversions (JSON, time zones...) as a SELECT through the ORM."""
+    return Task.from_db(using, _ATTNAMES, _converted(row, using))
+
+
+def _converted(row, using: str) -> list:
+    """The values of a row of _TASK_COLUMNS as the ORM's SELECT would give them."""
     converters = _converters.get(using)
     if converters is None:
         compiler = Task.objects.unscoped().none().query.get_compiler(using)
@@ -179,7 +184,7 @@ def task_from_row(row, using: str) -> Task:
     for pos, (convs, expression) in converters:
         for converter in convs:
             row[pos] = converter(row[pos], expression, connection)
-    return Task.from_db(using, _ATTNAMES, row)
+    return row
 
 
 _converters: dict[str, list] = {}
@@ -304,6 +309,12 @@ class Statement:
                 found = cur.fetchone()
         else:
             found = self._run_in_steps(params, [type(row) for row in rows], using)
+        if found is not None and isinstance(task, Task):
+            # The caller's instance takes the new row's values (as _moved does), without a
+            # second Task built from the row first: the outcome of every attempt comes here.
+            task.__dict__.update(zip(_ATTNAMES, _converted(found, using), strict=True))
+            log_transition(task, kind=self.kind, actor=actor, message=message)
+            return task
         row = None if found is None else task_from_row(found, using)
         return _moved(task, row, kind=self.kind, actor=actor, message=message)
 

@@ -12,22 +12,62 @@ with a thread or gevent pool, concurrent attempts in one process share one peak.
 ``clear_refs`` cannot be written (not Linux, restricted /proc), the fallback is
 ``getrusage().ru_maxrss``, the process's lifetime peak, which cannot be reset: the value is
 then an upper bound and ``memory_method`` says ``ru_maxrss``.
+
+Cost: the three files are opened once per process and kept open (``os.pread`` / ``os.write``
+on the same descriptors: each read is generated afresh by the kernel, each write of ``5``
+resets the peak again), and the start size comes from ``statm`` (one line) rather than
+``status``: about 10 µs per attempt instead of about 100 µs with an ``open`` of each file per
+read. A descriptor of ``/proc/self/...`` names the process that opened it, so a forked pool
+process opens its own (the cache is keyed by pid).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import sys
 
 _STATUS = "/proc/self/status"
+_STATM = "/proc/self/statm"
 _CLEAR_REFS = "/proc/self/clear_refs"
 _FIELD = re.compile(r"^(VmHWM|VmRSS):\s+(\d+)\s+kB", re.MULTILINE)
+_FIELD_BYTES = re.compile(rb"^(VmHWM|VmRSS):\s+(\d+)\s+kB", re.MULTILINE)
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
+
+# pid -> (clear_refs, status, statm) descriptors of that process, opened on first use.
+_fds: dict[int, tuple[int, int, int]] = {}
+
+
+def _own_fds() -> tuple[int, int, int]:
+    pid = os.getpid()
+    fds = _fds.get(pid)
+    if fds is None:
+        opened: list[int] = []
+        try:
+            for path, flags in (
+                (_CLEAR_REFS, os.O_WRONLY),
+                (_STATUS, os.O_RDONLY),
+                (_STATM, os.O_RDONLY),
+            ):
+                opened.append(os.open(path, flags | getattr(os, "O_CLOEXEC", 0)))
+        except OSError:
+            for fd in opened:
+                os.close(fd)
+            raise
+        fds = _fds[pid] = (opened[0], opened[1], opened[2])
+    return fds
 
 
 def _status_kb() -> dict[str, int]:
-    with open(_STATUS) as fh:
-        return {name: int(kb) for name, kb in _FIELD.findall(fh.read())}
+    return {
+        name.decode(): int(kb)
+        for name, kb in _FIELD_BYTES.findall(os.pread(_own_fds()[1], 4096, 0))
+    }
+
+
+def _statm_rss_kb() -> int:
+    return int(os.pread(_own_fds()[2], 256, 0).split()[1]) * _PAGE_KB
 
 
 def rss_mb(pid: int | str = "self") -> float | None:
@@ -43,10 +83,9 @@ def rss_mb(pid: int | str = "self") -> float | None:
 def attempt_baseline() -> dict:
     """Reset the peak and remember the resident size at the start of an attempt."""
     try:
-        with open(_CLEAR_REFS, "w") as fh:
-            fh.write("5")
-        return {"method": "vmhwm", "start_kb": _status_kb()["VmRSS"]}
-    except (OSError, KeyError):
+        os.write(_own_fds()[0], b"5")
+        return {"method": "vmhwm", "start_kb": _statm_rss_kb()}
+    except (OSError, KeyError, IndexError, ValueError):
         return {"method": "ru_maxrss", "start_kb": _maxrss_kb()}
 
 
@@ -56,7 +95,7 @@ def attempt_peak(baseline: dict | None) -> tuple[float | None, float | None, str
         return None, None, ""
     try:
         peak_kb = _status_kb()["VmHWM"] if baseline["method"] == "vmhwm" else _maxrss_kb()
-    except (OSError, KeyError):
+    except (OSError, KeyError, ValueError):
         return None, None, ""
     growth_kb = max(0, peak_kb - baseline["start_kb"])
     return round(peak_kb / 1024, 2), round(growth_kb / 1024, 2), baseline["method"]
