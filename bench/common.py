@@ -294,6 +294,78 @@ class Proc:
         return ""
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds user + system) of a process from /proc, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+class CpuWindow:
+    """CPU time per completed task of a worker (its main process, its pool processes) and of
+    the PostgreSQL backends of a bench database (local server), measured between the first
+    poll past 20% of the tasks and the last one: the worker's start-up and the last stragglers
+    stay out. Linux /proc; figures are None elsewhere. A process that exits inside the window
+    loses its share (none does while a drain runs)."""
+
+    def __init__(self, root_pid: int, n: int, db_name: str | None = None):
+        self.root, self.n, self.db = root_pid, n, db_name
+        self.first: tuple[int, dict] | None = None
+        self.last: tuple[int, dict] | None = None
+
+    def _snapshot(self) -> dict:
+        stats = {}
+        for name in os.listdir("/proc"):
+            if name.isdigit() and (st := _proc_stat(int(name))) is not None:
+                stats[int(name)] = st
+        tree, frontier = {self.root}, [self.root]
+        while frontier:
+            parent = frontier.pop()
+            kids = [pid for pid, (ppid, _) in stats.items() if ppid == parent]
+            tree.update(kids)
+            frontier.extend(kids)
+        backends: list[int] = []
+        if self.db:
+            with pg_connect() as pg:
+                backends = [
+                    pid
+                    for (pid,) in pg.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = %s", [self.db]
+                    ).fetchall()
+                ]
+        return {
+            "worker main": {self.root: stats.get(self.root, (0, 0.0))[1]},
+            "pool processes": {p: stats[p][1] for p in tree - {self.root} if p in stats},
+            "postgres backends": {p: stats[p][1] for p in backends if p in stats},
+        }
+
+    def poll(self, done: int) -> None:
+        if not os.path.isdir("/proc") or done < self.n * 0.2:
+            return
+        snap = (done, self._snapshot())
+        if self.first is None:
+            self.first = snap
+        self.last = snap
+
+    def per_task_ms(self) -> dict[str, float] | None:
+        if self.first is None or self.last is None or self.last[0] - self.first[0] < 50:
+            return None
+        tasks = self.last[0] - self.first[0]
+        out = {}
+        for group, cpu in self.last[1].items():
+            before = self.first[1][group]
+            if group == "postgres backends" and not self.db:
+                continue
+            out[group] = sum(t - before.get(pid, 0.0) for pid, t in cpu.items()) / tasks * 1000
+        return out
+
+
 def wait_until(predicate, *, timeout: float, interval: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:

@@ -164,6 +164,7 @@ class ProjectDrain:
         )
         polls = 0
         pg = None
+        cpu = common.CpuWindow(worker.pid, self.n, DB)
         try:
 
             def finished() -> bool:
@@ -182,6 +183,7 @@ class ProjectDrain:
                 except (OSError, psycopg.Error):  # the server dropped us: reconnect next poll
                     pg = None
                     return False
+                cpu.poll(done)
                 return done == self.n
 
             common.wait_until(finished, timeout=180 + self.n / 10, interval=0.5, what="completions")
@@ -211,6 +213,7 @@ class ProjectDrain:
             "xacts_per_task": xacts / self.n,
             "write_xacts_per_task": writes / self.n,
             "events_per_task": events / self.n,
+            "cpu_ms_per_task": cpu.per_task_ms(),
         }
 
 
@@ -254,12 +257,15 @@ class BareDrain:
             ),
             common.child_env(BENCH_BARE_STATS_DIR=stats_dir),
         )
+        cpu = common.CpuWindow(worker.pid, self.n)
         try:
 
             def finished() -> bool:
                 if not worker.alive():
                     raise RuntimeError(f"bare worker exited:\n{worker.tail()}")
-                return self.bare.read_stats(stats_dir)[2] >= self.n
+                done = self.bare.read_stats(stats_dir)[2]
+                cpu.poll(done)
+                return done >= self.n
 
             common.wait_until(finished, timeout=120 + self.n / 50, interval=0.1, what="bare drain")
         finally:
@@ -269,7 +275,7 @@ class BareDrain:
         if count < self.n:  # more is possible: a dropped connection redelivers unacked ones
             raise RuntimeError(f"bare worker ran {count} tasks, expected {self.n}")
         seconds = last - first
-        return {"seconds": seconds, "rate": self.n / seconds}
+        return {"seconds": seconds, "rate": self.n / seconds, "cpu_ms_per_task": cpu.per_task_ms()}
 
 
 class PeerDrain:
@@ -311,6 +317,7 @@ class PeerDrain:
         worker = self.start_worker(f"drain-peer-{rep}")
         polls = 0
         pg = common.pg_connect(DB)
+        cpu = common.CpuWindow(worker.pid, self.n, DB)
         try:
 
             def finished() -> bool:
@@ -318,7 +325,9 @@ class PeerDrain:
                 if not worker.alive():
                     raise RuntimeError(f"peer worker exited:\n{worker.tail()}")
                 polls += 1
-                return self.done(pg) >= self.n
+                done = self.done(pg)
+                cpu.poll(done)
+                return done >= self.n
 
             common.wait_until(finished, timeout=180 + self.n / 10, interval=0.5, what="peer drain")
         finally:
@@ -334,7 +343,12 @@ class PeerDrain:
         if done != self.n:
             raise RuntimeError(f"peer ran {done} tasks, expected {self.n}")
         seconds = (last - first).total_seconds()
-        return {"seconds": seconds, "rate": self.n / seconds, "xacts_per_task": xacts / self.n}
+        return {
+            "seconds": seconds,
+            "rate": self.n / seconds,
+            "xacts_per_task": xacts / self.n,
+            "cpu_ms_per_task": cpu.per_task_ms(),
+        }
 
 
 # The claim and the finish of a task written as one statement each, for the breakdown below.
@@ -398,11 +412,14 @@ def breakdown(brand, n: int = 300) -> dict:
     ids = queued(n + 20)
     for pk in ids[:20]:  # warm: imports, connection, statement caches
         execution.task_execute(task_pk=pk, worker="bench")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with connection.execute_wrapper(timed):
         for pk in ids[20:]:
             execution.task_execute(task_pk=pk, worker="bench")
     orm_ms = (time.perf_counter() - t0) / n * 1000
+    # This process's own CPU (waits for the server left out): steadier than the wall time
+    # on a shared machine, where every COMMIT's disk flush varies.
+    cpu_ms = (time.process_time() - c0) / n * 1000
     # Transactions and statements of one task on a persistent connection.
     ids = queued(101)
     execution.task_execute(task_pk=ids[0], worker="bench")
@@ -429,6 +446,7 @@ def breakdown(brand, n: int = 300) -> dict:
         raw_ms = (time.perf_counter() - t0) / n * 1000
     return {
         "task_execute_ms": orm_ms,
+        "task_execute_cpu_ms": cpu_ms,
         # Statement time as Django sees it (COMMIT is not a statement: it is in the rest).
         "task_execute_db_ms": db_s[0] / n * 1000,
         "raw_two_statements_ms": raw_ms,
@@ -458,6 +476,17 @@ def run_side(side: str, sides: dict, rep: int) -> tuple[dict, dict]:
     raise AssertionError("unreachable")
 
 
+def cpu_median(runs: list[dict]) -> dict[str, float] | None:
+    """Median CPU ms per task of each process group over the repetitions that measured it."""
+    measured = [r["cpu_ms_per_task"] for r in runs if r.get("cpu_ms_per_task")]
+    if not measured:
+        return None
+    return {
+        group: common.percentile([m[group] for m in measured if group in m], 50)
+        for group in measured[0]
+    }
+
+
 def run(n: int, k: int, reps: int, budget_s: float | None, worker_settings: str) -> dict:
     info = common.configure(DB)
     common.django_setup(DB)
@@ -466,7 +495,8 @@ def run(n: int, k: int, reps: int, budget_s: float | None, worker_settings: str)
     sides = {"project": project, "peer": peer, "bare": bare}
     per_task = breakdown(project.brand)
     print(
-        f"drain: in-process task_execute {per_task['task_execute_ms']:.2f} ms/task, same "
+        f"drain: in-process task_execute {per_task['task_execute_ms']:.2f} ms/task "
+        f"({per_task['task_execute_cpu_ms']:.2f} ms of it CPU in this process), same "
         f"two transitions in raw SQL {per_task['raw_two_statements_ms']:.2f} ms/task",
         flush=True,
     )
@@ -492,6 +522,12 @@ def run(n: int, k: int, reps: int, budget_s: float | None, worker_settings: str)
                     + (
                         f"  {last['xacts_per_task']:.2f} xacts/task"
                         if "xacts_per_task" in last
+                        else ""
+                    )
+                    + (
+                        "  CPU ms/task: "
+                        + ", ".join(f"{g} {ms:.2f}" for g, ms in last["cpu_ms_per_task"].items())
+                        if last.get("cpu_ms_per_task")
                         else ""
                     ),
                     flush=True,
@@ -531,6 +567,7 @@ def run(n: int, k: int, reps: int, budget_s: float | None, worker_settings: str)
             "xacts_per_task": common.summary(xacts),
             "write_xacts_per_task": common.summary(writes),
             "events_per_task": results["project"][0]["events_per_task"],
+            "cpu_ms_per_task": cpu_median(results["project"]),
             "publish": results["project_publish"],
             "publish_rate": common.summary([r["rate"] for r in results["project_publish"]]),
             "release_xacts_per_task": common.summary(
@@ -540,12 +577,14 @@ def run(n: int, k: int, reps: int, budget_s: float | None, worker_settings: str)
         "bare": {
             "rate": common.summary(b_rates),
             "runs": results["bare"],
+            "cpu_ms_per_task": cpu_median(results["bare"]),
             "publish_rate": common.summary([r["rate"] for r in results["bare_publish"]]),
         },
         "peer": {
             "rate": common.summary(peer_rates),
             "runs": results["peer"],
             "xacts_per_task": common.summary([r["xacts_per_task"] for r in results["peer"]]),
+            "cpu_ms_per_task": cpu_median(results["peer"]),
             "publish_rate": common.summary([r["rate"] for r in results["peer_publish"]]),
         },
         "breakdown": per_task,

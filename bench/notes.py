@@ -65,10 +65,16 @@ def drain(r: dict) -> str:
             "of re-reading it."
         )
     else:
+        cpu = bd.get("task_execute_cpu_ms", NAN)
         items.append(
             f"**Per-task database work.** In-process `execution.task_execute` takes {orm:.1f} ms "
-            f"per task against {raw:.1f} ms for the claim and the finish written as one SQL "
-            "statement + COMMIT each."
+            f"per task ({cpu:.2f} ms of it CPU in the calling process; the rest waits for "
+            f"PostgreSQL) against {raw:.1f} ms for the claim and the finish written as one SQL "
+            "statement + COMMIT each. The two statements are already one prepared round trip "
+            "each (`state_machine.Statement`); what separates the two figures is mostly the "
+            "server's side of the project's statements (the metrics row with its indexes, the "
+            "task row's 12 indexes, none of them updated HOT since `status` is indexed) and the "
+            "disk flush of each COMMIT, which varies most on a shared machine."
         )
     statements = bd.get("task_execute_statements", [])
     if "INSERT task_monitoring_taskmetric" in statements and not _code_has(
@@ -94,12 +100,7 @@ def drain(r: dict) -> str:
             "Each COMMIT waits for the WAL flush; the claim must, or a database crash could let "
             "the task run twice (docs/execution.md, *The worker's hot path*)."
         )
-    items.append(
-        "**CPU sharing.** The 2 vCPUs run the 2 pool processes, the worker's consumer, "
-        "PostgreSQL and RabbitMQ: every ms of Python and SQL per task (the claim and the "
-        "outcome, each one prepared statement; building the metrics row; the refill check) "
-        "comes straight out of throughput; bare Celery has none of it."
-    )
+    items.append(_drain_cpu(r))
     listed = "\n".join(f"{i}. {item}" for i, item in enumerate(items, start=1))
     return (
         f"Wall time per task and worker process: {ms_project:.1f} ms for the project, "
@@ -110,6 +111,69 @@ def drain(r: dict) -> str:
         "closing the rest of the gap needs batching (claim/finish several deliveries per "
         "transaction) or tasks that do real work, where the fixed cost stops dominating."
     )
+
+
+def _cpu_line(label: str, cpu: dict | None) -> str:
+    if not cpu:
+        return ""
+    parts = ", ".join(f"{group} {ms:.2f}" for group, ms in cpu.items())
+    return f"{label}: {parts} ({sum(cpu.values()):.2f} ms in all)"
+
+
+def _drain_cpu(r: dict) -> str:
+    """What the profile of a drain (py-spy on the worker's processes, fair share off) found,
+    with the CPU per task the benchmark measured for each process group."""
+    measured = [
+        line
+        for line in (
+            _cpu_line("project", r["project"].get("cpu_ms_per_task")),
+            _cpu_line("peer", r.get("peer", {}).get("cpu_ms_per_task")),
+            _cpu_line("bare Celery", r["bare"].get("cpu_ms_per_task")),
+        )
+        if line
+    ]
+    text = (
+        "**CPU sharing.** The 2 vCPUs run the 2 pool processes, the worker's main process, "
+        "PostgreSQL and RabbitMQ, so throughput follows the CPU all of them spend per task. "
+    )
+    if measured:
+        text += (
+            "CPU ms per task while draining (from /proc, between 20% of the tasks and the end; "
+            "RabbitMQ not counted): " + "; ".join(measured) + ". "
+        )
+    batched = _code_has("megahub/celery.py", "class EventsBatched")
+    text += (
+        "A py-spy profile of the pool processes (2 x 10 s at 200 Hz, `TASK_FAIR_SHARE=0`) "
+        "shows about half of their samples waiting on PostgreSQL (psycopg's `wait` and the "
+        "send of the claim and outcome statements: two round trips, each a durable COMMIT); "
+        "of the busy rest, Celery's trace around the task and the result sent back through "
+        "the pool's pipe take about a quarter (its INFO `succeeded` log line alone 7%), the "
+        "client side of the two statements (parameters, the returned row's conversion into "
+        "the Task) about a fifth, building the metrics row about a tenth, and "
+        "`close_old_connections` before and after each task a few percent; the task type's "
+        "validation, the heartbeat registration and the TaskContext are each under 1%. "
+    )
+    if _code_has("task_monitoring/memory.py", "_own_fds"):
+        text += (
+            "Reading /proc for the attempt's peak memory was 11% of those busy samples "
+            "(an `open` of `clear_refs` and two of `status` per attempt); the files now stay "
+            "open (`task_monitoring/memory.py`), ~10 µs per attempt. "
+        )
+    text += (
+        "In the worker's main process, publishing Celery's task events was 36% of the "
+        "samples (about three publishes per task: Celery flushes its event buffer at every "
+        "turn of the event loop) and the acknowledgement of each message 11%"
+        + (
+            "; events now leave in batches (`WORKER_EVENTS_FLUSH_MS`, `megahub.celery."
+            "EventsBatched`), which brings the main process to what it costs with events off. "
+            if batched
+            else ". "
+        )
+        + "Bare Celery (`bench/bare_celery.py`) sends no task events "
+        "(`worker_send_task_events=False`) and runs no database work; the peer sends the same "
+        "events as the project (it reads megahub's `CELERY_*` settings)."
+    )
+    return text
 
 
 def rest(r: dict) -> str:
