@@ -312,14 +312,17 @@ class CpuWindow:
     the PostgreSQL backends of a bench database (local server), measured between the first
     poll past 20% of the tasks and the last one: the worker's start-up and the last stragglers
     stay out. Linux /proc; figures are None elsewhere. A process that exits inside the window
-    loses its share (none does while a drain runs)."""
+    (a worker's connection recycled after CELERY_DB_REUSE_MAX tasks) counts up to the last poll
+    that saw it."""
 
     def __init__(self, root_pid: int, n: int, db_name: str | None = None):
         self.root, self.n, self.db = root_pid, n, db_name
-        self.first: tuple[int, dict] | None = None
-        self.last: tuple[int, dict] | None = None
+        self.first_done: int | None = None
+        self.last_done = 0
+        self.base: dict[tuple[str, int], float] = {}  # CPU when first seen in the window
+        self.latest: dict[tuple[str, int], float] = {}
 
-    def _snapshot(self) -> dict:
+    def _snapshot(self) -> dict[tuple[str, int], float]:
         stats = {}
         for name in os.listdir("/proc"):
             if name.isdigit() and (st := _proc_stat(int(name))) is not None:
@@ -330,40 +333,37 @@ class CpuWindow:
             kids = [pid for pid, (ppid, _) in stats.items() if ppid == parent]
             tree.update(kids)
             frontier.extend(kids)
-        backends: list[int] = []
+        snap = {("worker main", self.root): stats[self.root][1]} if self.root in stats else {}
+        snap.update({("pool processes", p): stats[p][1] for p in tree - {self.root}})
         if self.db:
             with pg_connect() as pg:
-                backends = [
-                    pid
-                    for (pid,) in pg.execute(
-                        "SELECT pid FROM pg_stat_activity WHERE datname = %s", [self.db]
-                    ).fetchall()
-                ]
-        return {
-            "worker main": {self.root: stats.get(self.root, (0, 0.0))[1]},
-            "pool processes": {p: stats[p][1] for p in tree - {self.root} if p in stats},
-            "postgres backends": {p: stats[p][1] for p in backends if p in stats},
-        }
+                rows = pg.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s", [self.db]
+                ).fetchall()
+            snap.update({("postgres backends", p): stats[p][1] for (p,) in rows if p in stats})
+        return snap
 
     def poll(self, done: int) -> None:
         if not os.path.isdir("/proc") or done < self.n * 0.2:
             return
-        snap = (done, self._snapshot())
-        if self.first is None:
-            self.first = snap
-        self.last = snap
+        snap = self._snapshot()
+        first = self.first_done is None
+        if first:
+            self.first_done = done
+        for key, cpu in snap.items():
+            # A process that appears inside the window counts from 0 (a new connection).
+            self.base.setdefault(key, cpu if first else 0.0)
+            self.latest[key] = cpu
+        self.last_done = done
 
     def per_task_ms(self) -> dict[str, float] | None:
-        if self.first is None or self.last is None or self.last[0] - self.first[0] < 50:
+        if self.first_done is None or self.last_done - self.first_done < 50:
             return None
-        tasks = self.last[0] - self.first[0]
-        out = {}
-        for group, cpu in self.last[1].items():
-            before = self.first[1][group]
-            if group == "postgres backends" and not self.db:
-                continue
-            out[group] = sum(t - before.get(pid, 0.0) for pid, t in cpu.items()) / tasks * 1000
-        return out
+        tasks = self.last_done - self.first_done
+        out: dict[str, float] = {}
+        for (group, _pid), cpu in self.latest.items():
+            out[group] = out.get(group, 0.0) + cpu - self.base[(group, _pid)]
+        return {group: ms / tasks * 1000 for group, ms in out.items()}
 
 
 def wait_until(predicate, *, timeout: float, interval: float = 0.05, what: str = "condition"):

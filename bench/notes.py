@@ -66,15 +66,24 @@ def drain(r: dict) -> str:
         )
     else:
         cpu = bd.get("task_execute_cpu_ms", NAN)
+        gap = (
+            "the gap between the two is more than that CPU: the rest is the server's side of "
+            "the project's statements (the metrics row with its indexes; the task row's 12 "
+            "indexes, none updated HOT since `status` is indexed) and the variance of each "
+            "COMMIT's disk flush on a shared machine"
+            if orm - raw > cpu
+            else "the two are within that CPU of each other: the COMMITs' disk flushes dominate "
+            "both"
+        )
         items.append(
             f"**Per-task database work.** In-process `execution.task_execute` takes {orm:.1f} ms "
             f"per task ({cpu:.2f} ms of it CPU in the calling process; the rest waits for "
             f"PostgreSQL) against {raw:.1f} ms for the claim and the finish written as one SQL "
             "statement + COMMIT each. The two statements are already one prepared round trip "
-            "each (`state_machine.Statement`); what separates the two figures is mostly the "
-            "server's side of the project's statements (the metrics row with its indexes, the "
-            "task row's 12 indexes, none of them updated HOT since `status` is indexed) and the "
-            "disk flush of each COMMIT, which varies most on a shared machine."
+            f"each (`state_machine.Statement`); {gap}. A pool process runs one task at a time "
+            "and waits for both flushes, so K processes drain about "
+            f"K / {orm:.1f} ms = {1000 * k / orm:,.0f} tasks/s with this run's flush times, "
+            "whatever the Python costs."
         )
     statements = bd.get("task_execute_statements", [])
     if "INSERT task_monitoring_taskmetric" in statements and not _code_has(

@@ -215,7 +215,9 @@ def render_drain(r: dict) -> list[str]:
         "`task_track_started`, `result_extended`, megahub's broker, database and worker "
         f"settings) and bare Celery (`bench/bare_celery.py`), each draining {params['tasks']:,} "
         "no-op messages with the same broker, queue arguments (x-max-priority 10), acks_late, "
-        f"prefetch multiplier 1 and worker command. {reps_note}, in a rotating order; medians "
+        "prefetch multiplier 1 and worker command (bare Celery sends no task events, "
+        "`worker_send_task_events=False`; the project and the peer send them, megahub's "
+        f"`CELERY_SEND_EVENTS=1`). {reps_note}, in a rotating order; medians "
         f"and min-max. Project worker settings: "
         f"`{params.get('worker_settings', 'megahub.settings')}`.",
         "",
@@ -225,6 +227,23 @@ def render_drain(r: dict) -> list[str]:
         f"{pe['rate']['median']:,.1f} | {b['rate']['median']:,.1f} | | |",
         f"| spread (min-max) | {spread(p['rate'], 1)} | {spread(pe['rate'], 1)} | "
         f"{spread(b['rate'], 1)} | | |",
+        *(
+            [
+                "| CPU ms per task: worker main / pool processes / PostgreSQL backends | "
+                + " | ".join(
+                    " / ".join(
+                        f"{cpu[g]:.2f}" if g in cpu else "-"
+                        for g in ("worker main", "pool processes", "postgres backends")
+                    )
+                    if (cpu := side.get("cpu_ms_per_task"))
+                    else "-"
+                    for side in (p, pe, b)
+                )
+                + " | | |"
+            ]
+            if any(side.get("cpu_ms_per_task") for side in (p, pe, b))
+            else []
+        ),
         f"| project / peer | | {r['ratio_peer']:.2f}x | | >= {r['target_ratio_peer']:g}x | "
         f"{ok(r['ratio_peer_pass'])} |",
         f"| project / bare Celery | | | {r['ratio']:.2f}x | >= {r['target_ratio']:g}x | "
