@@ -311,7 +311,14 @@ METHOD: list[str] = [
     "`megahub_bench_list` (the 1M rows, kept between runs), `megahub_bench_persist` "
     "(checkpoints), `megahub_bench_schedules` and `megahub_bench_schedule_edits` "
     "(scheduling), created and migrated by the benchmarks; nothing else is touched. Queues: "
-    "`bench-<pid>.*` and `bench-sched-<pid>.*`, deleted at the end of each benchmark.",
+    "`bench-<pid>.*` and `bench-sched-<pid>.*`, deleted at the end of each benchmark. "
+    "`bench/drain.py --db megahub_bench_<name>` (and `BENCH_QUEUE_PREFIX`) runs a drain on a "
+    "database of its own, beside another one.",
+    "- CPU per task of the drain (`bench.common.CpuWindow`) is read from `/proc/<pid>/stat` "
+    "of the worker's main process, its pool processes and the bench database's PostgreSQL "
+    "backends (`pg_stat_activity`), between the poll that first sees 20% of the tasks done "
+    "and the last one; RabbitMQ, shared with everything else, is not counted. On a shared "
+    "machine it moves far less than the rates do.",
     "- The peers (`bench/peers.py`, `bench/peer_celery.py`) are what a Django team would write "
     "instead of megahub, plainly: DRF generics and ModelSerializers, simplejwt, Celery with "
     "django-celery-results. They run on the same database, broker, worker command and "
