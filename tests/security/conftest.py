@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
+from megahub import webhooks
 from task_core import services as core_services
 from task_core.models import BrandLimit, Task, Webhook
 from task_monitoring import services as monitoring
@@ -26,6 +27,7 @@ from tests.factories import BrandFactory, MembershipFactory, TaskFactory, UserFa
 from tests.security.operations import CALLS, Op, body_for, call_for
 
 LEAK = "FOREIGN-LEAK"
+PUBLIC_ADDRESS = "93.184.215.14"  # a global unicast address (once example.com's)
 
 
 def _objects(brand, mark: str) -> dict:
@@ -207,6 +209,15 @@ def in_test_transaction():
     yield
     signals.request_started.connect(close_old_connections)
     signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def public_dns(monkeypatch):
+    """Every host name resolves, at once, to one public address. The property-based tests
+    generate hundreds of random webhook hosts: asking the real resolver costs ~50 ms each and
+    answers differently on different networks. What a save does with the addresses a name
+    resolves to has its own tests (tests/test_webhook_url_policy.py)."""
+    monkeypatch.setattr(webhooks, "_resolve", lambda host, port: [PUBLIC_ADDRESS])
 
 
 @pytest.fixture

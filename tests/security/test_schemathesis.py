@@ -45,5 +45,5 @@ def test_the_tested_schema_is_the_served_schema(client, db, monkeypatch):
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-def test_api_conforms_to_its_schema(case, world, in_test_transaction, unthrottled):
+def test_api_conforms_to_its_schema(case, world, in_test_transaction, unthrottled, public_dns):
     call_case_as_owner(case, world, CHECKS)

@@ -257,7 +257,7 @@ def keep_semantic_rules(case, world) -> None:
     suppress_health_check=list(HealthCheck),
 )
 def test_api_conforms_to_its_schema_with_negative_data(
-    case, world, in_test_transaction, unthrottled
+    case, world, in_test_transaction, unthrottled, public_dns
 ):
     # A negated {id} stays as generated: replaced by a real id, it would be sent valid and
     # reported as a schema-violating request "accepted".
