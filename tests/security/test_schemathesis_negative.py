@@ -13,6 +13,7 @@ import copy as copy_module
 from datetime import timedelta
 
 import jsonschema
+import pytest
 import schemathesis
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -70,6 +71,8 @@ def without_brand_and_auth(schema: dict) -> dict:
                 ]
     return copy
 
+
+pytestmark = pytest.mark.schemathesis  # not in make test-fast (tests/security/conftest.py)
 
 schema = schemathesis.openapi.from_dict(without_brand_and_auth(SCHEMA))
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
