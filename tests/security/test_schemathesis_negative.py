@@ -124,12 +124,16 @@ def _stored(world, kind: str):
 
 def context_follows_its_type(body: dict, world, kind: str) -> None:
     """context_data must match its task type's context_schema (GET /tasks/types/): a rule
-    between two fields. A PATCH that names no type keeps the object's."""
-    task_type = body.get("task_type") or getattr(_stored(world, kind), "task_type", None)
+    between two fields. A PATCH that names no type keeps the object's; a PUT or PATCH that
+    sends no context_data keeps the object's (checked against the type it names)."""
+    stored = _stored(world, kind)
+    task_type = body.get("task_type") or getattr(stored, "task_type", None)
     spec = get_task_type(task_type) if isinstance(task_type, str) else None
     if spec is None or not spec.context_schema:
         return
-    context = body.get("context_data", {})
+    context = (
+        body["context_data"] if "context_data" in body else getattr(stored, "context_data", {})
+    )
     if not jsonschema.Draft202012Validator(spec.context_schema).is_valid(context):
         body["context_data"] = _minimal(spec.context_schema)
 
