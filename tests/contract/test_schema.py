@@ -5,8 +5,15 @@ import pytest
 from django.urls import Resolver404, get_resolver
 from django.urls import resolve as resolve_url
 
+from task_core import registry
 from task_core.api.tenancy import BrandScopedViewSet
-from tests.security.operations import COMPONENTS, OPERATIONS, SCHEMA, resolve
+from tests.security.operations import (
+    COMPONENTS,
+    OPERATIONS,
+    SCHEMA,
+    SCHEMA_TASK_TYPES,
+    resolve,
+)
 
 APP_TAGS = {"tasks", "monitoring", "persistent jobs", "scheduling", "webhooks", "events", "auth"}
 
@@ -82,3 +89,9 @@ def test_request_bodies_are_json():
     for op in OPERATIONS:
         if "requestBody" in op.operation:
             assert set(op.operation["requestBody"]["content"]) == {"application/json"}, op.id
+
+
+def test_the_tested_schema_is_the_served_schema(client, db, monkeypatch):
+    """The schema the contract and schemathesis tests read is the one /openapi.json serves."""
+    monkeypatch.setattr(registry, "_REGISTRY", SCHEMA_TASK_TYPES)
+    assert client.get("/openapi.json").json() == SCHEMA

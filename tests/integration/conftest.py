@@ -59,6 +59,7 @@ class Proc:
         wait_for(
             lambda: marker in self.output() or self.popen.poll() is not None,
             timeout,
+            interval=0.05,  # a read of the log file: cheap, and every test waits on it
             message=f"{self.name} to be ready",
         )
         if self.popen.poll() is not None:

@@ -46,9 +46,12 @@ def assert_each_started_once(brands):
     assert set(starts) == {1}
 
 
+BACKLOG = 2000  # B's wait is held to A's window while well over 1000 of these still wait
+
+
 def test_another_brand_is_not_starved_by_a_backlog(brand, start_process):
     other = BrandFactory(name="Small", slug="small")
-    create_many(brand, 5000)
+    create_many(brand, BACKLOG)
     start_process("worker", concurrency=4)
     start_process("beat")
     # A's backlog is draining; now B sends 20 tasks.
@@ -74,7 +77,7 @@ def test_another_brand_is_not_starved_by_a_backlog(brand, start_process):
     # thousands of A's tasks still waiting in the database.
     assert a_starts_between <= 200, a_starts_between
     assert Task.objects.for_brand(brand).exclude(status="completed").count() > 1000
-    all_done([brand, other], 5020, timeout=600)
+    all_done([brand, other], BACKLOG + 20, timeout=300)
     assert_each_started_once([brand, other])
 
 
@@ -106,12 +109,12 @@ def test_max_running_holds_while_tasks_run(brand, start_process):
     assert_each_started_once([brand])
 
 
-def test_rate_quota_holds_over_three_minutes(brand, start_process):
+def test_rate_quota_holds_over_two_minutes(brand, start_process):
     BrandLimit.objects.create(brand=brand, rate_per_minute=60)
-    create_many(brand, 170)  # 60 + 60 + 50: three windows of a minute
+    create_many(brand, 110)  # 60 + 50: the quota fills, then refills once its minute has passed
     start_process("worker", concurrency=2)
     start_process("beat")
-    all_done([brand], 170, timeout=240)
+    all_done([brand], 110, timeout=180)
     tasks = Task.objects.for_brand(brand)
     starts = sorted(tasks.values_list("started_at", flat=True))
     publishes = sorted(
@@ -123,6 +126,6 @@ def test_rate_quota_holds_over_three_minutes(brand, start_process):
     # Starts, minute by minute from the first publish (a start lags its publish by the queue).
     minutes = Counter(int((t - publishes[0]).total_seconds() // 60) for t in starts)
     assert max(minutes.values()) <= 60, minutes
-    assert len(minutes) >= 3, minutes  # it did wait for the quota: three minutes of starts
-    assert starts[-1] - starts[0] >= timedelta(seconds=120)  # it did wait for the quota
+    assert len(minutes) >= 2, minutes  # it did wait for the quota: two minutes of starts
+    assert starts[-1] - starts[0] >= timedelta(seconds=60)  # it did wait for the quota
     assert_each_started_once([brand])

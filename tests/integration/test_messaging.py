@@ -76,22 +76,28 @@ def request(brand, n, **extra):
     }  # fmt: skip
 
 
+REQUESTS = 400
+
+
 def test_requests_become_tasks_once_even_if_the_consumer_is_killed(
     brand, requester, request_queues, start_process
 ):
-    publish_raw([request(brand, n) for n in range(1000)])
+    # The consumer holds TASK_REQUESTS_PREFETCH (20) unacked requests at a time: killed after
+    # 100, those in flight (some already turned into tasks) are delivered again to the next one.
+    publish_raw([request(brand, n) for n in range(REQUESTS)])
     consumer = start_process("consume_task_requests")
     wait_for(
-        lambda: Task.objects.unscoped().count() >= 250, 60, message="250 tasks before the kill"
+        lambda: Task.objects.unscoped().count() >= 100, 60, message="100 tasks before the kill"
     )
     consumer.kill(signal.SIGKILL)  # unacked messages go back to the queue
+    assert Task.objects.unscoped().count() < REQUESTS  # killed mid-stream
     start_process("consume_task_requests")
-    wait_for(lambda: Task.objects.unscoped().count() >= 1000, 120, message="1000 tasks")
+    wait_for(lambda: Task.objects.unscoped().count() >= REQUESTS, 120, message="every task")
     keys = list(Task.objects.unscoped().values_list("idempotency_key", flat=True))
-    assert len(keys) == len(set(keys)) == 1000
+    assert len(keys) == len(set(keys)) == REQUESTS
     assert (
         Task.objects.unscoped().filter(created_by=requester, brand=brand, priority="low").count()
-        == 1000
+        == REQUESTS
     )
 
 

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from _pytest.mark.expression import Expression
 from django.core import signals
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
+from megahub import webhooks
 from task_core import services as core_services
 from task_core.models import BrandLimit, Task, Webhook
 from task_monitoring import services as monitoring
@@ -26,6 +28,7 @@ from tests.factories import BrandFactory, MembershipFactory, TaskFactory, UserFa
 from tests.security.operations import CALLS, Op, body_for, call_for
 
 LEAK = "FOREIGN-LEAK"
+PUBLIC_ADDRESS = "93.184.215.14"  # a global unicast address (once example.com's)
 
 
 def _objects(brand, mark: str) -> dict:
@@ -188,6 +191,21 @@ def foreign_pk(op: Op, world: World) -> int | None:
     return world.foreign[kind].pk if op.has_id else None
 
 
+def pytest_ignore_collect(collection_path, config):
+    """The schemathesis modules (every test in them marked ``schemathesis``) are not even
+    collected when ``-m`` leaves that marker out (make test-fast): collecting them builds every
+    operation's coverage cases, seconds of work per pytest process for tests then deselected."""
+    if not collection_path.name.startswith("test_schemathesis"):
+        return None
+    markexpr = config.getoption("markexpr")
+    if not markexpr:
+        return None
+    selected = Expression.compile(markexpr).evaluate(
+        lambda name, **kwargs: name == "schemathesis" and not kwargs
+    )
+    return True if not selected else None
+
+
 def pytest_collection_modifyitems(items):
     # schemathesis names each operation's item "test[GET /path]", but with pytest 9 the node id
     # keeps only the function's name; pytest-xdist schedules by node id, so make them unique.
@@ -207,6 +225,15 @@ def in_test_transaction():
     yield
     signals.request_started.connect(close_old_connections)
     signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def public_dns(monkeypatch):
+    """Every host name resolves, at once, to one public address. The property-based tests
+    generate hundreds of random webhook hosts: asking the real resolver costs ~50 ms each and
+    answers differently on different networks. What a save does with the addresses a name
+    resolves to has its own tests (tests/test_webhook_url_policy.py)."""
+    monkeypatch.setattr(webhooks, "_resolve", lambda host, port: [PUBLIC_ADDRESS])
 
 
 @pytest.fixture

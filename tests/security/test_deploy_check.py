@@ -1,5 +1,6 @@
 """``manage.py check --deploy`` with the production environment docs/production.md documents."""
 
+import functools
 import os
 import secrets
 import subprocess
@@ -29,15 +30,21 @@ def check_deploy(**overrides) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@functools.cache
+def production_check() -> subprocess.CompletedProcess:
+    """check --deploy with the production environment as it is: run once, read by two tests."""
+    return check_deploy()
+
+
 def test_check_deploy_is_clean_with_the_production_environment():
-    result = check_deploy()
+    result = production_check()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout, result.stdout + result.stderr
 
 
 def test_secure_defaults_when_debug_is_off():
     """Nothing security-related is left for the deployment to opt into, HSTS preload included."""
-    result = check_deploy()
+    result = production_check()
     output = result.stdout + result.stderr
     for code in ("W004", "W005", "W008", "W009", "W012", "W016", "W018", "W020", "W021"):
         assert f"security.{code}" not in output, output
