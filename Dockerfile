@@ -26,7 +26,7 @@ WORKDIR /app
 
 # Dependencies first, from the lock file only: this layer is rebuilt when uv.lock changes.
 COPY pyproject.toml uv.lock ./
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-dev --no-install-project --compile-bytecode
 
 COPY . .
 
