@@ -1,7 +1,8 @@
 """Fair share between brands: the broker holds at most a window of each brand's tasks (per
 priority level and above); the rest waits in PostgreSQL, pending with a ``waiting_reason``, and
-is released round-robin across brands as the brand's tasks finish (``refill``, by the releaser:
-task_core/releaser.py) or by the release loop, within the brand's limits (BrandLimit: max_running, rate_per_minute, weight)."""
+is released round-robin across brands as the brand's tasks finish (``refill``, run by the
+releaser: task_core/releaser.py) or by the release loop, within the brand's limits (BrandLimit:
+max_running, rate_per_minute, weight)."""
 
 from __future__ import annotations
 

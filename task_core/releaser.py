@@ -24,12 +24,13 @@ from task_core import fairshare
 
 logger = logging.getLogger("megahub.tasks")
 RELEASE_CHANNEL = "megahub_release"
+APPLICATION_NAME = "megahub-releaser"  # its session in pg_stat_activity
 _TASK_TABLE = "task_core_task"
 # Run by the outcome statement with its moved row ``t``: a notification for the brand only if
 # it has due waiting work (an index probe on task_brand_release_idx).
 OUTCOME_NOTIFY = (
-    f"SELECT pg_notify('{RELEASE_CHANNEL}', t.brand_id::text) AS _n FROM t "
-    f"WHERE EXISTS (SELECT 1 FROM {_TASK_TABLE} w WHERE w.brand_id = t.brand_id "  # noqa: S608
+    f"SELECT pg_notify('{RELEASE_CHANNEL}', t.brand_id::text) AS _n FROM t "  # noqa: S608
+    f"WHERE EXISTS (SELECT 1 FROM {_TASK_TABLE} w WHERE w.brand_id = t.brand_id "
     "AND w.status IN ('pending', 'retrying') AND w.available_at <= now())"
 )
 
@@ -78,6 +79,7 @@ class Releaser(threading.Thread):
     def _serve(self) -> None:
         connection.ensure_connection()
         with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('application_name', %s, false)", [APPLICATION_NAME])
             cursor.execute(f"LISTEN {RELEASE_CHANNEL}")
         logger.info("releaser listening", extra={"channel": RELEASE_CHANNEL})
         # Notifications sent while it was not listening are gone: catch up once.

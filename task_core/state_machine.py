@@ -270,11 +270,11 @@ class Statement:
         if text is None:
             parts = [f"t AS ({self.update} RETURNING {_TASK_COLUMNS})", f"e AS ({self.event})"]
             parts += [f"r{i} AS ({_row_insert(m, i)})" for i, m in enumerate(models)]
-            select = f"SELECT {_TASK_COLUMNS} FROM t"
+            select = f"SELECT {_TASK_COLUMNS} FROM t"  # noqa: S608 - the model's columns
             if self.notify:  # materialized and joined: it runs once, after the UPDATE
                 parts.append(f"n AS MATERIALIZED ({self.notify})")
                 select += " LEFT JOIN n ON true"
-            text = f"WITH {', '.join(parts)} {select}"  # noqa: S608
+            text = f"WITH {', '.join(parts)} {select}"
             self._texts[models] = text
         return text
 
