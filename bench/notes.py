@@ -89,15 +89,16 @@ def drain(r: dict) -> str:
             f"**Two durable commits per task.** The claim (`running` + `started` event) and "
             f"the finish (`completed` + event + metrics row, in one statement) are one "
             f"statement and one COMMIT each ({writes:.2f} write transactions per task; "
-            f"{xacts:.2f} commits with the read-only ones: the fair-share refill check after "
-            "each finish (`fairshare.brand_refill`), the worker's start-up and heartbeats). "
+            f"{xacts:.2f} commits with the read-only ones: the worker's start-up and "
+            "heartbeats; the fair-share wake-up is an index probe inside the finish's "
+            "statement, its refill runs in the system worker's releaser). "
             "Each COMMIT waits for the WAL flush; the claim must, or a database crash could let "
             "the task run twice (docs/execution.md, *The worker's hot path*)."
         )
     items.append(
         "**CPU sharing.** The 2 vCPUs run the 2 pool processes, the worker's consumer, "
         "PostgreSQL and RabbitMQ: every ms of Python and SQL per task (the claim and the "
-        "outcome, each one prepared statement; building the metrics row; the refill check) "
+        "outcome, each one prepared statement; building the metrics row) "
         "comes straight out of throughput; bare Celery has none of it."
     )
     listed = "\n".join(f"{i}. {item}" for i, item in enumerate(items, start=1))

@@ -98,5 +98,5 @@ class Releaser(threading.Thread):
 
     def _refill(self, brands: set[int]) -> None:
         if brands:
-            released = fairshare.refill(sorted(brands), actor="system:releaser")
+            released = fairshare.refill(sorted(brands), actor="system:refill")
             self.refills += bool(released)

@@ -63,7 +63,7 @@ def test_a_finish_wakes_the_releaser_which_publishes_the_next_window(brand, wind
     )
     elapsed = time.monotonic() - started
     by_releaser = (
-        TaskEvent.objects.for_brand(brand).filter(kind="queued", actor="system:releaser").count()
+        TaskEvent.objects.for_brand(brand).filter(kind="queued", actor="system:refill").count()
     )
     assert by_releaser == 40 - WINDOW, worker.output()
     # Promptly: each release came within moments of the finish that woke it (the release loop
