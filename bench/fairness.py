@@ -121,10 +121,20 @@ def drain(project: ProjectDrain, fair: bool, rep: int) -> dict:
             "SELECT min(started_at), max(completed_at) FROM task_core_task WHERE brand_id = %s",
             [project.brand.pk],
         ).fetchone()
+        # Who published the backlog, in how many releases (one timestamp per release).
+        releases = {
+            actor: {"releases": r, "tasks": n}
+            for actor, r, n in pg.execute(
+                "SELECT actor, count(DISTINCT created_at), count(*) FROM task_core_taskevent "
+                "WHERE brand_id = %s AND kind = 'queued' GROUP BY actor",
+                [project.brand.pk],
+            ).fetchall()
+        }
     seconds = last.timestamp() - t0
     worker_seconds = (last - first).total_seconds()
     return {
         "released_by_first_tick": released,
+        "releases": releases,
         "seconds": seconds,
         "rate": project.n / seconds,
         "worker_seconds": worker_seconds,

@@ -96,7 +96,7 @@ def estimate_s(name: str, p: dict) -> float:
     if name == "requests":
         return 40 + p["reps"] * 2 * p["tasks"] / CREATES_S
     if name == "fairness":
-        drain = 2 * (p["tasks"] / PROJECT_TASKS_S + 20)
+        drain = 2 * (p["tasks"] / PROJECT_TASKS_S + 30)  # two workers start per run
         starve = 2 * (p["backlog"] / PROJECT_TASKS_S + 20) + p["backlog"] / BARE_TASKS_S + 20
         return 30 + p["reps"] * (drain + starve)
     if name == "outbox":

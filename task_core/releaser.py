@@ -52,7 +52,8 @@ class Releaser(threading.Thread):
         self.idle_timeout = idle_timeout
         self.refills = 0  # releases that published something (tests, logs)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
+        """Ask it to stop; a daemon thread, it never holds the worker's shutdown up for long."""
         self.stopping.set()
         self.join(timeout)
 
