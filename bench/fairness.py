@@ -121,12 +121,13 @@ def drain(project: ProjectDrain, fair: bool, rep: int) -> dict:
             "SELECT min(started_at), max(completed_at) FROM task_core_task WHERE brand_id = %s",
             [project.brand.pk],
         ).fetchone()
-        # Who published the backlog, in how many releases (one timestamp per release).
+        # Who published the backlog, in how many releases (a release stamps its queued_at).
         releases = {
             actor: {"releases": r, "tasks": n}
             for actor, r, n in pg.execute(
-                "SELECT actor, count(DISTINCT created_at), count(*) FROM task_core_taskevent "
-                "WHERE brand_id = %s AND kind = 'queued' GROUP BY actor",
+                "SELECT e.actor, count(DISTINCT t.queued_at), count(*) FROM task_core_taskevent e "
+                "JOIN task_core_task t ON t.id = e.task_id "
+                "WHERE e.brand_id = %s AND e.kind = 'queued' GROUP BY e.actor",
                 [project.brand.pk],
             ).fetchall()
         }
@@ -239,6 +240,7 @@ def run(n: int, k: int, reps: int, n_a: int, head: int) -> dict:
     prefix = info["prefix"]
     project = ProjectDrain(n, k, "megahub.settings")
     other, _ = Brand.objects.get_or_create(slug="bench-fair-b", defaults={"name": "Bench B"})
+    load_before = os.getloadavg()[0]
     on, off = [], []
     starve: dict[str, list[dict]] = {"fair": [], "unfair": [], "bare": []}
     try:
@@ -299,6 +301,8 @@ def run(n: int, k: int, reps: int, n_a: int, head: int) -> dict:
             "ratio_pass": ratio >= TARGET_RATIO,
         },
         "starvation": {side: delay_summary(runs) for side, runs in starve.items()},
+        # 1-minute load average at the start and the end: 2 CPUs are often shared.
+        "loadavg": [load_before, os.getloadavg()[0]],
     }
 
 

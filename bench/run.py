@@ -865,7 +865,13 @@ def render_fairness(r: dict) -> list[str]:
         "(500 per tick, back to back). End to end: N / (last completion - t0), each side "
         "paying for its publishing (the target's measure). Worker only: N / (last completion - "
         f"first start). {params['reps']} repetitions per side, alternated; medians, min-max in "
-        "brackets.",
+        "brackets."
+        + (
+            f" Load average {r['loadavg'][0]:.1f} at the start, {r['loadavg'][1]:.1f} at the end "
+            "(2 CPUs): compare the two sides, run for run."
+            if "loadavg" in r
+            else ""
+        ),
         "",
         "| | fair share on | off | ratio | target | result |",
         "|---|---|---|---|---|---|",
