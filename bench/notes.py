@@ -104,8 +104,9 @@ def drain(r: dict) -> str:
             f"**Two durable commits per task.** The claim (`running` + `started` event) and "
             f"the finish (`completed` + event + metrics row, in one statement) are one "
             f"statement and one COMMIT each ({writes:.2f} write transactions per task; "
-            f"{xacts:.2f} commits with the read-only ones: the fair-share refill check after "
-            "each finish (`fairshare.brand_refill`), the worker's start-up and heartbeats). "
+            f"{xacts:.2f} commits with the read-only ones: the worker's start-up and "
+            "heartbeats; the fair-share wake-up is an index probe inside the finish's "
+            "statement, its refill runs in the system worker's releaser). "
             "Each COMMIT waits for the WAL flush; the claim must, or a database crash could let "
             "the task run twice (docs/execution.md, *The worker's hot path*)."
         )

@@ -96,11 +96,42 @@ class EventsBatched(bootsteps.StartStopStep):
                 c.event_dispatcher.flush()
 
 
+class ReleaserStep(bootsteps.StartStopStep):
+    """The fair-share releaser (task_core/releaser.py) as a thread of each worker that consumes
+    the ``system`` queue (the platform's loops), started once the pool has forked its children:
+    the default topology needs no process of its own."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, **kwargs)
+        self.releaser = None
+
+    def start(self, w):
+        from django.conf import settings
+
+        from task_core.releaser import Releaser
+
+        system = f"{settings.CELERY_QUEUE_PREFIX}system"
+        if not (settings.TASK_FAIR_SHARE and settings.TASK_RELEASER):
+            return
+        if system not in w.app.amqp.queues.consume_from:
+            return
+        self.releaser = Releaser()
+        self.releaser.start()
+
+    def stop(self, w):
+        if self.releaser is not None:
+            self.releaser.stop()
+            self.releaser = None
+
+
 app = Celery("megahub")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.steps["consumer"].add(EventsWithoutConfirms)
 app.steps["consumer"].add(EventsBatched)
+app.steps["worker"].add(ReleaserStep)
 
 
 @signals.task_prerun.connect(weak=False)

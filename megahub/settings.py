@@ -372,6 +372,11 @@ TASK_RELEASE_BATCH = env_int("TASK_RELEASE_BATCH", 500)
 # they start. TASK_FAIR_SHARE=0 publishes everything at once (benchmarks compare the two).
 TASK_BRAND_WINDOW = env_int("TASK_BRAND_WINDOW", 20)
 TASK_FAIR_SHARE = env_bool("TASK_FAIR_SHARE", True)
+# The releaser (a thread of every worker consuming the system queue) refills a brand's window as
+# soon as its tasks finish (LISTEN/NOTIFY), gathering the wake-ups of this many milliseconds into
+# one release. TASK_RELEASER=0: the release loop alone refills (every release interval).
+TASK_RELEASER = env_bool("TASK_RELEASER", True)
+TASK_RELEASER_COALESCE_MS = env_int("TASK_RELEASER_COALESCE_MS", 5)
 # Broker publish: how often to retry one publish before leaving it to the sweeper.
 TASK_PUBLISH_RETRIES = env_int("TASK_PUBLISH_RETRIES", 2)
 

@@ -1,5 +1,6 @@
 """Admin for brands, memberships and tasks. Staff see only their brands; superusers see all."""
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import get_fields_from_path
 from django.utils import timezone
@@ -9,6 +10,7 @@ from megahub.errors import DomainError
 from megahub.webhooks import RESPONSE_EXCERPT_BYTES
 from task_core import (
     admin_accounts,  # noqa: F401  (users, groups, tokens: superusers only)
+    limits,
     services,
 )
 from task_core.models import (
@@ -297,9 +299,28 @@ class WebhookDeliveryAdmin(BrandScopedAdmin):
         return False
 
 
+class BrandLimitForm(forms.ModelForm):
+    """The model's validators hold the bounds; the limits service, the other rules."""
+
+    class Meta:
+        model = BrandLimit
+        fields = ["brand", "task_type", "max_running", "rate_per_minute", "weight"]
+
+    def clean(self):
+        data = super().clean()
+        rules = limits.brand_limit_rule_errors(
+            task_type=data.get("task_type") or "", weight=data.get("weight")
+        )
+        for name, message in rules.items():
+            self.add_error(name, message)
+        return data
+
+
 @admin.register(BrandLimit)
 class BrandLimitAdmin(BrandScopedAdmin):
-    """Fair share and per-brand limits (the model's validators hold the bounds)."""
+    """Fair share and per-brand limits (BrandLimitForm)."""
+
+    form = BrandLimitForm
 
     list_display = ["brand", "task_type_or_all", "max_running", "rate_per_minute", "weight",
                     "updated_at"]  # fmt: skip

@@ -8,9 +8,7 @@ class TaskCoreConfig(AppConfig):
     def ready(self):
         # Registers the demo task types shipped with the hub, and TaskType.submit's producer.
         from task_core import producer, task_types  # noqa: F401
-        from task_core.fairshare import refill_after_attempt
-        from task_core.signals import attempt_finished, events_relayed
+        from task_core.signals import events_relayed
         from task_core.webhooks import webhooks_fan_out
 
         events_relayed.connect(webhooks_fan_out, dispatch_uid="task_core.webhooks_fan_out")
-        attempt_finished.connect(refill_after_attempt, dispatch_uid="task_core.brand_refill")

@@ -6,6 +6,8 @@ recorded as queued."""
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from datetime import timedelta
 
@@ -70,10 +72,71 @@ def send(task: Task) -> None:
     )
 
 
+class _ConfirmChannel:
+    """A process's long-lived broker connection for batch publishes (one per thread), its
+    channel in confirm mode: delivery tags count on across batches; ``resolved`` holds the
+    confirms of the batch in flight."""
+
+    def __init__(self, app):
+        self.pid = os.getpid()
+        self.conn = app.connection_for_write(
+            # No per-message confirms (collected per batch here) and no heartbeats: nothing
+            # would send them while the connection idles; a dead one fails its next publish.
+            transport_options={"confirm_publish": False},
+            heartbeat=0,
+        )
+        self.conn.ensure_connection(max_retries=settings.TASK_PUBLISH_RETRIES)
+        channel = self.conn.default_channel
+        channel.events["basic_ack"].add(self._record(True))
+        channel.events["basic_nack"].add(self._record(False))
+        channel.confirm_select()
+        self.producer = app.amqp.Producer(self.conn)
+        self.published = 0  # delivery tags used on the channel
+        self.base = 0  # the last tag before the batch in flight
+        self.resolved: dict[int, bool] = {}  # tag in the batch -> confirmed (True) or refused
+
+    def _record(self, confirmed: bool):
+        def record(delivery_tag, multiple=False):
+            first = self.base + 1 if multiple else delivery_tag
+            for tag in range(first, delivery_tag + 1):
+                self.resolved.setdefault(tag - self.base, confirmed)
+
+        return record
+
+    def close(self) -> None:
+        try:
+            self.conn.release()
+        except Exception:  # a broken connection may fail to close: dropped all the same
+            logger.debug("closing the publish connection failed", exc_info=True)
+
+
+_channels = threading.local()
+
+
+def _confirm_channel(app, *, fresh: bool = False) -> _ConfirmChannel:
+    channel = getattr(_channels, "channel", None)
+    if channel is not None and (fresh or channel.pid != os.getpid()):
+        if channel.pid == os.getpid():
+            channel.close()
+        channel = None
+    if channel is None:
+        channel = _channels.channel = _ConfirmChannel(app)
+    return channel
+
+
+def _drop_confirm_channel() -> None:
+    channel = getattr(_channels, "channel", None)
+    _channels.channel = None
+    if channel is not None and channel.pid == os.getpid():
+        channel.close()
+
+
 def send_many(tasks: list[Task]) -> int:
     """Publish execution messages for ``tasks`` in order; returns how many leading ones the
-    broker confirmed. On RabbitMQ they share one confirm-mode channel and the confirms are
-    awaited once at the end (one round trip per batch, not per message)."""
+    broker confirmed. One goes with its own confirm on the producer pool's connection (kept);
+    several, on RabbitMQ, go on the process's long-lived confirm-mode channel and
+    the confirms are awaited once at the end (one round trip per batch, not per message); a
+    broken connection is replaced (once, if it broke before the batch's first publish)."""
     if len(tasks) < 2 or not settings.CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
         for sent, task in enumerate(tasks):
             try:
@@ -83,43 +146,38 @@ def send_many(tasks: list[Task]) -> int:
                 return sent
         return len(tasks)
     app = current_app
-    resolved: dict[int, bool] = {}  # delivery tag -> confirmed (True) or refused (False)
-
-    def on_confirm(confirmed: bool):
-        def record(delivery_tag, multiple=False):
-            for tag in range(1, delivery_tag + 1) if multiple else (delivery_tag,):
-                resolved.setdefault(tag, confirmed)
-
-        return record
-
     # With task_send_sent_event each execution message is followed by its task-sent event on
-    # the same channel: message n has delivery tag (n - 1) * per_task + 1, and counts as
-    # confirmed once its event is too.
+    # the same channel: message n of the batch has tag (n - 1) * per_task + 1 counted from the
+    # batch's base, and counts as confirmed once its event is too.
     per_task = 2 if app.conf.task_send_sent_event else 1
-    sent = 0
-    try:
-        # Our own connection without per-message confirms; the channel is put in confirm
-        # mode here and the broker's acknowledgements are collected after the last publish.
-        with app.connection_for_write(transport_options={"confirm_publish": False}) as conn:
-            conn.ensure_connection(max_retries=settings.TASK_PUBLISH_RETRIES)
-            channel = conn.default_channel
-            channel.events["basic_ack"].add(on_confirm(True))
-            channel.events["basic_nack"].add(on_confirm(False))
-            channel.confirm_select()
-            producer = app.amqp.Producer(conn)
+    sent, channel = 0, None
+    for attempt in range(2):
+        try:
+            channel = _confirm_channel(app, fresh=attempt > 0)
+            channel.base, channel.resolved = channel.published, {}
             for task in tasks:
                 app.send_task(
                     EXECUTE_TASK_NAME,
                     **_message_options(task, get_task_type(task.task_type)),
-                    producer=producer,
+                    producer=channel.producer,
                 )
                 sent += 1
+                channel.published += per_task
             deadline = time.monotonic() + 30
-            while len(resolved) < sent * per_task and time.monotonic() < deadline:
-                conn.drain_events(timeout=5)
-    except Exception as exc:
-        logger.warning("batch publish interrupted", extra={"error": repr(exc), "sent": sent})
+            while len(channel.resolved) < sent * per_task and time.monotonic() < deadline:
+                channel.conn.drain_events(timeout=5)
+            if len(channel.resolved) < sent * per_task:
+                _drop_confirm_channel()  # confirms still owed: not a channel to count on
+            break
+        except Exception as exc:
+            _drop_confirm_channel()
+            if sent or attempt:
+                logger.warning(
+                    "batch publish interrupted", extra={"error": repr(exc), "sent": sent}
+                )
+                break
     confirmed = 0
+    resolved = channel.resolved if channel is not None else {}
     while resolved.get(confirmed + 1):
         confirmed += 1
     return min(sent, confirmed // per_task)

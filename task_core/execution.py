@@ -37,6 +37,7 @@ from task_core.heartbeat import heartbeat
 from task_core.models import Task, TaskEvent
 from task_core.publishing import task_publish, tasks_requeue_lost
 from task_core.registry import PermanentError, TaskType, get_task_type
+from task_core.releaser import outcome_notify
 from task_core.services import task_validate_request
 from task_core.signals import attempt_finished, attempt_started, outcome_rows
 
@@ -242,7 +243,8 @@ _outcome_statements: dict[tuple, sm.Statement] = {}
 
 
 def _outcome_statement(to: str, kind: str, columns: tuple, sweeping: bool) -> sm.Statement:
-    key = (to, kind, columns, sweeping)
+    notify = outcome_notify()  # fair share: wake the releaser if the brand has work waiting
+    key = (to, kind, columns, sweeping, notify)
     statement = _outcome_statements.get(key)
     if statement is None:
         statement = _outcome_statements[key] = sm.Statement(
@@ -253,6 +255,7 @@ def _outcome_statement(to: str, kind: str, columns: tuple, sweeping: bool) -> sm
             # The sweeper re-checks the heartbeat it found stale: a late beat wins.
             where='"attempts" = %(attempt)s'
             + (' AND "heartbeat_at" < %(stale_before)s' if sweeping else ""),
+            notify=notify,
         )
     return statement
 

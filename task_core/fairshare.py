@@ -1,7 +1,8 @@
 """Fair share between brands: the broker holds at most a window of each brand's tasks (per
 priority level and above); the rest waits in PostgreSQL, pending with a ``waiting_reason``, and
-is released round-robin across brands as the brand's tasks finish (``brand_refill``) or by the
-release loop, within the brand's limits (BrandLimit: max_running, rate_per_minute, weight)."""
+is released round-robin across brands as the brand's tasks finish (``refill``, run by the
+releaser: task_core/releaser.py) or by the release loop, within the brand's limits (BrandLimit:
+max_running, rate_per_minute, weight)."""
 
 from __future__ import annotations
 
@@ -330,23 +331,35 @@ def release(
 
 
 def brand_refill(*, brand_id: int) -> int:
-    """Right after one of the brand's tasks finished: release its waiting work into the room
-    that left, if the brand has due work and its window has room for a batch (half of the
-    window: one release per few finishes, not one per task). Brands with limits always try."""
+    """Release one brand's waiting work into the room its finished tasks left (see refill)."""
+    return refill([brand_id], actor="system:refill")
+
+
+def refill(brand_ids: list[int], *, actor: str) -> int:
+    """Release the waiting work of brands whose tasks just finished, in one release: the brands
+    that have due work and whose window has room for a batch (half of the window: one release
+    per few finishes, not one per task). Brands with limits always try."""
     if not settings.TASK_FAIR_SHARE:
         return 0
-    queued, due, limited = _brand_facts(brand_id)
-    if not due:
+    batch = max(1, settings.TASK_BRAND_WINDOW // 2)
+    woken, levels = [], set()
+    for brand_id in brand_ids:
+        queued, due, limited = _brand_facts(brand_id)
+        if not due:
+            continue
+        if not limited:
+            room = {
+                p: settings.TASK_BRAND_WINDOW
+                - sum(queued.get(q, 0) for q in PRIORITY_ORDER[: i + 1])
+                for i, p in enumerate(PRIORITY_ORDER)
+            }
+            if all(room[p] < batch for p in due):
+                continue
+        woken.append(brand_id)
+        levels |= due
+    if not woken:
         return 0
-    if not limited:
-        batch = max(1, settings.TASK_BRAND_WINDOW // 2)
-        room = {
-            p: settings.TASK_BRAND_WINDOW - sum(queued.get(q, 0) for q in PRIORITY_ORDER[: i + 1])
-            for i, p in enumerate(PRIORITY_ORDER)
-        }
-        if all(room[p] < batch for p in due):
-            return 0
-    return release([brand_id], actor="system:refill", wait=True, levels=due)
+    return release(woken, actor=actor, wait=True, levels=levels)
 
 
 _DUE_LEVEL = (
@@ -377,12 +390,3 @@ def _brand_facts(brand_id: int) -> tuple[dict[str, int], set[str], bool]:
     queued = {priority: n for kind, priority, n in rows if kind == "queued"}
     due = {priority for kind, priority, _ in rows if kind == "due"}
     return queued, due, any(kind == "limited" for kind, _, _ in rows)
-
-
-def refill_after_attempt(sender, task, **kwargs) -> None:
-    """attempt_finished receiver (worker side, after the outcome's commit): never fails the
-    attempt; a refill that fails is done by the next finish or the release loop."""
-    try:
-        brand_refill(brand_id=task.brand_id)
-    except Exception:
-        logger.warning("brand refill failed", exc_info=True, extra={"brand_id": task.brand_id})

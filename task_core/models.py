@@ -4,7 +4,6 @@ import secrets
 import uuid
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -12,7 +11,6 @@ from django.db.models import Q
 from megahub.webhooks import new_signing_secret
 
 # Brand and BrandMembership are defined with the rest of tenancy and belong to this app.
-from task_core.registry import get_task_type
 from task_core.tenancy import Brand, BrandMembership, BrandScopedManager  # noqa: F401
 
 
@@ -184,15 +182,6 @@ class BrandLimit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.brand_id}: {self.task_type or '*'}"
-
-    def clean(self):
-        errors = {}
-        if self.task_type and get_task_type(self.task_type) is None:
-            errors["task_type"] = f"Unknown task type {self.task_type!r}; see /tasks/types/."
-        if self.task_type and self.weight != 1:
-            errors["weight"] = "The weight is the brand's: set it on the brand-wide limit."
-        if errors:
-            raise ValidationError(errors)
 
 
 class TaskEvent(models.Model):

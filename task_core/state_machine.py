@@ -234,7 +234,9 @@ class Statement:
     task moved, ``ON CONFLICT DO NOTHING``). One round trip, and one commit in autocommit.
 
     ``columns``: the task columns the transition writes, each from the parameter of its name or
-    from the SQL expression given (``{"attempts": "attempts + 1"}``). ``where``: a further
+    from the SQL expression given (``{"attempts": "attempts + 1"}``). ``notify``: a SELECT over
+    ``t`` (the moved row) run with it on PostgreSQL for its side effect, e.g. a ``pg_notify``
+    (its one column named ``_n``); SQLite has no notifications and skips it. ``where``: a further
     condition in SQL with named parameters (``%(name)s``), given to ``run``. On a database
     without data-modifying CTEs (SQLite) the same UPDATE ... RETURNING and INSERTs run one after
     the other in a transaction.
@@ -248,8 +250,10 @@ class Statement:
         frm: Iterable[str] | None = None,
         columns: dict[str, str | None] | Iterable[str] = (),
         where: str = "",
+        notify: str = "",
     ):
         self.to, self.kind = to, kind
+        self.notify = notify
         sources = ", ".join(_literal(s) for s in _allowed(to, frm))
         columns = columns if isinstance(columns, dict) else dict.fromkeys(columns)
         if unknown := set(columns) - {f.column for f in _TASK_FIELDS}:
@@ -271,7 +275,11 @@ class Statement:
         if text is None:
             parts = [f"t AS ({self.update} RETURNING {_TASK_COLUMNS})", f"e AS ({self.event})"]
             parts += [f"r{i} AS ({_row_insert(m, i)})" for i, m in enumerate(models)]
-            text = f"WITH {', '.join(parts)} SELECT {_TASK_COLUMNS} FROM t"  # noqa: S608
+            select = f"SELECT {_TASK_COLUMNS} FROM t"  # noqa: S608 - the model's columns
+            if self.notify:  # materialized and joined: it runs once, after the UPDATE
+                parts.append(f"n AS MATERIALIZED ({self.notify})")
+                select += " LEFT JOIN n ON true"
+            text = f"WITH {', '.join(parts)} {select}"
             self._texts[models] = text
         return text
 

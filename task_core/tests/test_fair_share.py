@@ -326,3 +326,48 @@ def test_waiting_work_shows_in_the_task_api_and_queue_stats(api, owner, brand, s
     # Read-only: a client cannot set it.
     created = client.post("/tasks/", {"task_type": "noop", "waiting_reason": None}, format="json")
     assert created.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        ({"task_type": "no_such_type"}, "task_type", "Unknown task type 'no_such_type'"),
+        ({"task_type": "noop", "weight": 2}, "weight", "set it on the brand-wide limit"),
+    ],
+)
+def test_the_admin_form_applies_the_limits_service_rules(brand, data, field, message):
+    from task_core.admin import BrandLimitForm
+
+    form = BrandLimitForm(data={"brand": brand.pk, "weight": 1, **data})
+    assert not form.is_valid()
+    assert message in form.errors[field][0]
+    assert BrandLimitForm(data={"brand": brand.pk, "task_type": "noop", "weight": 1}).is_valid()
+
+
+def test_the_outcome_statement_notifies_the_releaser_only_with_due_work(
+    transactional_db, brand, settings, monkeypatch
+):
+    """A finish wakes the releaser (pg_notify in the outcome statement, delivered at its
+    commit) when the brand has due waiting work, and not otherwise."""
+    from django.db import connection
+
+    from task_core import broker, execution
+    from task_core.releaser import RELEASE_CHANNEL
+
+    monkeypatch.setattr(broker, "send", lambda task: None)
+    settings.TASK_BRAND_WINDOW = 1
+    first, _ = services.task_create(brand=brand, task_type="noop")
+    second, _ = services.task_create(brand=brand, task_type="noop")  # waits: window of 1
+    raw = connection.connection
+    with connection.cursor() as cursor:
+        cursor.execute(f"LISTEN {RELEASE_CHANNEL}")
+    try:
+        execution.task_execute_attempt(task_pk=first.pk, worker="w")
+        assert [n.payload for n in raw.notifies(timeout=1)] == [str(brand.pk)]
+        Task.objects.unscoped().filter(pk=second.pk).update(status="cancelled")
+        third, _ = services.task_create(brand=brand, task_type="noop")
+        execution.task_execute_attempt(task_pk=third.pk, worker="w")
+        assert [n.payload for n in raw.notifies(timeout=0.3)] == []
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"UNLISTEN {RELEASE_CHANNEL}")
