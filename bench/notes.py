@@ -120,12 +120,14 @@ def rest(r: dict) -> str:
     items = [
         "`services.task_create`: one transaction: INSERT task, the fair-share read "
         "(`_brand_facts`), UPDATE (the `queued` mark, or the waiting reason when fair share "
-        "holds the task), INSERT of the `created` and `queued` events in one statement, and "
+        "holds the task), one INSERT of the `created` event and, when admitted, the `queued` "
+        "one, and "
         f"one durable COMMIT ({cb.get('create_transaction_ms', NAN):.1f} ms including "
         "validation).",
         "After the commit `publishing.task_send_queued` sends the persistent message on a "
         "connection without publisher confirms "
-        f"({cb.get('publish_ms', NAN):.1f} ms per create): no confirm wait and no second "
+        f"({cb.get('publish_ms', NAN):.1f} ms per create, "
+        f"{cb.get('sends_per_create', NAN):.2f} sends per create): no confirm wait and no second "
         "transaction; a message the broker loses is republished by the sweeper "
         "(docs/execution.md, Publishing a task). No worker runs here, so once the brand's "
         "window (`TASK_BRAND_WINDOW`) is full fair share holds the following creates in the "
@@ -162,9 +164,11 @@ def rest(r: dict) -> str:
         "Under load the fsync'd commit of every request queues up on 2 vCPUs shared with "
         "PostgreSQL, RabbitMQ and the client. "
         + (f"Fixes, by size: {'; '.join(fixes)}. " if fixes else "")
-        + "Both sides now pay one durable commit and one unconfirmed publish (the peer's "
-        "`delay_on_commit`); megahub adds the fair-share read, the `queued` mark and its "
-        "events inside that same transaction."
+        + "megahub pays one durable commit and no confirm wait, with the fair-share read, the "
+        "`queued` mark and its events inside that transaction; the peer pays one durable "
+        "commit and its `delay_on_commit` publish through the app's producer pool, which "
+        "confirms every publish (`confirm_publish`; the message and its `task-sent` event: "
+        "two confirm waits)."
     )
 
 
