@@ -190,20 +190,23 @@ def rest(r: dict) -> str:
     q = r["queries"]
     kinds = q["create"]["kinds"]
     cb = r.get("create_breakdown") or {}
-    queued_in_request = "UPDATE task_core_task" in kinds
     re_read = len(kinds) > 1 and kinds[-1] == "SELECT task_core_task"
     items = [
-        "`services.task_create`: INSERT task + INSERT `created` event + durable COMMIT "
-        f"({cb.get('create_transaction_ms', NAN):.1f} ms including validation)."
+        "`services.task_create`: one transaction: INSERT task, the fair-share read "
+        "(`_brand_facts`), UPDATE (the `queued` mark, or the waiting reason when fair share "
+        "holds the task), one INSERT of the `created` event and, when admitted, the `queued` "
+        "one, and "
+        f"one durable COMMIT ({cb.get('create_transaction_ms', NAN):.1f} ms including "
+        "validation).",
+        "After the commit `publishing.task_send_queued` sends the persistent message on a "
+        "connection without publisher confirms "
+        f"({cb.get('publish_ms', NAN):.1f} ms per create, "
+        f"{cb.get('sends_per_create', NAN):.2f} sends per create): no confirm wait and no second "
+        "transaction; a message the broker loses is republished by the sweeper "
+        "(docs/execution.md, Publishing a task). No worker runs here, so once the brand's "
+        "window (`TASK_BRAND_WINDOW`) is full fair share holds the following creates in the "
+        "database: no send at all for those.",
     ]
-    if queued_in_request:
-        items.append(
-            "`transaction.on_commit(task_publish)` runs in the request thread: "
-            "`broker.send` publishes a persistent message with `confirm_publish` and waits "
-            f"for RabbitMQ's confirm ({cb.get('publish_ms', NAN):.1f} ms), then "
-            "`sm.transition(to=QUEUED)` is a second write transaction: UPDATE, SELECT re-read, "
-            f"INSERT `queued` event, COMMIT ({cb.get('queued_transition_ms', NAN):.1f} ms)."
-        )
     if re_read:
         items.append(
             "`TaskViewSet.create` (`task_core/api/views.py`) re-reads the task only to "
@@ -218,13 +221,6 @@ def rest(r: dict) -> str:
             "a millisecond ago, which cannot have any rows yet."
         )
     fixes = []
-    if queued_in_request:
-        fixes.append(
-            "take the QUEUED transition out of the request path (the worker's claim already "
-            "accepts `pending`; the release loop can mark published tasks `queued` in batches) "
-            "or at least make it one statement (`UPDATE ... RETURNING` + event INSERT in a "
-            "CTE, see the drain note)"
-        )
     if re_read:
         fixes.append("serialize the created task from memory in `TaskViewSet.create`")
     if sections:
@@ -239,13 +235,14 @@ def rest(r: dict) -> str:
         + "). The rest happens inside the request "
         f"(`services.task_create` in-process: {cb.get('total_ms', NAN):.1f} ms):\n\n"
         f"{listed}\n\n"
-        "Under load the fsync'd commits and the publish confirm of every request queue up on "
-        "2 vCPUs shared with PostgreSQL, RabbitMQ and the client, so the gap widens at 4 "
-        "clients. "
+        "Under load the fsync'd commit of every request queues up on 2 vCPUs shared with "
+        "PostgreSQL, RabbitMQ and the client. "
         + (f"Fixes, by size: {'; '.join(fixes)}. " if fixes else "")
-        + "What must stay is one durable commit and one confirmed publish, about 1-3 ms on "
-        "this machine when it is quiet; the peer pays one durable commit and an unconfirmed "
-        "publish (`delay_on_commit`), and no QUEUED transition."
+        + "megahub pays one durable commit and no confirm wait, with the fair-share read, the "
+        "`queued` mark and its events inside that transaction; the peer pays one durable "
+        "commit and its `delay_on_commit` publish through the app's producer pool, which "
+        "confirms every publish (`confirm_publish`; the message and its `task-sent` event: "
+        "two confirm waits)."
     )
 
 

@@ -1,7 +1,7 @@
 """The execution message of a brand task and putting it on the broker: built once per task
 (queue, priority, time limits, what monitors show), published one at a time with the broker's
-confirm, or many on one confirm-mode channel with one round trip for the confirms; the sent ones
-recorded as queued."""
+confirm (or, for a task already recorded as queued, without waiting for it), or many on one
+confirm-mode channel with one round trip for the confirms; the sent ones recorded as queued."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import logging
 import os
 import threading
 import time
+from contextlib import nullcontext
 from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
+from kombu import pools
 
 from task_core import state_machine as sm
 from task_core.models import Task, TaskEvent
@@ -57,19 +59,57 @@ def _message_options(task: Task, spec: TaskType | None) -> dict:
     }
 
 
-def send(task: Task) -> None:
-    """Publish the execution message (priority, queue and time limits from the task type)."""
-    current_app.send_task(
-        EXECUTE_TASK_NAME,
-        **_message_options(task, get_task_type(task.task_type)),
-        retry=True,
-        retry_policy={
-            "max_retries": settings.TASK_PUBLISH_RETRIES,
-            "interval_start": 0,
-            "interval_step": 0.2,
-            "interval_max": 0.5,
-        },
-    )
+def send(task: Task, *, confirm: bool = True) -> None:
+    """Publish the execution message (priority, queue and time limits from the task type).
+
+    ``confirm=False``: on a connection without publisher confirms, so the call returns once
+    the message is written to the socket, not once RabbitMQ has taken it. Only for a task the
+    database already records as ``queued``, whose lost message the sweeper republishes
+    (publishing.tasks_requeue_lost). A connection error still raises (after the retries)."""
+    with nullcontext(None) if confirm else _unconfirmed_producers().acquire(block=True) as p:
+        current_app.send_task(
+            EXECUTE_TASK_NAME,
+            **_message_options(task, get_task_type(task.task_type)),
+            producer=p,
+            retry=True,
+            retry_policy={
+                "max_retries": settings.TASK_PUBLISH_RETRIES,
+                "interval_start": 0,
+                "interval_step": 0.2,
+                "interval_max": 0.5,
+            },
+        )
+
+
+# RabbitMQ closes a connection that sent nothing for two heartbeat intervals (Celery's
+# broker_heartbeat, 120 s), and the first publish written to a connection the server closed
+# is lost without an error. So a pool unused for this long is dropped, and the next send opens
+# a new connection (one handshake) before it publishes.
+UNCONFIRMED_IDLE_SECONDS = 30.0
+_unconfirmed: dict = {"key": None, "pool": None, "used": 0.0}
+
+
+def _unconfirmed_producers() -> pools.ProducerPool:
+    """This process's pool of producers on broker connections without publisher confirms (the
+    app's own pool confirms every publish, CELERY_BROKER_TRANSPORT_OPTIONS). Made again after
+    UNCONFIRMED_IDLE_SECONDS without a send, or when the app's connection pool is replaced (a
+    fork, a new broker URL)."""
+    app = current_app
+    key, now = (os.getpid(), id(app.pool)), time.monotonic()
+    pool = _unconfirmed["pool"]
+    if (
+        pool is None
+        or _unconfirmed["key"] != key
+        or now - _unconfirmed["used"] > (UNCONFIRMED_IDLE_SECONDS)
+    ):
+        if pool is not None and _unconfirmed["key"] == key:
+            pool.connections.force_close_all()
+        options = {**(app.conf.broker_transport_options or {}), "confirm_publish": False}
+        conn = app.connection_for_write(transport_options=options)
+        pool = pools.ProducerPool(conn.Pool(limit=app.pool.limit), limit=app.pool.limit)
+        _unconfirmed.update(key=key, pool=pool)
+    _unconfirmed["used"] = now
+    return pool
 
 
 class _ConfirmChannel:

@@ -1,15 +1,19 @@
-"""Putting tasks on the broker: publish on commit, batch publish, the release loop for due
-tasks and the republishing of lost messages. A publish that fails leaves the task pending; the
-release loop publishes it later. With fair share (task_core/fairshare.py) work beyond a brand's
-window or limits waits in the database and is released fairly."""
+"""Putting tasks on the broker: the create path (queued in its own transaction, sent after
+commit without waiting for the broker's confirm), publish on commit, batch publish, the release
+loop for due tasks and the republishing of lost messages. A publish that fails leaves (or puts
+back) the task pending; the release loop publishes it later. With fair share
+(task_core/fairshare.py) work beyond a brand's window or limits waits in the database and is
+released fairly."""
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from task_core import broker, fairshare
@@ -64,22 +68,13 @@ def task_publish(*, task: Task, actor: str = "system:publisher") -> bool:
     if settings.TASK_FAIR_SHARE:
         admitted, waiting, limited = fairshare.admit_now([task])
         if not admitted:
-            fairshare.hold(waiting, due=True)
-            if limited:
-                fairshare.release(sorted(limited), actor=actor, wait=True, gated=list(waiting))
+            _wait_for_release(waiting, limited, actor=actor)
             task.refresh_from_db(fields=["status", "waiting_reason", "available_at", "queued_at"])
             return task.status == S.QUEUED
     try:
         broker.send(task)
     except Exception as exc:
-        logger.warning(
-            "publish failed; the release loop will retry",
-            extra={"task_id": task.task_id, "brand_id": task.brand_id, "error": repr(exc)},
-        )
-        try:
-            sm.record_event(task, kind=K.PUBLISH_FAILED, actor=actor, message=repr(exc))
-        except Exception:
-            logger.warning("could not record publish failure", exc_info=True)
+        _publish_failed(task, exc, actor=actor)
         return False
     outermost = not transaction.get_connection().in_atomic_block
     with transaction.atomic():
@@ -94,6 +89,82 @@ def task_publish(*, task: Task, actor: str = "system:publisher") -> bool:
             fields=broker.released(timezone.now()),
         )
     return True
+
+
+def task_admit_created(task: Task, *, actor: str = "system:publisher") -> TaskEvent | None:
+    """In the transaction that inserted ``task`` (pending, due now): if it may go to the broker
+    now, mark it queued in that same transaction and return its unsaved ``queued`` event (the
+    caller inserts it after the ``created`` one, and calls task_send_queued once committed).
+    Otherwise (fair share: over its brand's window, or a brand with limits) it stays pending,
+    due now with its waiting reason (same transaction), for the release, which for a brand with
+    limits runs once the transaction has committed."""
+    if settings.TASK_FAIR_SHARE:
+        admitted, waiting, limited = fairshare.admit_now([task])
+        if not admitted:
+            _wait_for_release(waiting, limited, actor=actor, release_on_commit=True)
+            return None
+    now = timezone.now()
+    fields = broker.released(now)
+    Task.objects.unscoped().filter(pk=task.pk).update(status=S.QUEUED, updated_at=now, **fields)
+    event = sm.new_event(task, kind=K.QUEUED, actor=actor, to=S.QUEUED)
+    for name, value in {"status": S.QUEUED, "updated_at": now, **fields}.items():
+        setattr(task, name, value)
+    return event
+
+
+def task_send_queued(*, task: Task, actor: str = "system:publisher") -> bool:
+    """After the commit of task_admit_created: send the message without waiting for the
+    broker's confirm (a message the broker accepted and then lost is republished by the
+    sweeper, tasks_requeue_lost). If the send raises, the task goes back to ``pending``, due
+    at once, with a ``publish_failed`` event: the release loop publishes it."""
+    try:
+        broker.send(task, confirm=False)
+    except Exception as exc:
+        _publish_failed(task, exc, actor=actor, handed_back=True)
+        return False
+    return True
+
+
+def _wait_for_release(
+    waiting: dict, limited: set[int], *, actor: str, release_on_commit: bool = False
+) -> None:
+    """Tasks fair share did not admit: due now with their reason; a brand with limits goes
+    through the locked release at once (or once the caller's transaction has committed)."""
+    fairshare.hold(waiting, due=True)
+    if limited:
+        release = partial(
+            fairshare.release, sorted(limited), actor=actor, wait=True, gated=list(waiting)
+        )
+        if release_on_commit:
+            transaction.on_commit(release)
+        else:
+            release()
+
+
+def _publish_failed(task: Task, exc: Exception, *, actor: str, handed_back: bool = False) -> None:
+    """Record a failed publish; ``handed_back``: the task was recorded as queued, it goes back
+    to pending (due now) so the release loop publishes it."""
+    logger.warning(
+        "publish failed; the release loop will retry",
+        extra={"task_id": task.task_id, "brand_id": task.brand_id, "error": repr(exc)},
+    )
+    try:
+        if handed_back:
+            sm.transition(
+                task,
+                to=S.PENDING,
+                kind=K.PUBLISH_FAILED,
+                actor=actor,
+                frm=[S.QUEUED],
+                message=repr(exc),
+                fields={"available_at": timezone.now(), "queued_at": None},
+            )
+        else:
+            sm.record_event(task, kind=K.PUBLISH_FAILED, actor=actor, message=repr(exc))
+    except Exception:
+        # Not recorded: a pending task is published by the release loop once its grace period
+        # is over, a queued one by the sweeper (tasks_requeue_lost).
+        logger.warning("could not record publish failure", exc_info=True)
 
 
 def _commit_without_waiting_for_disk() -> None:
@@ -132,9 +203,11 @@ def tasks_release_due(*, limit: int | None = None) -> int:
 
 
 def tasks_requeue_lost(*, limit: int = 500) -> int:
-    """Republish queued tasks whose message is gone (queue purged, message lost by the broker):
-    still unclaimed long after being queued while their broker queue is empty. A duplicate
-    message is harmless, the claim ignores it."""
+    """Republish queued tasks whose message is gone (queue purged, message lost by the broker
+    after it took it, or never sent: a create's process died between its commit and its send):
+    still unclaimed TASK_QUEUED_LOST_SECONDS after being queued, and their broker queue is
+    either empty or already past them (_overtaken), which also holds under a queue that never
+    empties. A duplicate message is harmless, the claim ignores it."""
     from task_core.selectors import broker_queue_stats
 
     cutoff = timezone.now() - timedelta(seconds=settings.TASK_QUEUED_LOST_SECONDS)
@@ -144,8 +217,9 @@ def tasks_requeue_lost(*, limit: int = 500) -> int:
         return 0
     depths = broker_queue_stats(sorted(queues))["queues"]
     empty = [name for name, q in depths.items() if q["depth"] == 0]
+    lost = candidates.filter(queue__in=queues).filter(Q(queue__in=empty) | _overtaken())
     requeued = 0
-    for task in candidates.filter(queue__in=empty).order_by("queued_at")[:limit]:
+    for task in lost.order_by("queued_at")[:limit]:
         try:
             broker.send(task)
         except Exception:
@@ -156,3 +230,26 @@ def tasks_requeue_lost(*, limit: int = 500) -> int:
         )
         requeued += 1
     return requeued
+
+
+def _overtaken() -> Q:
+    """A queued task whose queue has moved past it: a task of the same queue with the same or
+    a lower priority, queued more than TASK_PUBLISH_GRACE_SECONDS after it, is running now.
+    RabbitMQ delivers a queue's messages in publish order within a priority, the highest
+    priority first, so this task's message should have been delivered before that one; the
+    grace covers a create's send coming a little after its "queued" commit. (A message still
+    in a busy worker's prefetch buffer looks lost too: the duplicate is ignored by the claim.)
+    Only running tasks are looked at (task_running_hb_idx), which is enough while the queue
+    has a backlog: then its consumers are always busy with its latest deliveries."""
+    grace = timedelta(seconds=settings.TASK_PUBLISH_GRACE_SECONDS)
+    rank = Task.BROKER_PRIORITY
+    overtaken = Q(pk__in=[])
+    for priority, level in rank.items():
+        later_running = Task.objects.unscoped().filter(
+            status=S.RUNNING,
+            queue=OuterRef("queue"),
+            priority__in=[p for p, lv in rank.items() if lv <= level],
+            queued_at__gt=OuterRef("queued_at") + grace,
+        )
+        overtaken |= Q(priority=priority) & Exists(later_running)
+    return overtaken

@@ -27,7 +27,12 @@ from task_core.models import (
     Task,
     TaskEvent,
 )
-from task_core.publishing import task_publish, tasks_publish_many
+from task_core.publishing import (
+    task_admit_created,
+    task_publish,
+    task_send_queued,
+    tasks_publish_many,
+)
 from task_core.registry import TaskType, get_task_type
 
 logger = logging.getLogger("megahub.tasks")
@@ -171,8 +176,11 @@ def task_create(
 ) -> tuple[Task, bool]:
     """Create a task (or return the one created with the same idempotency key).
 
-    Returns (task, created). The task is committed first and published on commit; a task due
-    later waits in the database until the release loop publishes it.
+    Returns (task, created). One transaction inserts the task and its ``created`` event and,
+    when it is due and admitted now, records it ``queued`` too (one durable commit); its
+    message is sent after the commit without waiting for the broker's confirm
+    (publishing.task_send_queued). A task due later, or held by fair share, waits in the
+    database until the release loop publishes it.
     """
     context_data = {} if context_data is None else context_data
     spec = task_validate_request(task_type=task_type, priority=priority, context_data=context_data)
@@ -200,15 +208,18 @@ def task_create(
     try:
         with transaction.atomic():
             task.save(force_insert=True)
-            sm.record_event(
+            created = sm.new_event(
                 task,
                 kind=K.CREATED,
                 actor=actor or actor_name(user),
                 data={"scheduled_for": scheduled_for.isoformat()} if scheduled_for else None,
             )
+            queued = task_admit_created(task) if due_now else None
+            TaskEvent.objects.bulk_create([created, *([queued] if queued else [])])
             sm.log_transition(task, kind=K.CREATED, actor=actor or actor_name(user))
-            if due_now:
-                transaction.on_commit(lambda: task_publish(task=task))
+            if queued is not None:
+                sm.log_transition(task, kind=K.QUEUED, actor=queued.actor)
+                transaction.on_commit(lambda: task_send_queued(task=task))
     except IntegrityError:
         if not idempotency_key:
             raise

@@ -22,7 +22,9 @@ S = Task.Status
 TRANSITIONS: dict[str, frozenset[str]] = {
     # pending -> running: a worker may claim before the publish confirmation is recorded.
     S.PENDING: frozenset({S.QUEUED, S.RUNNING, S.CANCELLED}),
-    S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
+    # queued -> pending: a create records "queued" before it publishes; a publish that fails
+    # hands the task back to the release loop (publishing.task_send_queued).
+    S.QUEUED: frozenset({S.RUNNING, S.CANCELLED, S.PENDING}),
     S.RUNNING: frozenset(
         {S.COMPLETED, S.FAILED, S.RETRYING, S.CANCELLED, S.PENDING, S.PAUSED, S.INTERRUPTED}
     ),
@@ -403,6 +405,21 @@ def transition_many(
         t.status = to
         log_transition(t, kind=kind, actor=actor)
     return updated
+
+
+def new_event(task: Task, *, kind: str, actor: str, to: str | None = None, data=None) -> TaskEvent:
+    """An unsaved timeline entry of ``task`` (from its current status to ``to``, by default the
+    same), for a caller that inserts several in one statement."""
+    return TaskEvent(
+        task_id=task.pk,
+        brand_id=task.brand_id,
+        kind=kind,
+        from_status=task.status,
+        to_status=to or task.status,
+        attempt=task.attempts,
+        actor=actor,
+        data=data or {},
+    )
 
 
 def record_event(task: Task, *, kind: str, actor: str, message: str = "", data=None) -> None:

@@ -136,7 +136,8 @@ class TaskViewSet(
             idempotency_key=idempotency_key(request),
             **serializer.validated_data,
         )
-        # `task` carries its brand and creator already, and the publish refreshed its status.
+        # `task` carries its brand, creator and status (`queued` in the create's transaction,
+        # `pending` again if its send failed after the commit).
         return Response(
             TaskDetailSerializer(task, context={"never_run": created}).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

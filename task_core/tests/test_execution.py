@@ -71,7 +71,15 @@ def test_a_task_runs_to_completion_with_progress_milestones(brand):
     task.refresh_from_db()
     assert task.status == "completed" and task.progress_percentage == 100
     assert task.result_data["keywords_processed"] == 40
-    assert kinds(task) == ["created", "started", "progress", "progress", "progress", "completed"]
+    assert kinds(task) == [
+        "created",
+        "queued",
+        "started",
+        "progress",
+        "progress",
+        "progress",
+        "completed",
+    ]
     milestones = [e.data["milestone"] for e in task.events.filter(kind="progress")]
     assert milestones == [25, 50, 75]
 
@@ -213,7 +221,8 @@ def test_release_keeps_tasks_when_the_broker_is_down(brand, monkeypatch):
         raise ConnectionRefusedError("broker down")
 
     monkeypatch.setattr(broker, "send", down)
-    task, _ = services.task_create(brand=brand, task_type="noop")
+    later = timezone.now() + timedelta(hours=1)  # pending: left to the release loop
+    task, _ = services.task_create(brand=brand, task_type="noop", scheduled_for=later)
     Task.objects.unscoped().filter(pk=task.pk).update(
         available_at=timezone.now() - timedelta(seconds=1)
     )
@@ -236,7 +245,7 @@ def test_sweeper_does_not_rescue_a_task_whose_heartbeat_arrived_meanwhile(brand,
     )
     assert outcome == "lost"
     task.refresh_from_db()
-    assert task.status == "running" and kinds(task) == ["created", "started"]
+    assert task.status == "running" and kinds(task) == ["created", "queued", "started"]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -39,14 +39,14 @@ def test_create_returns_the_seed_detail_shape(api, owner, brand):
     assert response.status_code == 201, response.content
     body = response.json()
     assert set(body) >= SEED_DETAIL_KEYS
-    assert body["status"] == "pending"  # published on commit, after the response's transaction
+    assert body["status"] == "queued"  # recorded in the create's transaction, sent on commit
     assert body["brand"] == {"id": brand.id, "name": "Humari"}
     assert body["created_by"] == {"id": owner.id, "username": "owner"}
     assert body["task_id"].startswith("task_")
     assert body["max_retries"] == 3 and body["attempts"] == 0
     task = Task.objects.unscoped().get(pk=body["id"])
     assert task.brand == brand and task.context_data == SEO["context_data"]
-    assert list(task.events.values_list("kind", flat=True)) == ["created"]
+    assert list(task.events.order_by("id").values_list("kind", flat=True)) == ["created", "queued"]
 
 
 def test_create_publishes_after_commit(api, owner, brand, django_capture_on_commit_callbacks):
@@ -359,6 +359,7 @@ def test_events_are_the_timeline_in_order(api, owner, brand):
     events = api(owner, brand).get(f"/tasks/{created['id']}/events/").json()["results"]
     assert [(e["kind"], e["to_status"]) for e in events] == [
         ("created", "pending"),
+        ("queued", "queued"),
         ("cancelled", "cancelled"),
     ]
     assert events[0]["actor"] == "user:owner"
@@ -386,13 +387,13 @@ def test_queue_stats_fleet_figures_are_for_staff_only(api, owner, brand, other_b
         services.task_create(brand=other_brand, task_type="noop")
     body = api(owner, brand).get("/tasks/queue-stats/").json()
     assert "fleet" not in body and "broker" not in body
-    assert body["events_outbox"]["unpublished"] == 1  # its own "created" event only
+    assert body["events_outbox"]["unpublished"] == 2  # its own "created" and "queued" events
 
     staff = UserFactory(username="ops", is_staff=True)
     MembershipFactory(user=staff, brand=brand, role="viewer")
     body = api(staff, brand).get("/tasks/queue-stats/").json()
-    assert body["events_outbox"]["unpublished"] == 1
-    assert body["fleet"]["events_outbox"]["unpublished"] == 4
+    assert body["events_outbox"]["unpublished"] == 2
+    assert body["fleet"]["events_outbox"]["unpublished"] == 8
     assert "available" in body["fleet"]["broker"]
 
 

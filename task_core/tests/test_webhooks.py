@@ -73,13 +73,13 @@ def test_relayed_events_fan_out_to_matching_webhooks_of_their_brand(brand, other
     execution.task_execute(task_pk=task.pk, worker="w")
     events.events_relay()
     assert set(on_completed.deliveries.values_list("event_name", flat=True)) == {"completed"}
-    # (no "queued": inside the test transaction the on-commit publish does not run)
+    # ("queued" is recorded in the create's own transaction)
     assert sorted(on_all.deliveries.values_list("event_name", flat=True)) == [
-        "completed", "created", "started",
+        "completed", "created", "queued", "started",
     ]  # fmt: skip
-    assert WebhookDelivery.objects.unscoped().count() == 4
+    assert WebhookDelivery.objects.unscoped().count() == 5
     events.events_relay()  # nothing left to relay: no duplicate delivery
-    assert WebhookDelivery.objects.unscoped().count() == 4
+    assert WebhookDelivery.objects.unscoped().count() == 5
 
 
 def _deliver_now():
@@ -211,6 +211,6 @@ def test_deliveries_endpoint_lists_attempts(api, owner, brand):
     services.task_create(brand=brand, task_type="noop")
     events.events_relay()
     body = api(owner, brand).get(f"/tasks/webhooks/{hook.pk}/deliveries/").json()
-    assert [d["event_name"] for d in body["results"]] == ["created"]
+    assert [d["event_name"] for d in body["results"]] == ["queued", "created"]  # newest first
     other = BrandFactory()
     assert not WebhookDelivery.objects.filter(brand=other).exists()

@@ -141,7 +141,7 @@ def test_run_now_and_the_ledger(api, brand, schedule, user_with_role):
     response = client.post(f"{BASE}/periodic-tasks/{schedule.pk}/run-now/")
     assert response.status_code == 201, response.content
     run = response.json()
-    assert run["outcome"] == "manual" and run["task"]["status"] == "pending"
+    assert run["outcome"] == "manual" and run["task"]["status"] == "queued"
     runs = client.get(f"{BASE}/periodic-tasks/{schedule.pk}/runs/").json()
     assert [r["id"] for r in runs["results"]] == [run["id"]]
     assert (

@@ -91,12 +91,16 @@ def test_task_whose_publish_failed_is_published_by_the_release_loop(brand, worke
     with broker_unreachable():
         task, _ = services.task_create(brand=brand, task_type="noop")
     task.refresh_from_db()
-    assert task.status == "pending"  # committed, not on the broker
-    assert kinds(task) == ["created", "publish_failed"]
+    assert task.status == "pending"  # committed, handed back: not on the broker
+    assert kinds(task) == ["created", "queued", "publish_failed"]
+    failed = task.events.get(kind="publish_failed")
+    assert (failed.from_status, failed.to_status) == ("queued", "pending")
     task = wait_status(task.pk, "completed", timeout=30)
     assert task.attempts == 1
-    assert kinds(task) == ["created", "publish_failed", "queued", "started", "completed"]
-    assert task.events.get(kind="queued").actor == "system:release"
+    timeline = ["created", "queued", "publish_failed", "queued", "started", "completed"]
+    assert kinds(task) == timeline
+    queued = task.events.filter(kind="queued").order_by("id")
+    assert [e.actor for e in queued] == ["system:publisher", "system:release"]
 
 
 def test_critical_task_overtakes_a_low_priority_backlog(brand, start_process):
@@ -167,3 +171,40 @@ def test_queued_task_whose_message_was_lost_is_republished(brand, settings, purg
     assert lost.events.get().message == "republished: message lost"
     assert not fresh.events.exists()
     assert execution.tasks_sweep() == 0  # its queue is no longer empty
+
+
+def test_lost_message_is_republished_under_a_backlog(brand, settings, purge_queues):
+    """A queue that never empties: a queued task is taken as lost once a task of its queue with
+    the same or a lower priority, queued well after it, is running."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from task_core.selectors import broker_queue_stats
+
+    settings.TASK_QUEUED_LOST_SECONDS = 60
+    now = timezone.now()
+    long_ago = now - timedelta(minutes=5)
+    lost = TaskFactory(brand=brand, status="queued", priority="normal", queued_at=long_ago)
+    # A low-priority message legitimately waits behind normal ones published after it.
+    behind = TaskFactory(brand=brand, status="queued", priority="low", queued_at=long_ago)
+    # Queued within the grace period after the running one: its send may have come later.
+    close = TaskFactory(
+        brand=brand,
+        status="queued",
+        priority="normal",
+        queued_at=now - timedelta(minutes=1, seconds=5),
+    )
+    TaskFactory(
+        brand=brand, status="running", priority="normal", queued_at=now - timedelta(minutes=1),
+        started_at=now, heartbeat_at=now,
+    )  # fmt: skip
+    backlog = TaskFactory(brand=brand, status="queued", queued_at=now)
+    broker.send(backlog)
+    wait_for(lambda: broker_queue_stats(["default"])["queues"]["default"]["depth"] == 1, 5,
+             message="the backlog")  # fmt: skip
+    assert execution.tasks_sweep() == 1
+    assert lost.events.get().message == "republished: message lost"
+    assert not behind.events.exists() and not close.events.exists()
+    wait_for(lambda: broker_queue_stats(["default"])["queues"]["default"]["depth"] == 2, 5,
+             message="the republished message")  # fmt: skip
