@@ -521,8 +521,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gunicorn(name: str, workers: int = 2) -> tuple[Proc, int]:
-    """gunicorn megahub.wsgi (bench.settings) on a free loopback port, once /health/ answers."""
+def start_gunicorn(name: str, workers: int = 2, **env: str) -> tuple[Proc, int]:
+    """gunicorn megahub.wsgi (bench.settings) on a free loopback port, once /health/ answers;
+    ``env``: settings overrides for its processes."""
     import http.client
 
     port = free_port()
@@ -538,7 +539,7 @@ def start_gunicorn(name: str, workers: int = 2) -> tuple[Proc, int]:
             "--log-level",
             "warning",
         ],
-        child_env(DJANGO_SETTINGS_MODULE="bench.settings"),
+        child_env(DJANGO_SETTINGS_MODULE="bench.settings", **env),
     )
 
     def up() -> bool:

@@ -91,25 +91,25 @@ def task_publish(*, task: Task, actor: str = "system:publisher") -> bool:
     return True
 
 
-def task_admit_created(task: Task, *, actor: str = "system:publisher") -> TaskEvent | None:
-    """In the transaction that inserted ``task`` (pending, due now): if it may go to the broker
-    now, mark it queued in that same transaction and return its unsaved ``queued`` event (the
-    caller inserts it after the ``created`` one, and calls task_send_queued once committed).
-    Otherwise (fair share: over its brand's window, or a brand with limits) it stays pending,
-    due now with its waiting reason (same transaction), for the release, which for a brand with
-    limits runs once the transaction has committed."""
+# A created task admitted at once: pending -> queued in the transaction that inserted it.
+_QUEUE_CREATED = sm.Statement(
+    to=S.QUEUED, kind=K.QUEUED, frm=[S.PENDING], columns=broker.RELEASED_FIELDS
+)
+
+
+def task_admit_created(task: Task, *, actor: str = "system:publisher") -> bool:
+    """In the transaction that inserted ``task`` (pending, due now, its ``created`` event
+    written): if it may go to the broker now, record it ``queued`` in that same transaction (one
+    statement with its event) and return True; the caller calls task_send_queued once
+    committed. Otherwise (fair share: over its brand's window, or a brand with limits) it stays
+    pending, due now with its waiting reason, for the release, which for a brand with limits
+    runs once the transaction has committed."""
     if settings.TASK_FAIR_SHARE:
         admitted, waiting, limited = fairshare.admit_now([task])
         if not admitted:
             _wait_for_release(waiting, limited, actor=actor, release_on_commit=True)
-            return None
-    now = timezone.now()
-    fields = broker.released(now)
-    Task.objects.unscoped().filter(pk=task.pk).update(status=S.QUEUED, updated_at=now, **fields)
-    event = sm.new_event(task, kind=K.QUEUED, actor=actor, to=S.QUEUED)
-    for name, value in {"status": S.QUEUED, "updated_at": now, **fields}.items():
-        setattr(task, name, value)
-    return event
+            return False
+    return _QUEUE_CREATED.run(task, actor=actor, values=broker.released(timezone.now())) is not None
 
 
 def task_send_queued(*, task: Task, actor: str = "system:publisher") -> bool:

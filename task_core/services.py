@@ -208,17 +208,14 @@ def task_create(
     try:
         with transaction.atomic():
             task.save(force_insert=True)
-            created = sm.new_event(
+            sm.record_event(
                 task,
                 kind=K.CREATED,
                 actor=actor or actor_name(user),
                 data={"scheduled_for": scheduled_for.isoformat()} if scheduled_for else None,
             )
-            queued = task_admit_created(task) if due_now else None
-            TaskEvent.objects.bulk_create([created, *([queued] if queued else [])])
             sm.log_transition(task, kind=K.CREATED, actor=actor or actor_name(user))
-            if queued is not None:
-                sm.log_transition(task, kind=K.QUEUED, actor=queued.actor)
+            if due_now and task_admit_created(task):
                 transaction.on_commit(lambda: task_send_queued(task=task))
     except IntegrityError:
         if not idempotency_key:

@@ -407,21 +407,6 @@ def transition_many(
     return updated
 
 
-def new_event(task: Task, *, kind: str, actor: str, to: str | None = None, data=None) -> TaskEvent:
-    """An unsaved timeline entry of ``task`` (from its current status to ``to``, by default the
-    same), for a caller that inserts several in one statement."""
-    return TaskEvent(
-        task_id=task.pk,
-        brand_id=task.brand_id,
-        kind=kind,
-        from_status=task.status,
-        to_status=to or task.status,
-        attempt=task.attempts,
-        actor=actor,
-        data=data or {},
-    )
-
-
 def record_event(task: Task, *, kind: str, actor: str, message: str = "", data=None) -> None:
     """A timeline entry that is not a status change (progress milestone, publish failure...)."""
     TaskEvent.objects.create(

@@ -45,7 +45,7 @@ def test_task_enqueue_creates_tasks_through_the_service(db):
     call_command("task_enqueue", "humari", "seo_keyword_analysis",
                  "--context", '{"keyword_ids": [1, 2]}', "--count", "3")  # fmt: skip
     assert Task.objects.filter(brand=brand, task_type="seo_keyword_analysis").count() == 3
-    assert set(Task.objects.unscoped().values_list("status", flat=True)) == {"pending"}
+    assert set(Task.objects.unscoped().values_list("status", flat=True)) == {"queued"}
 
 
 @pytest.mark.parametrize(

@@ -169,8 +169,8 @@ def test_the_relay_publishes_brand_and_lifecycle_events_in_one_id_order(brand, o
     )
     execution.task_execute(task_pk=task.pk, worker="w")
     pending = list(TaskEvent.objects.unscoped().order_by("id").values_list("kind", flat=True))
-    assert pending == ["created", "brand_event", "started", "completed"]
-    assert events.events_relay() == 4
+    assert pending == ["created", "queued", "brand_event", "started", "completed"]
+    assert events.events_relay() == 5
     assert not TaskEvent.objects.unscoped().filter(published_at__isnull=True).exists()
 
 

@@ -27,8 +27,8 @@ def test_submit_takes_the_brand_by_instance_id_or_slug(brand, ref):
     given = {"instance": brand, "id": brand.pk, "id_text": str(brand.pk), "slug": "humari"}[ref]
     task = producer.submit("noop", brand=given, context={}, priority="high")
     assert task.pk and task.brand_id == brand.pk
-    assert (task.status, task.priority, task.task_type) == ("pending", "high", "noop")
-    assert task.events.get().actor == "system"
+    assert (task.status, task.priority, task.task_type) == ("queued", "high", "noop")
+    assert task.events.get(kind="created").actor == "system"
 
 
 @pytest.mark.parametrize("ref", ["nope", 999999, "999999", "", None, True, "1e3", "-1"])

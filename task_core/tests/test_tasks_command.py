@@ -38,7 +38,7 @@ def test_submit_creates_a_task_through_the_producer(brand):
     out = run("submit", str(brand.pk), "seo_keyword_analysis", "--context",
               '{"keyword_ids": [1, 2]}', "--priority", "high", "--description", "d")  # fmt: skip
     task = Task.objects.for_brand(brand).get()
-    assert f"submitted {task.task_id} id={task.pk} (pending)" in out
+    assert f"submitted {task.task_id} id={task.pk} (queued)" in out
     assert (task.priority, task.description, task.context_data) == (
         "high", "d", {"keyword_ids": [1, 2]},
     )  # fmt: skip
@@ -77,8 +77,8 @@ def test_list_shows_the_brands_tasks_only(brand, other):
 def test_show_prints_fields_and_timeline_and_hides_other_brands_tasks(brand, other):
     task = producer.submit("noop", brand=brand, description="nightly export")
     out = run("show", "humari", task.task_id)
-    assert "nightly export" in out and "status         pending" in out
-    assert "created" in out and "-> pending" in out and "system" in out  # the timeline
+    assert "nightly export" in out and "status         queued" in out
+    assert "created" in out and "-> pending" in out and "-> queued" in out  # the timeline
     assert run("show", "humari", str(task.pk)) == out
     error = refused("show", "acme", task.task_id)
     assert error.returncode == 2 and f"No task {task.task_id!r} in brand acme" in str(error)
