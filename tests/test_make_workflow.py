@@ -148,10 +148,10 @@ def _planned(target: str) -> list[str]:
 
 
 def test_make_run_installs_runtime_dependencies_only_and_make_test_the_dev_tools():
-    assert _planned("run") == ["--frozen --no-dev --inexact"]
-    assert _planned("worker") == ["--frozen --no-dev --inexact"]
-    assert _planned("test-fast") == ["--frozen"]
-    assert _planned("lint") == ["--frozen"]
+    assert _planned("run") == ["--frozen --no-dev --inexact --compile-bytecode"]
+    assert _planned("worker") == ["--frozen --no-dev --inexact --compile-bytecode"]
+    assert _planned("test-fast") == ["--frozen --compile-bytecode"]
+    assert _planned("lint") == ["--frozen --compile-bytecode"]
 
 
 def test_switching_between_run_and_test_syncs_only_when_needed(tmp_path):
@@ -175,12 +175,16 @@ def test_switching_between_run_and_test_syncs_only_when_needed(tmp_path):
                        capture_output=True, timeout=60)  # fmt: skip
         return log.read_text().splitlines()[len(before) :]
 
-    assert make("install-runtime") == ["sync --frozen --no-dev --inexact"]  # a newcomer's run
+    assert make("install-runtime") == [
+        "sync --frozen --no-dev --inexact --compile-bytecode"
+    ]  # a newcomer's run
     assert make("install-runtime") == []
-    assert make("install") == ["sync --frozen"]  # then make test: the dev tools are added
+    assert make("install") == [
+        "sync --frozen --compile-bytecode"
+    ]  # then make test: the dev tools are added
     assert make("install-runtime") == []  # back to make run: nothing to do
     assert make("install") == []
     stamp = (tmp_path / ".venv" / ".synced").stat().st_mtime
     os.utime(tmp_path / "uv.lock", (stamp + 5, stamp + 5))  # the lock file changed
-    assert make("install-runtime") == ["sync --frozen --no-dev --inexact"]
-    assert make("install") == ["sync --frozen"]
+    assert make("install-runtime") == ["sync --frozen --no-dev --inexact --compile-bytecode"]
+    assert make("install") == ["sync --frozen --compile-bytecode"]
