@@ -199,7 +199,7 @@ def test_sweeper_leaves_live_tasks_alone(brand):
 
 def test_release_publishes_due_tasks_and_skips_future_ones(brand, monkeypatch):
     sent = []
-    monkeypatch.setattr(broker, "send", lambda task: sent.append(task.pk))
+    monkeypatch.setattr(broker, "send", lambda task, **kw: sent.append(task.pk))
     due, _ = services.task_create(
         brand=brand, task_type="noop", scheduled_for=timezone.now() + timedelta(hours=1)
     )
