@@ -80,21 +80,12 @@ def task_publish(*, task: Task, actor: str = "system:publisher") -> bool:
     with transaction.atomic():
         if outermost:  # never relax a caller's transaction
             _commit_without_waiting_for_disk()
-        sm.transition(
-            task,
-            to=S.QUEUED,
-            kind=K.QUEUED,
-            actor=actor,
-            frm=[S.PENDING],
-            fields=broker.released(timezone.now()),
-        )
+        _QUEUE.run(task, actor=actor, values=broker.released(timezone.now()))
     return True
 
 
-# A created task admitted at once: pending -> queued in the transaction that inserted it.
-_QUEUE_CREATED = sm.Statement(
-    to=S.QUEUED, kind=K.QUEUED, frm=[S.PENDING], columns=broker.RELEASED_FIELDS
-)
+# pending -> queued with its event: one prepared statement (a create, a publish on commit).
+_QUEUE = sm.Statement(to=S.QUEUED, kind=K.QUEUED, frm=[S.PENDING], columns=broker.RELEASED_FIELDS)
 
 
 def task_admit_created(task: Task, *, actor: str = "system:publisher") -> bool:
@@ -109,7 +100,7 @@ def task_admit_created(task: Task, *, actor: str = "system:publisher") -> bool:
         if not admitted:
             _wait_for_release(waiting, limited, actor=actor, release_on_commit=True)
             return False
-    return _QUEUE_CREATED.run(task, actor=actor, values=broker.released(timezone.now())) is not None
+    return _QUEUE.run(task, actor=actor, values=broker.released(timezone.now())) is not None
 
 
 def task_send_queued(*, task: Task, actor: str = "system:publisher") -> bool:
