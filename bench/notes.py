@@ -192,10 +192,9 @@ def rest(r: dict) -> str:
     cb = r.get("create_breakdown") or {}
     re_read = len(kinds) > 1 and kinds[-1] == "SELECT task_core_task"
     items = [
-        "`services.task_create`: one transaction: INSERT task, the fair-share read "
-        "(`_brand_facts`), UPDATE (the `queued` mark, or the waiting reason when fair share "
-        "holds the task), one INSERT of the `created` event and, when admitted, the `queued` "
-        "one, and "
+        "`services.task_create`: one transaction: INSERT task, INSERT its `created` event, "
+        "the fair-share read (`_brand_facts`), then the `queued` mark with its event (one "
+        "prepared statement; or the waiting reason when fair share holds the task), and "
         f"one durable COMMIT ({cb.get('create_transaction_ms', NAN):.1f} ms including "
         "validation).",
         "After the commit `publishing.task_send_queued` sends the persistent message on a "

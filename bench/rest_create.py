@@ -11,6 +11,8 @@ No worker drains the created tasks, so the brand's fair-share window (TASK_BRAND
 would be full after 20 creates and every later create would wait in the database, never
 publishing, while the peer publishes every time. The server runs with a window no run fills
 (BENCH_WINDOW), so each create does what an idle brand's create does: admitted, published.
+Each run (endpoint x repetition) starts from empty task tables and queues (reset()): what
+piles up during a run (a few hundred queued tasks) is what the admission read counts.
 
 Load: gunicorn (megahub.wsgi, 2 sync workers, bench.settings) on 127.0.0.1, driven by a
 closed-loop client (threads, one http.client connection per request since gunicorn's sync
@@ -211,6 +213,15 @@ def load(port: int, path: str, headers: dict, *, threads: int, seconds: float) -
     }
 
 
+def reset(prefix: str, peer_queue: str) -> None:
+    """Every run starts with no task in the database or the queues: creates pile up (nothing
+    drains them), and a brand's admission read counts its queued tasks."""
+    with common.pg_connect(DB) as pg:
+        pg.execute("TRUNCATE task_core_task, task_core_taskevent CASCADE")
+    for queue in (f"{prefix}default", peer_queue):
+        common.queue_purge(queue)
+
+
 def run(reps: int, seconds: float, concurrency: int, gunicorn_workers: int) -> dict:
     info = common.configure(DB)
     common.django_setup(DB)
@@ -241,6 +252,7 @@ def run(reps: int, seconds: float, concurrency: int, gunicorn_workers: int) -> d
             for rep in range(reps):
                 names = list(ENDPOINTS)[rep % 3 :] + list(ENDPOINTS)[: rep % 3]
                 for name in names:
+                    reset(prefix, peer_celery.QUEUE)
                     r = load(port, ENDPOINTS[name], headers, threads=threads, seconds=seconds)
                     runs[phase][name].append(r)
                     print(
