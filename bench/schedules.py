@@ -3,7 +3,10 @@
 megahub: N ``* * * * *`` schedules spread over 10 brands; at the minute boundary, D dispatcher
 processes run ``schedules_dispatch_due`` as beat's ticks would (every
 SCHEDULE_DISPATCH_INTERVAL_SECONDS, the first one at the boundary). Lag of a fire = when its
-task was published (``queued_at``) minus the fire time; also the ledger row's creation.
+task was published (``queued_at``) minus the fire time; also the ledger row's creation. The
+dispatchers run with fair share off (TASK_FAIR_SHARE=0): with it on, each brand's tasks past
+its window (TASK_BRAND_WINDOW) wait in the database until workers take the earlier ones, and
+no worker drains in this benchmark, so only 10 x 20 would ever be published.
 
 Baseline: stock django-celery-beat, N PeriodicTask rows on one ``* * * * *`` crontab, driven
 by its DatabaseScheduler's own tick loop in one process (what one beat does), publishing a
@@ -167,6 +170,7 @@ def run_megahub(n: int, dispatchers: int) -> dict:
         batch_size=2000,
     )
     connections.close_all()
+    settings.TASK_FAIR_SHARE = False  # inherited by the forked dispatchers (see the docstring)
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
     procs = [
