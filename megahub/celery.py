@@ -109,11 +109,14 @@ class ReleaserStep(bootsteps.StartStopStep):
 
     def start(self, w):
         from django.conf import settings
+        from django.db import connection
 
         from task_core.releaser import Releaser
 
         system = f"{settings.CELERY_QUEUE_PREFIX}system"
         if not (settings.TASK_FAIR_SHARE and settings.TASK_RELEASER):
+            return
+        if connection.vendor != "postgresql":  # no LISTEN/NOTIFY: the release loop refills
             return
         if system not in w.app.amqp.queues.consume_from:
             return

@@ -373,3 +373,34 @@ def test_the_outcome_statement_notifies_the_releaser_only_with_due_work(
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f"UNLISTEN {RELEASE_CHANNEL}")
+
+
+def test_the_releaser_runs_only_on_a_system_worker_over_postgresql(db, settings):
+    """ReleaserStep starts the releaser thread in a worker consuming the system queue when the
+    database has LISTEN/NOTIFY (PostgreSQL); on SQLite (make run's embedded default) the release
+    loop refills and no thread would retry LISTEN forever; a brand-only worker never runs it."""
+    from types import SimpleNamespace
+
+    from django.db import connection
+
+    from megahub.celery import ReleaserStep
+
+    def worker(queues):
+        consume_from = {f"{settings.CELERY_QUEUE_PREFIX}{q}": None for q in queues}
+        return SimpleNamespace(app=SimpleNamespace(amqp=SimpleNamespace(
+            queues=SimpleNamespace(consume_from=consume_from))))  # fmt: skip
+
+    brand_only = ReleaserStep(SimpleNamespace())
+    brand_only.start(worker(["default", "long"]))
+    assert brand_only.releaser is None
+    step = ReleaserStep(SimpleNamespace())
+    step.start(worker(["system"]))
+    thread = step.releaser
+    try:
+        assert (thread is not None) == (connection.vendor == "postgresql")
+    finally:
+        step.stop(worker(["system"]))
+    assert step.releaser is None
+    if thread is not None:  # its session gone before the test database is dropped
+        thread.join(10)
+        assert not thread.is_alive()
