@@ -29,18 +29,37 @@ class EventsWithoutConfirms(bootsteps.StartStopStep):
     published without waiting for the broker's confirm. Publisher confirms are on for the
     broker connection (CELERY_BROKER_TRANSPORT_OPTIONS ``confirm_publish``) for the sake of
     execution messages, and py-amqp applies them to every channel of a connection, so the
-    event dispatcher's channel waited for one confirm round trip per flush (about one per
-    task). Events are best-effort monitoring: Celery never confirms them by default."""
+    event dispatcher's channel waited for one confirm round trip per flush (the worker's event
+    loop blocked meanwhile). Events are best-effort monitoring: Celery never confirms them by
+    default.
+
+    By the time this step starts, the Events step has already published on the dispatcher's
+    channel (the exchange, ``worker-online``), which put it in confirm mode for good (a channel
+    cannot leave it). So the dispatcher gets a channel of its own, opened without confirms on
+    the same connection; a channel still unused is simply switched."""
 
     requires = ("celery.worker.consumer.events:Events",)
 
     def start(self, c):
         dispatcher = getattr(c, "event_dispatcher", None)
-        channel = getattr(getattr(dispatcher, "producer", None), "channel", None)
-        # py-amqp sets basic_publish = basic_publish_confirm on the channel instance; without
-        # it, the class's plain basic_publish is used. (Once in confirm mode, a channel stays.)
-        if channel is not None and not getattr(channel, "_confirm_selected", True):
+        producer = getattr(dispatcher, "producer", None)
+        channel = getattr(producer, "channel", None)
+        if channel is None or not hasattr(channel, "basic_publish_confirm"):
+            return  # not py-amqp, or events disabled
+        if not channel._confirm_selected:
+            # py-amqp sets basic_publish = basic_publish_confirm on the channel instance;
+            # without it, the class's plain basic_publish is used.
             vars(channel).pop("basic_publish", None)
+            return
+        connection = channel.connection  # the py-amqp connection of the dispatcher
+        confirm, connection.confirm_publish = connection.confirm_publish, False
+        try:  # read when a channel is created, nowhere else
+            plain = dispatcher.connection.channel()
+        finally:
+            connection.confirm_publish = confirm
+        # Closed with the dispatcher's connection (the Events step); kept for a later enable().
+        dispatcher.channel = plain
+        producer.revive(plain)
 
 
 class EventsBatched(bootsteps.StartStopStep):

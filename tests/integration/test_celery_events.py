@@ -188,23 +188,32 @@ def test_batch_release_counts_confirms_with_sent_events_and_labels_messages(
         assert headers["argsrepr"] == f"(task_id={task.task_id}, brand={brand.pk}, type=noop)"
 
 
-def test_worker_events_are_published_without_waiting_for_confirms():
+@pytest.mark.parametrize("used_before", [False, True], ids=["fresh", "already-confirming"])
+def test_worker_events_are_published_without_waiting_for_confirms(used_before):
     """The broker connection confirms publishes (execution messages); the worker's event
-    dispatcher channel must not (megahub.celery.EventsWithoutConfirms), and still delivers."""
+    dispatcher channel must not (megahub.celery.EventsWithoutConfirms), and still delivers.
+    In a worker the Events step has already published (worker-online) when the step starts,
+    so the channel is in confirm mode for good: the dispatcher gets a plain channel."""
     from megahub.celery import EventsWithoutConfirms
 
     stream = EventStream().start()
     conn = current_app.connection_for_write()
     dispatcher = current_app.events.Dispatcher(conn, hostname="probe@events", enabled=True)
     try:
-        channel = dispatcher.producer.channel
-        assert channel.basic_publish.__name__ == "basic_publish_confirm"  # confirm_publish is on
+        first = dispatcher.producer.channel
+        assert first.basic_publish.__name__ == "basic_publish_confirm"  # confirm_publish is on
+        if used_before:
+            dispatcher.send("worker-online")
+            assert first._confirm_selected
 
         class Consumer:
             event_dispatcher = dispatcher
 
         EventsWithoutConfirms.start(None, Consumer)
+        channel = dispatcher.producer.channel
         assert channel.basic_publish.__name__ == "_basic_publish"
+        assert (channel is not first) == used_before
+        assert conn.connection.confirm_publish  # other channels still confirm
 
         def delivered() -> bool:  # sent until the stream, which binds its queue first, has one
             dispatcher.send("worker-heartbeat", freq=2.0)
