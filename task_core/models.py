@@ -51,7 +51,9 @@ class Task(models.Model):
     BROKER_PRIORITY = {"low": 1, "normal": 4, "high": 7, "critical": 9}
 
     task_id = models.CharField(max_length=32, unique=True, default=new_task_id, editable=False)
-    brand = models.ForeignKey(Brand, on_delete=models.PROTECT, related_name="tasks")
+    # No index of its own: every index below that starts with brand serves its lookups (a
+    # second one would only cost the worker's two writes per task an index entry each).
+    brand = models.ForeignKey(Brand, on_delete=models.PROTECT, related_name="tasks", db_index=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -209,9 +211,15 @@ class TaskEvent(models.Model):
         CANCELLED = "cancelled", "Cancelled"
         BRAND_EVENT = "brand_event", "Brand event"  # the outbox row of a BrandEvent (no task)
 
-    # Null only for brand events (kind brand_event).
+    # Null only for brand events (kind brand_event). Indexed by taskevent_task_id_idx
+    # (task, id), which serves every lookup by task (no index of its own).
     task = models.ForeignKey(
-        Task, on_delete=models.CASCADE, related_name="events", null=True, blank=True
+        Task,
+        on_delete=models.CASCADE,
+        related_name="events",
+        null=True,
+        blank=True,
+        db_index=False,
     )
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=32, choices=Kind.choices)

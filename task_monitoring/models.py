@@ -12,8 +12,10 @@ from task_core.tenancy import BrandScopedManager
 class TaskMetric(models.Model):
     """One row per execution attempt, written by the worker after the attempt (see services)."""
 
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="metrics")
+    # No index of their own: metric_brand_id_idx (brand, -id) and metric_unique_task_attempt
+    # (task, attempt) serve every lookup by brand or task; the worker inserts a row per task.
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+", db_index=False)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="metrics", db_index=False)
     attempt = models.PositiveIntegerField()
     task_type = models.CharField(max_length=100)
     queue = models.CharField(max_length=64, default="default")
