@@ -10,7 +10,7 @@ import logging
 from collections.abc import Iterable
 
 from django.db import connections, transaction
-from django.db.models import Q, sql
+from django.db.models import Field, Q, sql
 from django.utils import timezone
 
 from task_core.models import Task, TaskEvent
@@ -197,18 +197,43 @@ def cursor(using: str = "default"):
     """A cursor on Django's connection that binds parameters on the server (psycopg 3), so that
     a statement run with the same text often is prepared once per connection (DATABASES
     OPTIONS ``prepare_threshold``, settings.py; Django's own cursors bind on the client and are
-    never prepared). It shares the connection's transaction and execute wrappers."""
+    never prepared). It shares the connection's transaction and execute wrappers.
+
+    One psycopg cursor is kept per connection and handed out again (its ``close`` only drops
+    its results): building a cursor and its adapters for each of a task's statements cost more
+    than the statement's own client work."""
     connection = connections[using]
     if connection.vendor != "postgresql" or connection.queries_logged:
         # Queries logged (DEBUG, CaptureQueriesContext): Django's cursor, which logs the
         # statement with its parameters; the same text, unprepared.
         return connection.cursor()
-    import psycopg
-
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()
-    return connection.make_cursor(psycopg.Cursor(connection.connection))
+    pg = connection.connection
+    kept = getattr(connection, "_megahub_kept_cursor", None)
+    if kept is None or kept.connection is not pg:
+        kept = connection._megahub_kept_cursor = _kept_cursor_class()(pg)
+    return connection.make_cursor(kept)
+
+
+_KeptCursor = None
+
+
+def _kept_cursor_class():
+    global _KeptCursor
+    if _KeptCursor is None:
+        import psycopg
+
+        class KeptCursor(psycopg.Cursor):
+            """A server-binding cursor that outlives ``with``: closing drops its results only
+            (the next execute starts afresh), so the connection's one cursor serves again."""
+
+            def close(self) -> None:
+                self._reset()
+
+        _KeptCursor = KeptCursor
+    return _KeptCursor
 
 
 def _literal(value: str) -> str:
@@ -369,9 +394,31 @@ def _row_insert(model, i: int) -> str:
 
 def _row_params(row, i: int, connection) -> dict:
     return {
-        f"r{i}_{f.column}": f.get_db_prep_save(f.pre_save(row, add=True), connection)
-        for f in _row_fields(type(row))
+        f"r{i}_{column}": prep(
+            pre_save(row, True) if pre_save else getattr(row, attname), connection
+        )
+        for column, attname, pre_save, prep in _row_plan(type(row))
     }
+
+
+# model -> (column, attname, pre_save or None, get_db_prep_save) of its inserted fields: a
+# field that keeps Field's own pre_save (the attribute as is) is read directly.
+_row_plans: dict[type, list[tuple]] = {}
+
+
+def _row_plan(model) -> list[tuple]:
+    plan = _row_plans.get(model)
+    if plan is None:
+        plan = _row_plans[model] = [
+            (
+                f.column,
+                f.attname,
+                f.pre_save if type(f).pre_save is not Field.pre_save else None,
+                f.get_db_prep_save,
+            )
+            for f in _row_fields(model)
+        ]
+    return plan
 
 
 def transition_many(

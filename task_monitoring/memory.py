@@ -32,7 +32,6 @@ _STATUS = "/proc/self/status"
 _STATM = "/proc/self/statm"
 _CLEAR_REFS = "/proc/self/clear_refs"
 _FIELD = re.compile(r"^(VmHWM|VmRSS):\s+(\d+)\s+kB", re.MULTILINE)
-_FIELD_BYTES = re.compile(rb"^(VmHWM|VmRSS):\s+(\d+)\s+kB", re.MULTILINE)
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
 
 # pid -> (clear_refs, status, statm) descriptors of that process, opened on first use.
@@ -59,11 +58,11 @@ def _own_fds() -> tuple[int, int, int]:
     return fds
 
 
-def _status_kb() -> dict[str, int]:
-    return {
-        name.decode(): int(kb)
-        for name, kb in _FIELD_BYTES.findall(os.pread(_own_fds()[1], 4096, 0))
-    }
+def _hwm_kb() -> int:
+    """VmHWM from /proc/self/status (after each attempt: a find, not a regex over the file)."""
+    status = os.pread(_own_fds()[1], 4096, 0)
+    start = status.index(b"VmHWM:") + 6
+    return int(status[start : status.index(b"kB", start)])
 
 
 def _statm_rss_kb() -> int:
@@ -94,7 +93,7 @@ def attempt_peak(baseline: dict | None) -> tuple[float | None, float | None, str
     if not baseline:
         return None, None, ""
     try:
-        peak_kb = _status_kb()["VmHWM"] if baseline["method"] == "vmhwm" else _maxrss_kb()
+        peak_kb = _hwm_kb() if baseline["method"] == "vmhwm" else _maxrss_kb()
     except (OSError, KeyError, ValueError):
         return None, None, ""
     growth_kb = max(0, peak_kb - baseline["start_kb"])

@@ -56,7 +56,12 @@ def metric_attempt_started(*, ctx) -> None:
     _baselines[ctx] = memory.attempt_baseline()
 
 
+_ZERO_USD = Decimal(0).quantize(SIX_PLACES)
+
+
 def _usd(value) -> Decimal:
+    if not value:  # most attempts: no rate, nothing reported
+        return _ZERO_USD
     return Decimal(str(value)).quantize(SIX_PLACES, rounding=ROUND_HALF_UP)
 
 
