@@ -214,6 +214,11 @@ def cursor(using: str = "default"):
     kept = getattr(connection, "_megahub_kept_cursor", None)
     if kept is None or kept.connection is not pg:
         kept = connection._megahub_kept_cursor = _kept_cursor_class()(pg)
+    elif kept.in_use:  # a statement run while another's cursor is open: a cursor of its own
+        import psycopg
+
+        return connection.make_cursor(psycopg.Cursor(pg))
+    kept.in_use = True
     return connection.make_cursor(kept)
 
 
@@ -229,8 +234,11 @@ def _kept_cursor_class():
             """A server-binding cursor that outlives ``with``: closing drops its results only
             (the next execute starts afresh), so the connection's one cursor serves again."""
 
+            in_use = False
+
             def close(self) -> None:
                 self._reset()
+                self.in_use = False
 
         _KeptCursor = KeptCursor
     return _KeptCursor

@@ -297,3 +297,18 @@ def test_heartbeat_stamps_running_attempts_and_raises_the_cancel_flag(brand):
         True,
         False,
     ]
+
+
+@pytest.mark.django_db
+def test_the_kept_cursor_is_not_handed_out_while_its_results_are_still_read():
+    """state_machine.cursor() hands out one kept cursor per connection; a statement run while
+    that cursor is still open gets a cursor of its own, so neither loses its rows."""
+    with sm.cursor() as outer:
+        outer.execute("SELECT 1 UNION ALL SELECT 2")
+        with sm.cursor() as inner:
+            inner.execute("SELECT 3")
+            assert inner.fetchall() == [(3,)]
+        assert outer.fetchall() == [(1,), (2,)]
+    with sm.cursor() as again:  # the kept one serves again once closed
+        again.execute("SELECT 4")
+        assert again.fetchall() == [(4,)]
