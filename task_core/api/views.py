@@ -24,6 +24,7 @@ from task_core.api.serializers import (
     WebhookCreatedSerializer,
     WebhookDeliverySerializer,
     WebhookSerializer,
+    task_detail_data,
 )
 from task_core.api.tenancy import BrandScopedViewSet
 from task_core.models import BrandLimit, Task, Webhook
@@ -139,7 +140,7 @@ class TaskViewSet(
         # `task` carries its brand, creator and status (`queued` in the create's transaction,
         # `pending` again if its send failed after the commit).
         return Response(
-            TaskDetailSerializer(task, context={"never_run": created}).data,
+            task_detail_data(task, never_run=created),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
