@@ -192,11 +192,11 @@ def rest(r: dict) -> str:
     cb = r.get("create_breakdown") or {}
     re_read = len(kinds) > 1 and kinds[-1] == "SELECT task_core_task"
     items = [
-        "`services.task_create`: one transaction: INSERT task, INSERT its `created` event, "
-        "the fair-share read (`_brand_facts`), then the `queued` mark with its event (one "
-        "prepared statement; or the waiting reason when fair share holds the task), and "
-        f"one durable COMMIT ({cb.get('create_transaction_ms', NAN):.1f} ms including "
-        "validation).",
+        "`services.task_create`: the fair-share read (`_brand_facts`), then one prepared "
+        "statement, its own transaction (no BEGIN/COMMIT round trips): INSERT task, already "
+        "`queued` when admitted (or with the waiting reason when fair share holds it), with "
+        "its `created` and `queued` events, and one durable commit "
+        f"({cb.get('create_transaction_ms', NAN):.1f} ms including validation).",
         "After the commit `publishing.task_send_queued` sends the persistent message on a "
         "connection without publisher confirms "
         f"({cb.get('publish_ms', NAN):.1f} ms per create, "
