@@ -24,6 +24,7 @@ from task_core.api.serializers import (
     WebhookCreatedSerializer,
     WebhookDeliverySerializer,
     WebhookSerializer,
+    task_create_input,
     task_detail_data,
 )
 from task_core.api.tenancy import BrandScopedViewSet
@@ -129,13 +130,12 @@ class TaskViewSet(
         summary="Create a task (201), or return the idempotent twin (200)",
     )
     def create(self, request, *args, **kwargs):
-        serializer = TaskCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        fields = task_create_input(request.data)
         task, created = services.task_create(
             brand=request.brand,
             user=request.user,
             idempotency_key=idempotency_key(request),
-            **serializer.validated_data,
+            **fields,
         )
         # `task` carries its brand, creator and status (`queued` in the create's transaction,
         # `pending` again if its send failed after the commit).
