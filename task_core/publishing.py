@@ -148,7 +148,9 @@ def task_insert_due(task: Task, *, actor: str, data: dict | None = None) -> bool
                 )
     with transaction.mark_for_rollback_on_error(), sm.cursor() as cur:
         cur.execute(_insert_due_text(queued, connection), params)
-        task.pk = cur.fetchone()[0]
+        task.pk, stored = cur.fetchone()
+    # As PostgreSQL stored it (jsonb orders keys its own way), as a read of the task shows it.
+    task.context_data = _CONTEXT_DATA.from_db_value(stored, None, connection)
     task._state.adding, task._state.db = False, connection.alias
     sm.log_transition(task, kind=K.CREATED, actor=actor)
     if queued:
@@ -168,6 +170,7 @@ def task_insert_due(task: Task, *, actor: str, data: dict | None = None) -> bool
 
 # The event columns taken from the inserted task row (as state_machine's statements do).
 _FROM_TASK_ROW = {"task_id": "id", "brand_id": "brand_id", "attempt": "attempts"}
+_CONTEXT_DATA = Task._meta.get_field("context_data")
 _INSERT_TASK_FIELDS = [f for f in Task._meta.concrete_fields if not f.primary_key]
 _EVENT_FIELDS = [f for f in TaskEvent._meta.concrete_fields if not f.primary_key]
 _insert_due_texts: dict[bool, str] = {}
@@ -181,7 +184,9 @@ def _insert_due_text(queued: bool, connection) -> str:
         table, events = Task._meta.db_table, TaskEvent._meta.db_table
         columns = ", ".join(f'"{f.column}"' for f in _INSERT_TASK_FIELDS)
         values = ", ".join(f"%(t_{f.column})s" for f in _INSERT_TASK_FIELDS)
-        returning = ", ".join(f'"{c}"' for c in dict.fromkeys(["id", *_FROM_TASK_ROW.values()]))
+        returning = ", ".join(
+            f'"{c}"' for c in dict.fromkeys(["id", *_FROM_TASK_ROW.values(), "context_data"])
+        )
         event_columns = ", ".join(f'"{f.column}"' for f in _EVENT_FIELDS)
 
         def select(prefix: str) -> str:
@@ -198,7 +203,7 @@ def _insert_due_text(queued: bool, connection) -> str:
         text = _insert_due_texts[queued] = (
             f'WITH t AS (INSERT INTO "{table}" ({columns}) VALUES ({values}) '  # noqa: S608
             f'RETURNING {returning}), e AS (INSERT INTO "{events}" ({event_columns}) {selects}) '
-            'SELECT "id" FROM t'
+            'SELECT "id", "context_data" FROM t'
         )
     return text
 

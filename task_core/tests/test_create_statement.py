@@ -105,3 +105,15 @@ def test_an_idempotency_key_race_returns_the_winner(brand, owner, sends, monkeyp
     assert not created and twin.pk == first.pk
     assert missed and Task.objects.unscoped().count() == 1
     assert len(sends) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_created_task_answers_its_context_as_a_read_of_it(api, owner, brand, sends):
+    context = {"zz_long_key": 1, "a": [1.5, 100.0], "m": {"y": 1, "b": None}}
+    client = api(owner, brand)
+    created = client.post("/tasks/", {"task_type": "noop", "context_data": context}, format="json")
+    read = client.get(f"/tasks/{created.json()['id']}/")
+    assert created.status_code == 201 and read.status_code == 200
+    as_created, as_read = (r.content.split(b'"context_data":')[1] for r in (created, read))
+    assert as_created.split(b',"result_data"')[0] == as_read.split(b',"result_data"')[0]
+    assert list(created.json()["context_data"]) == ["a", "m", "zz_long_key"]  # jsonb's order
