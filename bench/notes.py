@@ -309,8 +309,9 @@ METHOD: list[str] = [
     "(checkpoints), `megahub_bench_schedules` and `megahub_bench_schedule_edits` "
     "(scheduling), created and migrated by the benchmarks; nothing else is touched. Queues: "
     "`bench-<pid>.*` and `bench-sched-<pid>.*`, deleted at the end of each benchmark. "
-    "`bench/drain.py --db megahub_bench_<name>` (and `BENCH_QUEUE_PREFIX`) runs a drain on a "
-    "database of its own, beside another one.",
+    "`bench/drain.py`, `bench/rest_create.py` and `bench/idle_latency.py` take "
+    "`--db megahub_bench_<name>` (and `BENCH_QUEUE_PREFIX`) to run on a database of their own, "
+    "beside another run.",
     "- CPU per task of the drain (`bench.common.CpuWindow`) is read from `/proc/<pid>/stat` "
     "of the worker's main process, its pool processes and the bench database's PostgreSQL "
     "backends (`pg_stat_activity`), between the poll that first sees 20% of the tasks done "
