@@ -199,11 +199,16 @@ def run(reps: int, samples: int, k: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    global DB
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--samples", type=int, default=40, help="samples per repetition")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="pool size K")
+    parser.add_argument(
+        "--db", default=DB, help="bench database (megahub_bench*; created and migrated if missing)"
+    )
     args = parser.parse_args(argv)
+    DB = args.db
     result = run(args.reps, args.samples, args.workers)
     common.write_result("latency", result)
     print(

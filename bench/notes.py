@@ -192,11 +192,11 @@ def rest(r: dict) -> str:
     cb = r.get("create_breakdown") or {}
     re_read = len(kinds) > 1 and kinds[-1] == "SELECT task_core_task"
     items = [
-        "`services.task_create`: one transaction: INSERT task, INSERT its `created` event, "
-        "the fair-share read (`_brand_facts`), then the `queued` mark with its event (one "
-        "prepared statement; or the waiting reason when fair share holds the task), and "
-        f"one durable COMMIT ({cb.get('create_transaction_ms', NAN):.1f} ms including "
-        "validation).",
+        "`services.task_create`: the fair-share read (`_brand_facts`), then one prepared "
+        "statement, its own transaction (no BEGIN/COMMIT round trips): INSERT task, already "
+        "`queued` when admitted (or with the waiting reason when fair share holds it), with "
+        "its `created` and `queued` events, and one durable commit "
+        f"({cb.get('create_transaction_ms', NAN):.1f} ms including validation).",
         "After the commit `publishing.task_send_queued` sends the persistent message on a "
         "connection without publisher confirms "
         f"({cb.get('publish_ms', NAN):.1f} ms per create, "
@@ -309,8 +309,9 @@ METHOD: list[str] = [
     "(checkpoints), `megahub_bench_schedules` and `megahub_bench_schedule_edits` "
     "(scheduling), created and migrated by the benchmarks; nothing else is touched. Queues: "
     "`bench-<pid>.*` and `bench-sched-<pid>.*`, deleted at the end of each benchmark. "
-    "`bench/drain.py --db megahub_bench_<name>` (and `BENCH_QUEUE_PREFIX`) runs a drain on a "
-    "database of its own, beside another one.",
+    "`bench/drain.py`, `bench/rest_create.py` and `bench/idle_latency.py` take "
+    "`--db megahub_bench_<name>` (and `BENCH_QUEUE_PREFIX`) to run on a database of their own, "
+    "beside another run.",
     "- CPU per task of the drain (`bench.common.CpuWindow`) is read from `/proc/<pid>/stat` "
     "of the worker's main process, its pool processes and the bench database's PostgreSQL "
     "backends (`pg_stat_activity`), between the poll that first sees 20% of the tasks done "

@@ -305,13 +305,18 @@ def run(reps: int, seconds: float, concurrency: int, gunicorn_workers: int) -> d
 
 
 def main(argv: list[str] | None = None) -> dict:
+    global DB
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of one load run")
     parser.add_argument("--concurrency", type=int, default=4, help="threads, throughput phase")
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--result-name", default="rest", help="bench/results/<name>.json")
+    parser.add_argument(
+        "--db", default=DB, help="bench database (megahub_bench*; created and migrated if missing)"
+    )
     args = parser.parse_args(argv)
+    DB = args.db
     result = run(args.reps, args.seconds, args.concurrency, args.gunicorn_workers)
     common.write_result(args.result_name, result)
     lat, thr = result["latency"], result["throughput"]

@@ -355,7 +355,8 @@ def render_rest(r: dict) -> list[str]:
             [
                 "",
                 "`services.task_create` in-process (ms per create, 100 creates): "
-                f"{cb['total_ms']:.2f} total = create transaction (with the `queued` mark) "
+                f"{cb['total_ms']:.2f} total = fair-share read + create statement (with the "
+                "`queued` mark, its own transaction) "
                 f"{cb['create_transaction_ms']:.2f} + send without confirm "
                 f"{cb['publish_ms']:.2f}"
                 + (
@@ -783,7 +784,8 @@ def render_latency(la: dict) -> list[str]:
         f"| p95 | {ms(p['p95_ms'])} | {ms(b['p95_ms'])} | | | |",
         "",
         "The project's figure contains the whole `POST /tasks/` request (section 2: JWT, "
-        "membership, the create transaction with the `queued` mark and its durable commit, "
+        "membership, the fair-share read, the create statement with the `queued` mark and its "
+        "durable commit, "
         "then the send without confirm, all before the response; the worker can start as "
         "soon as the message is on the broker) and the worker's claim transaction; the "
         "baseline's only the publish and the delivery.",
@@ -934,7 +936,7 @@ def render_messaging(rq: dict | None, ob: dict | None) -> list[str]:
             f"{params['tasks']:,} JSON requests (persistent) to the quorum queue and waits for "
             f"{params['tasks']:,} tasks. REST: {params['tasks']:,} `POST /tasks/` from a "
             f"closed-loop client with {params['concurrency']} threads, gunicorn with 2 sync "
-            "workers. Both create through `services.task_create` (one create transaction "
+            "workers. Both create through `services.task_create` (one create statement "
             "with the `queued` mark, then a send without confirm); no worker runs. "
             "Rate = N / (last - first "
             f"`created_at`); {params['reps']} repetitions per side, alternated; medians, "

@@ -103,6 +103,111 @@ def task_admit_created(task: Task, *, actor: str = "system:publisher") -> bool:
     return _QUEUE.run(task, actor=actor, values=broker.released(timezone.now())) is not None
 
 
+def task_insert_due(task: Task, *, actor: str, data: dict | None = None) -> bool:
+    """PostgreSQL: insert ``task`` (new, due now) with its ``created`` event and, when fair
+    share admits it, already ``queued`` with its ``queued`` event: the brand's fair-share read,
+    then one prepared statement (outside a transaction, it is its own: one durable commit and
+    no BEGIN/COMMIT round trips). Returns True when it was recorded queued (the caller calls
+    task_send_queued once committed). Otherwise it is pending, due now with its waiting reason
+    (as task_admit_created leaves it), and a brand with limits is released once committed.
+    The same rows as task.save() + its event + task_admit_created, in one round trip."""
+    now = timezone.now()
+    limited: set[int] = set()
+    reason = None
+    if settings.TASK_FAIR_SHARE:
+        task.pk = -1  # provisional: admit_now keys the tasks it holds by instance
+        try:
+            admitted, waiting, limited = fairshare.admit_now([task])
+            reason = None if admitted else waiting[task]
+        finally:
+            task.pk = None
+    queued = reason is None
+    task.created_at = task.updated_at = now
+    if queued:
+        task.status, task.queued_at, task.available_at = S.QUEUED, now, None
+        task.waiting_reason = None
+    else:  # as fairshare.hold(due=True) leaves it
+        task.waiting_reason, task.available_at = reason, min(task.available_at or now, now)
+    connection = transaction.get_connection()
+    params = {
+        f"t_{f.column}": f.get_db_prep_save(getattr(task, f.attname), connection)
+        for f in _INSERT_TASK_FIELDS
+    }
+    events = [("c", K.CREATED, S.PENDING, actor, data)]
+    if queued:
+        events.append(("q", K.QUEUED, S.QUEUED, "system:publisher", None))
+    for prefix, kind, to, who, extra in events:
+        event = TaskEvent(
+            kind=kind, from_status=S.PENDING, to_status=to, actor=who[:255], data=extra or {}
+        )
+        event.created_at = now
+        for f in _EVENT_FIELDS:
+            if f.attname not in _FROM_TASK_ROW:
+                params[f"{prefix}_{f.column}"] = f.get_db_prep_save(
+                    getattr(event, f.attname), connection
+                )
+    with transaction.mark_for_rollback_on_error(), sm.cursor() as cur:
+        cur.execute(_insert_due_text(queued, connection), params)
+        task.pk, stored = cur.fetchone()
+    # As PostgreSQL stored it (jsonb orders keys its own way), as a read of the task shows it.
+    task.context_data = _CONTEXT_DATA.from_db_value(stored, None, connection)
+    task._state.adding, task._state.db = False, connection.alias
+    sm.log_transition(task, kind=K.CREATED, actor=actor)
+    if queued:
+        sm.log_transition(task, kind=K.QUEUED, actor="system:publisher")
+    elif limited:
+        transaction.on_commit(
+            partial(
+                fairshare.release,
+                sorted(limited),
+                actor="system:publisher",
+                wait=True,
+                gated=[task],
+            )
+        )
+    return queued
+
+
+# The event columns taken from the inserted task row (as state_machine's statements do).
+_FROM_TASK_ROW = {"task_id": "id", "brand_id": "brand_id", "attempt": "attempts"}
+_CONTEXT_DATA = Task._meta.get_field("context_data")
+_INSERT_TASK_FIELDS = [f for f in Task._meta.concrete_fields if not f.primary_key]
+_EVENT_FIELDS = [f for f in TaskEvent._meta.concrete_fields if not f.primary_key]
+_insert_due_texts: dict[bool, str] = {}
+
+
+def _insert_due_text(queued: bool, connection) -> str:
+    """INSERT task RETURNING its id, brand and attempts, and the INSERT of its events (created,
+    then queued when ``queued``: UNION ALL keeps their ids in that order) fed by it."""
+    text = _insert_due_texts.get(queued)
+    if text is None:
+        table, events = Task._meta.db_table, TaskEvent._meta.db_table
+        columns = ", ".join(f'"{f.column}"' for f in _INSERT_TASK_FIELDS)
+        values = ", ".join(f"%(t_{f.column})s" for f in _INSERT_TASK_FIELDS)
+        returning = ", ".join(
+            f'"{c}"' for c in dict.fromkeys(["id", *_FROM_TASK_ROW.values(), "context_data"])
+        )
+        event_columns = ", ".join(f'"{f.column}"' for f in _EVENT_FIELDS)
+
+        def select(prefix: str) -> str:
+            values = [
+                f't."{_FROM_TASK_ROW[f.attname]}"'
+                if f.attname in _FROM_TASK_ROW
+                else f"%({prefix}_{f.column})s::{f.cast_db_type(connection)}"  # typed: UNION
+                for f in _EVENT_FIELDS
+            ]
+            return f"SELECT {', '.join(values)} FROM t"  # noqa: S608 - the models' columns
+
+        selects = " UNION ALL ".join(select(p) for p in ("c", "q")[: 2 if queued else 1])
+        # Identifiers from the models' metadata, values as parameters: nothing from outside.
+        text = _insert_due_texts[queued] = (
+            f'WITH t AS (INSERT INTO "{table}" ({columns}) VALUES ({values}) '  # noqa: S608
+            f'RETURNING {returning}), e AS (INSERT INTO "{events}" ({event_columns}) {selects}) '
+            'SELECT "id", "context_data" FROM t'
+        )
+    return text
+
+
 def task_send_queued(*, task: Task, actor: str = "system:publisher") -> bool:
     """After the commit of task_admit_created: send the message without waiting for the
     broker's confirm (a message the broker accepted and then lost is republished by the

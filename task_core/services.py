@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from task_core.models import (
 )
 from task_core.publishing import (
     task_admit_created,
+    task_insert_due,
     task_publish,
     task_send_queued,
     tasks_publish_many,
@@ -205,16 +207,27 @@ def task_create(
         if due_now
         else scheduled_for,
     )
+    created_actor = actor or actor_name(user)
+    created_data = {"scheduled_for": scheduled_for.isoformat()} if scheduled_for else None
+    connection = transaction.get_connection()
     try:
+        if due_now and connection.vendor == "postgresql":
+            # One statement (after the fair-share read): its own transaction, or a savepoint
+            # in the caller's.
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                queued = task_insert_due(task, actor=created_actor, data=created_data)
+            if queued:
+                transaction.on_commit(lambda: task_send_queued(task=task))
+            return task, True
         with transaction.atomic():
             task.save(force_insert=True)
             sm.record_event(
                 task,
                 kind=K.CREATED,
-                actor=actor or actor_name(user),
-                data={"scheduled_for": scheduled_for.isoformat()} if scheduled_for else None,
+                actor=created_actor,
+                data=created_data,
             )
-            sm.log_transition(task, kind=K.CREATED, actor=actor or actor_name(user))
+            sm.log_transition(task, kind=K.CREATED, actor=created_actor)
             if due_now and task_admit_created(task):
                 transaction.on_commit(lambda: task_send_queued(task=task))
     except IntegrityError:

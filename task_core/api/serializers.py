@@ -1,12 +1,14 @@
 """Shapes of the /tasks/ API. Input and output serializers are separate: nothing a client sends
 can reach a server-owned field."""
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.utils.serializer_helpers import ReturnDict
 
 from megahub.serializers import StrictInputSerializer
 from megahub.webhooks import RESPONSE_EXCERPT_BYTES
@@ -135,6 +137,48 @@ class TaskDetailSerializer(TaskListSerializer):
         for name, section in detail_sections.items():
             fields[name] = DetailSectionField(section)
         return fields
+
+
+_detail = threading.local()
+_create_input = threading.local()
+
+
+def task_create_input(data) -> dict:
+    """``TaskCreateSerializer(data=data)``'s validated data (its ValidationError otherwise),
+    from a serializer whose fields are built once per thread: building them was most of the
+    cost of validating a create."""
+    serializer = getattr(_create_input, "serializer", None)
+    if serializer is None:
+        serializer = _create_input.serializer = TaskCreateSerializer()
+        serializer.fields  # noqa: B018 - built now, once
+    serializer.initial_data = data
+    try:
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+    finally:
+        for state in ("initial_data", "_validated_data", "_errors"):
+            serializer.__dict__.pop(state, None)
+
+
+def task_detail_data(task: Task, *, never_run: bool = False) -> ReturnDict:
+    """``TaskDetailSerializer(task, context={"never_run": never_run}).data``, from a serializer
+    whose fields are built once per thread (and again when the registered sections change):
+    building a ModelSerializer's fields is most of its cost for one object."""
+    sections = tuple(detail_sections.values())
+    cached = getattr(_detail, "cached", None)
+    if cached is None or cached[0] != sections:
+        serializer = TaskDetailSerializer()
+        serializer.fields  # noqa: B018 - built now, once
+        cached = _detail.cached = (sections, serializer)
+    serializer, context = cached[1], {"never_run": never_run}
+    serializer._context = context
+    try:
+        data = serializer.to_representation(task)
+    finally:
+        serializer._context = {}
+    # The response's serializer, as .data gives it (the browsable API's form reads it); its
+    # fields are built only if something asks for them.
+    return ReturnDict(data, serializer=TaskDetailSerializer(task, context=context))
 
 
 class TaskEventSerializer(serializers.ModelSerializer):

@@ -24,6 +24,8 @@ from task_core.api.serializers import (
     WebhookCreatedSerializer,
     WebhookDeliverySerializer,
     WebhookSerializer,
+    task_create_input,
+    task_detail_data,
 )
 from task_core.api.tenancy import BrandScopedViewSet
 from task_core.models import BrandLimit, Task, Webhook
@@ -128,18 +130,17 @@ class TaskViewSet(
         summary="Create a task (201), or return the idempotent twin (200)",
     )
     def create(self, request, *args, **kwargs):
-        serializer = TaskCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        fields = task_create_input(request.data)
         task, created = services.task_create(
             brand=request.brand,
             user=request.user,
             idempotency_key=idempotency_key(request),
-            **serializer.validated_data,
+            **fields,
         )
         # `task` carries its brand, creator and status (`queued` in the create's transaction,
         # `pending` again if its send failed after the commit).
         return Response(
-            TaskDetailSerializer(task, context={"never_run": created}).data,
+            task_detail_data(task, never_run=created),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
