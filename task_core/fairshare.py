@@ -355,16 +355,20 @@ _CANDIDATES_SQL = (
     "WHERE brand_id = %(brand)s AND priority = %(priority)s "
     "AND status IN ('pending', 'retrying') AND available_at <= %(now)s "
     "AND NOT (task_type = ANY(%(skipped)s::text[])) "
-    "ORDER BY available_at, id LIMIT %(n)s FOR UPDATE SKIP LOCKED"
+    "ORDER BY available_at LIMIT %(n)s FOR UPDATE SKIP LOCKED"
 )
 
 
 def _candidates(brand_id: int, priority: str, now, skipped: list[str], n: int) -> list[Task]:
     """The brand's oldest due tasks of this priority level, not of a ``skipped`` type, at most
-    ``n``, locked (SKIP LOCKED: another releaser's are left to it). On PostgreSQL one prepared
-    statement (task_brand_release_idx)."""
+    ``n``, locked (SKIP LOCKED: another releaser's are left to it), by available_at then id.
+    On PostgreSQL one prepared statement. It orders by available_at alone, the order of
+    task_brand_release_idx, so that the LIMIT stops the index scan after n rows; ordering by
+    (available_at, id) in SQL would sort every due task of the brand on each release (a backlog
+    created at one instant shares one available_at). Among tasks due at the same instant the
+    index's order is kept, then the n rows are sorted by id."""
     if connection.vendor != "postgresql":
-        return list(
+        rows = list(
             Task.objects.unscoped()
             .select_for_update(skip_locked=True)
             .filter(
@@ -374,12 +378,14 @@ def _candidates(brand_id: int, priority: str, now, skipped: list[str], n: int) -
                 available_at__lte=now,
             )
             .exclude(task_type__in=skipped)
-            .order_by("available_at", "id")[:n]
+            .order_by("available_at")[:n]
         )
-    params = {"brand": brand_id, "priority": priority, "now": now, "skipped": skipped, "n": n}
-    with sm.cursor() as cursor:
-        cursor.execute(_CANDIDATES_SQL, params)
-        return [sm.task_from_row(row, "default") for row in cursor.fetchall()]
+    else:
+        params = {"brand": brand_id, "priority": priority, "now": now, "skipped": skipped, "n": n}
+        with sm.cursor() as cursor:
+            cursor.execute(_CANDIDATES_SQL, params)
+            rows = [sm.task_from_row(row, "default") for row in cursor.fetchall()]
+    return sorted(rows, key=lambda t: (t.available_at, t.pk))
 
 
 def brand_refill(*, brand_id: int) -> int:
@@ -387,16 +393,17 @@ def brand_refill(*, brand_id: int) -> int:
     return refill([brand_id], actor="system:refill")
 
 
-def refill(brand_ids: list[int], *, actor: str) -> int:
+def refill(brand_ids: list[int], *, actor: str, short: dict[int, int] | None = None) -> int:
     """Release the waiting work of brands whose tasks just finished, in one release: the brands
     that have due work and whose window has room for a batch (half of the window: one release
-    per few finishes, not one per task). Brands with limits always try."""
+    per few finishes, not one per task). Brands with limits always try. ``short``: filled with
+    the brands skipped for want of room, each with how many tasks its room lacks for a batch."""
     if not settings.TASK_FAIR_SHARE:
         return 0
     batch = max(1, settings.TASK_BRAND_WINDOW // 2)
     woken, levels = [], set()
     for brand_id in brand_ids:
-        queued, due, limited = _brand_facts(brand_id)
+        queued, due, limited = _brand_facts(brand_id, refill=True)
         if not due:
             continue
         if not limited:
@@ -406,6 +413,8 @@ def refill(brand_ids: list[int], *, actor: str) -> int:
                 for i, p in enumerate(PRIORITY_ORDER)
             }
             if all(room[p] < batch for p in due):
+                if short is not None:
+                    short[brand_id] = batch - max(room[p] for p in due)
                 continue
         woken.append(brand_id)
         levels |= due
@@ -429,16 +438,35 @@ BRAND_FACTS_SQL = " UNION ALL ".join(
 )
 
 
-def _brand_facts(brand_id: int) -> tuple[dict[str, int], set[str], bool]:
+# The refill's probes (run at each wake-up of the releaser): the first due task of each level
+# in task_brand_release_idx's order. An EXISTS may be planned as a sequential scan (or an
+# index-only scan that visits the heap for every entry) that walks all the finished tasks ahead
+# of the first waiting one on every wake-up; a plain index scan with LIMIT 1 stops at it and
+# marks the entries of tasks that left the backlog dead, so the next probes skip them.
+_DUE_FIRST = (
+    "SELECT 'due', %s, 1 WHERE (SELECT id FROM task_core_task WHERE brand_id = %s "
+    "AND priority = %s AND status IN ('pending', 'retrying') AND available_at <= %s "
+    "ORDER BY available_at LIMIT 1) IS NOT NULL"
+)
+REFILL_FACTS_SQL = BRAND_FACTS_SQL.replace(_DUE_LEVEL, _DUE_FIRST)
+
+
+def _brand_facts(brand_id: int, *, refill: bool = False) -> tuple[dict[str, int], set[str], bool]:
     """In one round trip: the brand's queued counts per priority, the priority levels that have
-    due work (one index probe each on task_brand_release_idx), and whether it has limits."""
+    due work (one index probe each on task_brand_release_idx), and whether it has limits.
+    ``refill``: the releaser's form (REFILL_FACTS_SQL, prepared on PostgreSQL)."""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     params: list = [brand_id]
     for priority in PRIORITY_ORDER:
         params += [priority, brand_id, priority, now]
-    with connection.cursor() as cursor:
-        cursor.execute(BRAND_FACTS_SQL, [*params, brand_id])
-        rows = cursor.fetchall()
+    if refill and connection.vendor == "postgresql":
+        with sm.cursor() as cursor:
+            cursor.execute(REFILL_FACTS_SQL, [*params, brand_id])
+            rows = cursor.fetchall()
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(BRAND_FACTS_SQL, [*params, brand_id])
+            rows = cursor.fetchall()
     queued = {priority: n for kind, priority, n in rows if kind == "queued"}
     due = {priority for kind, priority, _ in rows if kind == "due"}
     return queued, due, any(kind == "limited" for kind, _, _ in rows)
