@@ -327,11 +327,11 @@ def _batch_message(app, task: Task, prototypes: dict, connection) -> tuple:
 def send_many(tasks: list[Task]) -> int:
     """Publish execution messages for ``tasks`` in order; returns how many leading ones the
     broker confirmed. One goes with its own confirm on the producer pool's connection (kept);
-    several, on RabbitMQ, go on the process's long-lived confirm-mode channel (_BatchProducer:
-    Celery builds each message, kombu's per-message publish wrappers are skipped, the task-sent
-    events leave as one message at the end) and the confirms are awaited once at the end (one
-    round trip per batch, not per message); a broken connection is replaced (once, if it broke
-    before the batch's first publish)."""
+    several, on RabbitMQ, go on the process's long-lived confirm-mode channel (each message as
+    ``send_task`` builds it, _batch_message; written by _BatchProducer without kombu's
+    per-message wrappers, the task-sent events as one message at the end) and the confirms are
+    awaited once at the end (one round trip per batch, not per message); a broken connection is
+    replaced (once, if it broke before the batch's first publish)."""
     if len(tasks) < 2 or not settings.CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
         for sent, task in enumerate(tasks):
             try:
