@@ -904,6 +904,7 @@ def render_fairness(r: dict) -> list[str]:
             ("unfair", "megahub, `TASK_FAIR_SHARE=0`"),
             ("bare", "plain Celery, same broker and worker settings"),
         )
+        if side in s  # a drain-only run (--backlog 0) has none
     ]
     return [
         "",
