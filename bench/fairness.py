@@ -31,7 +31,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common
-from bench.drain import ProjectDrain, worker_argv
+from bench.drain import ProjectDrain, cpu_median, worker_argv
 
 DB = "megahub_bench_fair"  # its own: other benchmarks TRUNCATE megahub_bench
 TARGET_RATIO = 0.9
@@ -105,14 +105,20 @@ def drain(project: ProjectDrain, fair: bool, rep: int) -> dict:
     try:
         project.load()  # due pending rows: nothing publishes them before the first tick
         project.connection.close()
+        # CPU per task (bench.common.CpuWindow): the brand worker with the bench database's
+        # backends, and the system worker (its main process runs the releaser thread).
+        cpu_brand = common.CpuWindow(procs[0].pid, project.n, DB)
+        cpu_system = common.CpuWindow(procs[1].pid, project.n)
+
+        def finished() -> bool:
+            done = _completed([project.brand.pk])
+            cpu_brand.poll(done)
+            cpu_system.poll(done)
+            return all(p.alive() for p in procs) and done == project.n
+
         t0 = time.time()
         released = _release(fair)
-        common.wait_until(
-            lambda: all(p.alive() for p in procs) and _completed([project.brand.pk]) == project.n,
-            timeout=180 + project.n / 5,
-            interval=0.2,
-            what="completions",
-        )
+        common.wait_until(finished, timeout=180 + project.n / 5, interval=0.2, what="completions")
     finally:
         for proc in procs:
             proc.stop()
@@ -140,6 +146,8 @@ def drain(project: ProjectDrain, fair: bool, rep: int) -> dict:
         "rate": project.n / seconds,
         "worker_seconds": worker_seconds,
         "worker_rate": project.n / worker_seconds,
+        "cpu_ms_per_task": cpu_brand.per_task_ms(),
+        "system_cpu_ms_per_task": cpu_system.per_task_ms(),
     }
 
 
@@ -222,6 +230,13 @@ def starvation_bare(n: int, k: int, head: int, rep: int) -> dict:
     return {"delays_s": [started[i] - sent[i] for i in sent]}
 
 
+def _cpu_line(result: dict) -> str:
+    brand, system = result["cpu_ms_per_task"] or {}, result["system_cpu_ms_per_task"] or {}
+    parts = [f"{group} {ms:.2f}" for group, ms in brand.items()]
+    parts.append(f"system worker main {system.get('worker main', float('nan')):.2f}")
+    return ", ".join(parts)
+
+
 def delay_summary(runs: list[dict]) -> dict:
     delays = [d for r in runs for d in r["delays_s"]]
     return {
@@ -250,9 +265,10 @@ def run(n: int, k: int, reps: int, n_a: int, head: int) -> dict:
                 (on if fair else off).append(result)
                 print(f"fairness drain rep {rep + 1}: fair {'on ' if fair else 'off'} "
                       f"{result['rate']:8.1f} tasks/s end to end, "
-                      f"{result['worker_rate']:8.1f} worker-only", flush=True)  # fmt: skip
-        starving = ProjectDrain(n_a, k, "megahub.settings")
-        for rep in range(reps):
+                      f"{result['worker_rate']:8.1f} worker-only; CPU ms/task "
+                      f"{_cpu_line(result)}", flush=True)  # fmt: skip
+        starving = ProjectDrain(n_a, k, "megahub.settings") if n_a else None
+        for rep in range(reps if n_a else 0):
             for side in ("fair", "unfair", "bare"):
                 if side == "bare":
                     result = starvation_bare(n_a, k, head, rep)
@@ -287,11 +303,19 @@ def run(n: int, k: int, reps: int, n_a: int, head: int) -> dict:
             "on": {
                 "rate": common.summary(on_rates),
                 "worker_rate": common.summary(on_worker),
+                "cpu_ms_per_task": cpu_median(on),
+                "system_cpu_ms_per_task": cpu_median(
+                    [{"cpu_ms_per_task": r["system_cpu_ms_per_task"]} for r in on]
+                ),
                 "runs": on,
             },
             "off": {
                 "rate": common.summary(off_rates),
                 "worker_rate": common.summary(off_worker),
+                "cpu_ms_per_task": cpu_median(off),
+                "system_cpu_ms_per_task": cpu_median(
+                    [{"cpu_ms_per_task": r["system_cpu_ms_per_task"]} for r in off]
+                ),
                 "runs": off,
             },
             "ratio": ratio,
@@ -300,7 +324,7 @@ def run(n: int, k: int, reps: int, n_a: int, head: int) -> dict:
             "target_ratio": TARGET_RATIO,
             "ratio_pass": ratio >= TARGET_RATIO,
         },
-        "starvation": {side: delay_summary(runs) for side, runs in starve.items()},
+        "starvation": {side: delay_summary(runs) for side, runs in starve.items() if runs},
         # 1-minute load average at the start and the end: 2 CPUs are often shared.
         "loadavg": [load_before, os.getloadavg()[0]],
     }
@@ -311,7 +335,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per drain")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="K")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each side")
-    parser.add_argument("--backlog", type=int, default=5000, help="brand A's backlog (N_A)")
+    parser.add_argument(
+        "--backlog", type=int, default=5000, help="brand A's backlog (N_A); 0: no starvation runs"
+    )
     parser.add_argument("--head", type=int, default=200, help="A's completions before B sends")
     args = parser.parse_args(argv)
     result = run(args.tasks, args.workers, args.reps, args.backlog, args.head)

@@ -870,6 +870,33 @@ def _fair_drain_rows(d: dict) -> list[str]:
     return rows
 
 
+def _fair_cpu_lines(d: dict) -> list[str]:
+    """CPU ms per task of each side (medians), when the results have them."""
+    sides = {}
+    for side in ("on", "off"):
+        cpu = dict(d[side].get("cpu_ms_per_task") or {})
+        system = d[side].get("system_cpu_ms_per_task") or {}
+        if "worker main" in system:
+            cpu["system worker main (releaser)"] = system["worker main"]
+        sides[side] = cpu
+    if not sides["on"]:
+        return []
+    groups = list(sides["on"])
+    return [
+        "",
+        "CPU ms per task while draining (from 20% of the tasks to the end; RabbitMQ not "
+        "counted): "
+        + "; ".join(
+            f"{group} {sides['on'][group]:.2f} on, {sides['off'].get(group, 0.0):.2f} off"
+            for group in groups
+        )
+        + ". The releaser's own work, in process (`bench/release_cost.py`: one brand's "
+        "backlog; each round marks 12 queued tasks completed, then times one "
+        "`fairshare.refill`), gives its CPU, its PostgreSQL backend's CPU, wall time and "
+        "statements per released task.",
+    ]
+
+
 def render_fairness(r: dict) -> list[str]:
     d, s, params = r["drain"], r["starvation"], r["params"]
     rows = [
@@ -879,6 +906,7 @@ def render_fairness(r: dict) -> list[str]:
             ("unfair", "megahub, `TASK_FAIR_SHARE=0`"),
             ("bare", "plain Celery, same broker and worker settings"),
         )
+        if side in s  # a drain-only run (--backlog 0) has none
     ]
     return [
         "",
@@ -903,6 +931,7 @@ def render_fairness(r: dict) -> list[str]:
         "| | fair share on | off | ratio | target | result |",
         "|---|---|---|---|---|---|",
         *_fair_drain_rows(d),
+        *_fair_cpu_lines(d),
         "",
         f"**Starvation.** Brand A's backlog of {params['backlog']:,} `noop` tasks drains on K="
         f"{params['workers']}; once {params['head']} have completed, brand B sends "

@@ -13,8 +13,10 @@ from contextlib import nullcontext
 from datetime import timedelta
 
 from celery import current_app
+from celery.utils import uuid
 from django.conf import settings
-from kombu import pools
+from kombu import Queue, pools
+from kombu.common import maybe_declare
 
 from task_core import state_machine as sm
 from task_core.models import Task, TaskEvent
@@ -171,12 +173,165 @@ def _drop_confirm_channel() -> None:
         channel.close()
 
 
+class _BatchProducer:
+    """What Celery's ``send_task`` hands to kombu's ``Producer.publish``, published as kombu
+    publishes it (body serialized with the given serializer, the message's properties and
+    headers, persistent delivery, priority) on the batch's raw confirm channel, without kombu's
+    per-message wrappers: no retry wrapper (a broken connection fails the batch: send_many),
+    each entity declared once per batch (kombu's own per-connection cache behind it). The
+    ``task-sent`` event that follows each message is kept, and the batch's events leave
+    together as one ``task.multi`` message (the form Celery's own buffered dispatcher uses,
+    which event receivers such as Flower read), after the execution messages."""
+
+    EVENT_KEY = "task.sent"
+
+    def __init__(self, channel: _ConfirmChannel):
+        self.connection = channel.conn  # Celery raises its errors through the connection
+        self.channel = channel.conn.default_channel
+        self.kombu = channel.producer  # its serializer and delivery-mode defaults
+        self.declared: set = set()
+        self.events: list = []
+        self.event_options: dict = {}
+        self.published = 0  # messages written to the channel
+
+    def publish(self, body, routing_key=None, delivery_mode=None, mandatory=False,
+                immediate=False, priority=0, content_type=None, content_encoding=None,
+                serializer=None, headers=None, compression=None, exchange=None, retry=False,
+                retry_policy=None, declare=None, expiration=None, timeout=None,
+                confirm_timeout=None, **properties):  # fmt: skip
+        if routing_key == self.EVENT_KEY:
+            self.events.append(body)
+            self.event_options = {"exchange": exchange, "serializer": serializer,
+                                  "headers": headers, "delivery_mode": delivery_mode,
+                                  "declare": declare}  # fmt: skip
+            return
+        self._publish(body, routing_key=routing_key, delivery_mode=delivery_mode,
+                      priority=priority, content_type=content_type,
+                      content_encoding=content_encoding, serializer=serializer,
+                      headers=headers, compression=compression, exchange=exchange,
+                      declare=declare, expiration=expiration, mandatory=mandatory,
+                      immediate=immediate, properties=properties)  # fmt: skip
+
+    def _publish(self, body, *, routing_key, delivery_mode, priority=0, content_type=None,
+                 content_encoding=None, serializer=None, headers=None, compression=None,
+                 exchange=None, declare=None, expiration=None, mandatory=False,
+                 immediate=False, properties=None):  # fmt: skip
+        # kombu.Producer.publish and _publish, step by step.
+        properties = properties or {}
+        headers = {} if headers is None else headers
+        exchange_name, properties["delivery_mode"] = self.kombu._delivery_details(
+            exchange or self.kombu.exchange, delivery_mode
+        )
+        if expiration is not None:
+            properties["expiration"] = str(int(expiration * 1000))
+        body, content_type, content_encoding = self.kombu._prepare(
+            body, serializer, content_type, content_encoding, compression, headers
+        )
+        message = self.channel.prepare_message(
+            body, priority, content_type, content_encoding, headers, properties
+        )
+        for entity in declare or ():
+            if entity not in self.declared:
+                maybe_declare(entity, self.channel)
+                self.declared.add(entity)
+        reply_to = properties.get("reply_to")
+        if isinstance(reply_to, Queue):
+            properties["reply_to"] = reply_to.name
+        self.channel.basic_publish(
+            message,
+            exchange=exchange_name,
+            routing_key=routing_key,
+            mandatory=mandatory,
+            immediate=immediate,
+        )
+        self.published += 1
+
+    def flush_events(self) -> None:
+        """The batch's task-sent events, as one ``task.multi`` message."""
+        if self.events:
+            self._publish(self.events, routing_key="task.multi", **self.event_options)
+            self.events = []
+
+
+class _Capture:
+    """A stand-in producer for ``send_task``: keeps what it would publish (the execution
+    message's body and publish arguments, its task-sent event) instead of publishing it."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.message: tuple | None = None
+        self.event: tuple | None = None
+
+    def publish(self, body, **options):
+        if options.get("routing_key") == _BatchProducer.EVENT_KEY:
+            self.event = (body, options)
+        else:
+            self.message = (body, options)
+
+
+class _Prototype:
+    """The message Celery built for the first task of a batch with a given type, queue and
+    priority; the others of that shape are made from it (_batch_message)."""
+
+    def __init__(self, capture: _Capture, task_id: str):
+        self.body, self.options = capture.message
+        self.event = capture.event
+        self.own_root = self.options["headers"]["root_id"] == task_id  # not sent from a task
+
+
+def _batch_message(app, task: Task, prototypes: dict, connection) -> tuple:
+    """The execution message of ``task`` (body, publish options) and its task-sent event (body,
+    options) or None. The first task of each (type, queue, priority) in the batch goes through
+    Celery's ``send_task`` in full (routing, the protocol-2 message, signals), into a _Capture;
+    the next ones reuse that message with what differs per task: the Celery task id (id,
+    root_id, correlation_id), args, argsrepr and megahub's headers, and in the event its ids,
+    args, logical clock and timestamp."""
+    spec = get_task_type(task.task_type)
+    options = _message_options(task, spec)
+    shape = (task.task_type, task.queue, task.priority)
+    proto = prototypes.get(shape)
+    if proto is None:
+        capture = _Capture(connection)
+        task_id = uuid()
+        app.send_task(EXECUTE_TASK_NAME, **options, producer=capture, task_id=task_id)
+        proto = prototypes[shape] = _Prototype(capture, task_id)
+        return capture.message[0], capture.message[1], capture.event
+    task_id = uuid()
+    headers = {
+        **proto.options["headers"],
+        **options["headers"],
+        "id": task_id,
+        "argsrepr": options["argsrepr"],
+    }
+    if proto.own_root:
+        headers["root_id"] = task_id
+    publish = {**proto.options, "headers": headers, "correlation_id": task_id}
+    if "argsrepr" in publish:  # Celery passes its options on as message properties too
+        publish["argsrepr"] = options["argsrepr"]
+    body = (options["args"], *proto.body[1:])
+    event = None
+    if proto.event is not None:
+        fields, event_options = proto.event
+        fields = {
+            **fields,
+            "uuid": task_id,
+            "root_id": headers["root_id"],
+            "args": options["argsrepr"],
+            "clock": app.clock.forward(),
+            "timestamp": time.time(),
+        }
+        event = (fields, event_options)
+    return body, publish, event
+
+
 def send_many(tasks: list[Task]) -> int:
     """Publish execution messages for ``tasks`` in order; returns how many leading ones the
     broker confirmed. One goes with its own confirm on the producer pool's connection (kept);
-    several, on RabbitMQ, go on the process's long-lived confirm-mode channel and
-    the confirms are awaited once at the end (one round trip per batch, not per message); a
-    broken connection is replaced (once, if it broke before the batch's first publish)."""
+    several, on RabbitMQ, go on the process's long-lived confirm-mode channel (each message as
+    ``send_task`` builds it, _batch_message; written by _BatchProducer without kombu's
+    per-message wrappers, the task-sent events as one message at the end) and the confirms are
+    awaited once at the end (one round trip per batch, not per message); a broken connection is
+    replaced (once, if it broke before the batch's first publish)."""
     if len(tasks) < 2 or not settings.CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
         for sent, task in enumerate(tasks):
             try:
@@ -186,27 +341,27 @@ def send_many(tasks: list[Task]) -> int:
                 return sent
         return len(tasks)
     app = current_app
-    # With task_send_sent_event each execution message is followed by its task-sent event on
-    # the same channel: message n of the batch has tag (n - 1) * per_task + 1 counted from the
-    # batch's base, and counts as confirmed once its event is too.
-    per_task = 2 if app.conf.task_send_sent_event else 1
+    # Message n of the batch has delivery tag n counted from the batch's base; the batch's
+    # task-sent events (one message) come after the last one.
     sent, channel = 0, None
     for attempt in range(2):
         try:
             channel = _confirm_channel(app, fresh=attempt > 0)
             channel.base, channel.resolved = channel.published, {}
+            producer = _BatchProducer(channel)
+            prototypes: dict[tuple, _Prototype] = {}
             for task in tasks:
-                app.send_task(
-                    EXECUTE_TASK_NAME,
-                    **_message_options(task, get_task_type(task.task_type)),
-                    producer=channel.producer,
-                )
+                body, options, event = _batch_message(app, task, prototypes, channel.conn)
+                producer.publish(body, **options)
+                if event is not None:
+                    producer.publish(event[0], **event[1])
                 sent += 1
-                channel.published += per_task
+            producer.flush_events()
+            channel.published += producer.published
             deadline = time.monotonic() + 30
-            while len(channel.resolved) < sent * per_task and time.monotonic() < deadline:
+            while len(channel.resolved) < producer.published and time.monotonic() < deadline:
                 channel.conn.drain_events(timeout=5)
-            if len(channel.resolved) < sent * per_task:
+            if len(channel.resolved) < producer.published:
                 _drop_confirm_channel()  # confirms still owed: not a channel to count on
             break
         except Exception as exc:
@@ -218,9 +373,9 @@ def send_many(tasks: list[Task]) -> int:
                 break
     confirmed = 0
     resolved = channel.resolved if channel is not None else {}
-    while resolved.get(confirmed + 1):
+    while confirmed < sent and resolved.get(confirmed + 1):
         confirmed += 1
-    return min(sent, confirmed // per_task)
+    return confirmed
 
 
 def publish_planned(planned: list[Task], *, actor: str, now) -> int:

@@ -16,6 +16,7 @@ from django.db.models import Count, Value
 from django.db.models.functions import Least
 from django.utils import timezone
 
+from task_core import state_machine as sm
 from task_core.broker import publish_planned
 from task_core.models import BrandLimit, Task
 
@@ -114,17 +115,14 @@ def _waited_since(task: Task) -> float:
 
 def _gates(brand_ids, *, now) -> dict[int, BrandGate]:
     """The gates of these brands: their limits, queued counts per priority and, for brands with
-    limits, their queued + running counts (bounded by windows and the fleet: cheap)."""
+    limits, their queued + running counts (bounded by windows and the fleet: cheap). One
+    statement (counts, and which brands have limits); the limit rows are read only for the
+    brands that have some."""
+    counts, limited = _counts_and_limited(brand_ids)
     rows: dict[int, list[BrandLimit]] = defaultdict(list)
-    for row in BrandLimit.objects.unscoped().filter(brand_id__in=brand_ids):
-        rows[row.brand_id].append(row)
-    counts = (
-        Task.objects.unscoped()
-        .filter(brand_id__in=brand_ids, status__in=[S.QUEUED, S.RUNNING])
-        .values("brand_id", "task_type", "priority", "status")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
+    if limited:
+        for row in BrandLimit.objects.unscoped().filter(brand_id__in=limited):
+            rows[row.brand_id].append(row)
     gates = {}
     for brand_id in brand_ids:
         brand_rows = rows.get(brand_id, [])
@@ -135,14 +133,47 @@ def _gates(brand_ids, *, now) -> dict[int, BrandGate]:
             weight=weight,
             limits=[_Limit(r, active=0, used=_used_last_minute(r, now)) for r in brand_rows],
         )
-    for c in counts:
-        gate = gates[c["brand_id"]]
-        if c["status"] == S.QUEUED:
-            gate.queued[c["priority"]] = gate.queued.get(c["priority"], 0) + c["n"]
+    for brand_id, task_type, priority, status, n in counts:
+        gate = gates[brand_id]
+        if status == S.QUEUED:
+            gate.queued[priority] = gate.queued.get(priority, 0) + n
         for limit in gate.limits:
-            if not limit.row.task_type or limit.row.task_type == c["task_type"]:
-                limit.active += c["n"]
+            if not limit.row.task_type or limit.row.task_type == task_type:
+                limit.active += n
     return gates
+
+
+_GATES_SQL = (
+    "SELECT brand_id, task_type, priority, status, COUNT(*) FROM task_core_task "
+    "WHERE brand_id = ANY(%(brands)s::bigint[]) AND status IN ('queued', 'running') "
+    "GROUP BY brand_id, task_type, priority, status "
+    "UNION ALL SELECT DISTINCT brand_id, NULL, NULL, NULL, 0 FROM task_core_brandlimit "
+    "WHERE brand_id = ANY(%(brands)s::bigint[])"
+)
+
+
+def _counts_and_limited(brand_ids) -> tuple[list[tuple], set[int]]:
+    """(brand, type, priority, status, count) of the brands' queued and running tasks, and the
+    brands with limits (rows whose status is NULL), in one prepared statement on PostgreSQL."""
+    if connection.vendor != "postgresql":
+        counts = [
+            (c["brand_id"], c["task_type"], c["priority"], c["status"], c["n"])
+            for c in Task.objects.unscoped()
+            .filter(brand_id__in=brand_ids, status__in=[S.QUEUED, S.RUNNING])
+            .values("brand_id", "task_type", "priority", "status")
+            .annotate(n=Count("id"))
+            .order_by()
+        ]
+        limited = set(
+            BrandLimit.objects.unscoped()
+            .filter(brand_id__in=brand_ids)
+            .values_list("brand_id", flat=True)
+        )
+        return counts, limited
+    with sm.cursor() as cursor:
+        cursor.execute(_GATES_SQL, {"brands": list(brand_ids)})
+        rows = cursor.fetchall()
+    return [r for r in rows if r[3] is not None], {r[0] for r in rows if r[3] is None}
 
 
 def _used_last_minute(row: BrandLimit, now) -> int:
@@ -298,18 +329,7 @@ def release(
                 room = gate.window - sum(gate.queued.get(p, 0) for p in PRIORITY_ORDER[: level + 1])
                 if room <= 0:
                     continue
-                candidates += (
-                    Task.objects.unscoped()
-                    .select_for_update(skip_locked=True)
-                    .filter(
-                        brand_id=gate.brand_id,
-                        priority=priority,
-                        status__in=[S.PENDING, S.RETRYING],
-                        available_at__lte=now,
-                    )
-                    .exclude(task_type__in=skipped)
-                    .order_by("available_at", "id")[: min(room, limit)]
-                )
+                candidates += _candidates(gate.brand_id, priority, now, skipped, min(room, limit))
         planned, waiting = [], {}
         for task in release_order(candidates, {b: g.weight for b, g in gates.items()}):
             if len(planned) >= limit:
@@ -330,21 +350,60 @@ def release(
     return released
 
 
+_CANDIDATES_SQL = (
+    f"SELECT {sm.TASK_COLUMNS} FROM task_core_task "  # noqa: S608 - the model's columns
+    "WHERE brand_id = %(brand)s AND priority = %(priority)s "
+    "AND status IN ('pending', 'retrying') AND available_at <= %(now)s "
+    "AND NOT (task_type = ANY(%(skipped)s::text[])) "
+    "ORDER BY available_at LIMIT %(n)s FOR UPDATE SKIP LOCKED"
+)
+
+
+def _candidates(brand_id: int, priority: str, now, skipped: list[str], n: int) -> list[Task]:
+    """The brand's oldest due tasks of this priority level, not of a ``skipped`` type, at most
+    ``n``, locked (SKIP LOCKED: another releaser's are left to it), by available_at then id.
+    On PostgreSQL one prepared statement. It orders by available_at alone, the order of
+    task_brand_release_idx, so that the LIMIT stops the index scan after n rows; ordering by
+    (available_at, id) in SQL would sort every due task of the brand on each release (a backlog
+    created at one instant shares one available_at). Among tasks due at the same instant the
+    index's order is kept, then the n rows are sorted by id."""
+    if connection.vendor != "postgresql":
+        rows = list(
+            Task.objects.unscoped()
+            .select_for_update(skip_locked=True)
+            .filter(
+                brand_id=brand_id,
+                priority=priority,
+                status__in=[S.PENDING, S.RETRYING],
+                available_at__lte=now,
+            )
+            .exclude(task_type__in=skipped)
+            .order_by("available_at")[:n]
+        )
+    else:
+        params = {"brand": brand_id, "priority": priority, "now": now, "skipped": skipped, "n": n}
+        with sm.cursor() as cursor:
+            cursor.execute(_CANDIDATES_SQL, params)
+            rows = [sm.task_from_row(row, "default") for row in cursor.fetchall()]
+    return sorted(rows, key=lambda t: (t.available_at, t.pk))
+
+
 def brand_refill(*, brand_id: int) -> int:
     """Release one brand's waiting work into the room its finished tasks left (see refill)."""
     return refill([brand_id], actor="system:refill")
 
 
-def refill(brand_ids: list[int], *, actor: str) -> int:
+def refill(brand_ids: list[int], *, actor: str, short: dict[int, int] | None = None) -> int:
     """Release the waiting work of brands whose tasks just finished, in one release: the brands
     that have due work and whose window has room for a batch (half of the window: one release
-    per few finishes, not one per task). Brands with limits always try."""
+    per few finishes, not one per task). Brands with limits always try. ``short``: filled with
+    the brands skipped for want of room, each with how many tasks its room lacks for a batch."""
     if not settings.TASK_FAIR_SHARE:
         return 0
     batch = max(1, settings.TASK_BRAND_WINDOW // 2)
     woken, levels = [], set()
     for brand_id in brand_ids:
-        queued, due, limited = _brand_facts(brand_id)
+        queued, due, limited = _brand_facts(brand_id, refill=True)
         if not due:
             continue
         if not limited:
@@ -354,6 +413,8 @@ def refill(brand_ids: list[int], *, actor: str) -> int:
                 for i, p in enumerate(PRIORITY_ORDER)
             }
             if all(room[p] < batch for p in due):
+                if short is not None:
+                    short[brand_id] = batch - max(room[p] for p in due)
                 continue
         woken.append(brand_id)
         levels |= due
@@ -377,16 +438,35 @@ BRAND_FACTS_SQL = " UNION ALL ".join(
 )
 
 
-def _brand_facts(brand_id: int) -> tuple[dict[str, int], set[str], bool]:
+# The refill's probes (run at each wake-up of the releaser): the first due task of each level
+# in task_brand_release_idx's order. An EXISTS may be planned as a sequential scan (or an
+# index-only scan that visits the heap for every entry) that walks all the finished tasks ahead
+# of the first waiting one on every wake-up; a plain index scan with LIMIT 1 stops at it and
+# marks the entries of tasks that left the backlog dead, so the next probes skip them.
+_DUE_FIRST = (
+    "SELECT 'due', %s, 1 WHERE (SELECT id FROM task_core_task WHERE brand_id = %s "
+    "AND priority = %s AND status IN ('pending', 'retrying') AND available_at <= %s "
+    "ORDER BY available_at LIMIT 1) IS NOT NULL"
+)
+REFILL_FACTS_SQL = BRAND_FACTS_SQL.replace(_DUE_LEVEL, _DUE_FIRST)
+
+
+def _brand_facts(brand_id: int, *, refill: bool = False) -> tuple[dict[str, int], set[str], bool]:
     """In one round trip: the brand's queued counts per priority, the priority levels that have
-    due work (one index probe each on task_brand_release_idx), and whether it has limits."""
+    due work (one index probe each on task_brand_release_idx), and whether it has limits.
+    ``refill``: the releaser's form (REFILL_FACTS_SQL, prepared on PostgreSQL)."""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     params: list = [brand_id]
     for priority in PRIORITY_ORDER:
         params += [priority, brand_id, priority, now]
-    with connection.cursor() as cursor:
-        cursor.execute(BRAND_FACTS_SQL, [*params, brand_id])
-        rows = cursor.fetchall()
+    if refill and connection.vendor == "postgresql":
+        with sm.cursor() as cursor:
+            cursor.execute(REFILL_FACTS_SQL, [*params, brand_id])
+            rows = cursor.fetchall()
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(BRAND_FACTS_SQL, [*params, brand_id])
+            rows = cursor.fetchall()
     queued = {priority: n for kind, priority, n in rows if kind == "queued"}
     due = {priority for kind, priority, _ in rows if kind == "due"}
     return queued, due, any(kind == "limited" for kind, _, _ in rows)

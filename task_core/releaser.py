@@ -24,14 +24,23 @@ from task_core import fairshare
 
 logger = logging.getLogger("megahub.tasks")
 RELEASE_CHANNEL = "megahub_release"
+# A brand whose window lacked room for a batch is refilled again once all but SHORT_SLACK of the
+# finishes it lacked have come, or after SHORT_WAIT_SECONDS (Releaser._ready).
+SHORT_SLACK = 2
+SHORT_WAIT_SECONDS = 0.1
 APPLICATION_NAME = "megahub-releaser"  # its session in pg_stat_activity
 _TASK_TABLE = "task_core_task"
 # Run by the outcome statement with its moved row ``t``: a notification for the brand only if
-# it has due waiting work (an index probe on task_brand_release_idx).
+# it has due waiting work (an index probe on task_brand_release_idx). Written as the first row
+# in that index's order rather than EXISTS: the planner can then only afford the index (an
+# EXISTS may become a sequential scan that walks every finished task ahead of the first waiting
+# one, when the statistics still see a backlog), and a plain index scan (``w.id`` is not in the
+# index) marks the entries of tasks that left the backlog dead, so later probes skip them.
 OUTCOME_NOTIFY = (
     f"SELECT pg_notify('{RELEASE_CHANNEL}', t.brand_id::text) AS _n FROM t "  # noqa: S608
-    f"WHERE EXISTS (SELECT 1 FROM {_TASK_TABLE} w WHERE w.brand_id = t.brand_id "
-    "AND w.status IN ('pending', 'retrying') AND w.available_at <= now())"
+    f"WHERE (SELECT w.id FROM {_TASK_TABLE} w WHERE w.brand_id = t.brand_id "
+    "AND w.status IN ('pending', 'retrying') AND w.available_at <= now() "
+    "ORDER BY w.priority, w.available_at LIMIT 1) IS NOT NULL"
 )
 
 
@@ -51,6 +60,8 @@ class Releaser(threading.Thread):
         self.stopping = threading.Event()
         self.idle_timeout = idle_timeout
         self.refills = 0  # releases that published something (tests, logs)
+        # brand -> (finishes still awaited before its window has room for a batch, since when)
+        self.short: dict[int, tuple[int, float]] = {}
 
     def stop(self, timeout: float = 1.0) -> None:
         """Ask it to stop; a daemon thread, it never holds the worker's shutdown up for long."""
@@ -83,21 +94,53 @@ class Releaser(threading.Thread):
             cursor.execute("SELECT set_config('application_name', %s, false)", [APPLICATION_NAME])
             cursor.execute(f"LISTEN {RELEASE_CHANNEL}")
         logger.info("releaser listening", extra={"channel": RELEASE_CHANNEL})
+        self.short.clear()
         # Notifications sent while it was not listening are gone: catch up once.
         self._refill(set(fairshare.brands_with_due_work()))
         raw = connection.connection
         coalesce = settings.TASK_RELEASER_COALESCE_MS / 1000
         while not self.stopping.is_set():
-            brands = {int(n.payload) for n in raw.notifies(timeout=self.idle_timeout, stop_after=1)}
-            if not brands:
+            timeout = self._timeout()
+            woken = [int(n.payload) for n in raw.notifies(timeout=timeout, stop_after=1)]
+            if not woken and not self.short:
                 connection.cursor().execute("SELECT 1")  # a dead connection shows up here
                 continue
             deadline = time.monotonic() + coalesce
-            while (left := deadline - time.monotonic()) > 0:
-                brands |= {int(n.payload) for n in raw.notifies(timeout=left)}
-            self._refill(brands)
+            while woken and (left := deadline - time.monotonic()) > 0:
+                woken += [int(n.payload) for n in raw.notifies(timeout=left)]
+            self._refill(self._ready(woken))
+
+    def _timeout(self) -> float:
+        """Until the next notification, or until a brand's wait for finishes is over."""
+        if not self.short:
+            return self.idle_timeout
+        first = min(since for _, since in self.short.values())
+        return max(0.0, min(self.idle_timeout, first + SHORT_WAIT_SECONDS - time.monotonic()))
+
+    def _ready(self, woken: list[int]) -> set[int]:
+        """The brands to refill now. A brand whose last refill found its window short of room
+        for a batch by ``n`` tasks is checked again once ``n - SHORT_SLACK`` of its tasks have
+        finished (each notification is one finish, and a task is claimed, freeing its room,
+        before it finishes), or SHORT_WAIT_SECONDS after that refill (room also frees up
+        without a finish: a queued task cancelled); not at every finish in between."""
+        now, ready = time.monotonic(), set()
+        for brand in woken:
+            if brand in self.short:
+                left, since = self.short[brand]
+                self.short[brand] = (left - 1, since)
+            else:
+                ready.add(brand)
+        for brand, (left, since) in list(self.short.items()):
+            if left <= SHORT_SLACK or now - since >= SHORT_WAIT_SECONDS:
+                ready.add(brand)
+        return ready
 
     def _refill(self, brands: set[int]) -> None:
         if brands:
-            released = fairshare.refill(sorted(brands), actor="system:refill")
+            short: dict[int, int] = {}
+            released = fairshare.refill(sorted(brands), actor="system:refill", short=short)
             self.refills += bool(released)
+            now = time.monotonic()
+            for brand in brands:
+                self.short.pop(brand, None)
+            self.short.update({brand: (n, now) for brand, n in short.items()})

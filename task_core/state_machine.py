@@ -112,7 +112,7 @@ def _moved(task: Task | int, row: Task | None, *, kind: str, actor: str, message
 
 _TASK_FIELDS = Task._meta.concrete_fields
 _ATTNAMES = [f.attname for f in _TASK_FIELDS]
-_TASK_COLUMNS = ", ".join(f'"{f.column}"' for f in _TASK_FIELDS)
+_TASK_COLUMNS = TASK_COLUMNS = ", ".join(f'"{f.column}"' for f in _TASK_FIELDS)
 # The event columns the database fills from the updated task row rather than from the event.
 _FROM_TASK_ROW = {"task_id": "id", "brand_id": "brand_id", "attempt": "attempts"}
 
@@ -432,34 +432,105 @@ def _row_plan(model) -> list[tuple]:
 def transition_many(
     tasks: list[Task], *, to: str, kind: str, actor: str, fields: dict | None = None
 ) -> int:
-    """Move tasks the caller holds locked (SELECT ... FOR UPDATE) to ``to`` in one UPDATE."""
+    """Move tasks the caller holds locked (SELECT ... FOR UPDATE) to ``to``, each with its
+    timeline event (in the tasks' order); returns how many moved. On PostgreSQL one prepared
+    statement (the UPDATE and the events' INSERT, _ManyStatement), else an UPDATE and a bulk
+    INSERT in a transaction. ``fields``: plain values written to every moved task."""
     if not tasks:
         return 0
     allowed = _allowed(to, None)
     movable = [t for t in tasks if t.status in allowed]
+    if not movable:
+        return 0
+    fields = fields or {}
     now = timezone.now()
-    with transaction.atomic():
-        updated = (
-            Task.objects.unscoped()
-            .filter(pk__in=[t.pk for t in movable], status__in=allowed)
-            .update(status=to, updated_at=now, **(fields or {}))
+    connection = connections["default"]
+    plain = not any(hasattr(v, "resolve_expression") for v in fields.values())
+    if connection.vendor == "postgresql" and plain:
+        moved = _ManyStatement.get(to, kind, allowed, tuple(fields)).run(
+            movable, actor=actor, values=fields, now=now
         )
-        TaskEvent.objects.bulk_create(
-            TaskEvent(
-                task_id=t.pk,
-                brand_id=t.brand_id,
-                kind=kind,
-                from_status=t.status,
-                to_status=to,
-                attempt=t.attempts,
-                actor=actor,
+        movable = [t for t in movable if t.pk in moved]
+        updated = len(moved)
+    else:
+        with transaction.atomic():
+            updated = (
+                Task.objects.unscoped()
+                .filter(pk__in=[t.pk for t in movable], status__in=allowed)
+                .update(status=to, updated_at=now, **fields)
             )
-            for t in movable
-        )
+            TaskEvent.objects.bulk_create(
+                TaskEvent(
+                    task_id=t.pk,
+                    brand_id=t.brand_id,
+                    kind=kind,
+                    from_status=t.status,
+                    to_status=to,
+                    attempt=t.attempts,
+                    actor=actor,
+                )
+                for t in movable
+            )
     for t in movable:
         t.status = to
         log_transition(t, kind=kind, actor=actor)
     return updated
+
+
+class _ManyStatement:
+    """transition_many on PostgreSQL as one statement with the same text every time (prepared
+    per connection, ``cursor``): the tasks' ids and current statuses as arrays, the conditional
+    UPDATE of those still in a legal source status RETURNING them, and their events inserted in
+    the order given (from_status as each task had it); one round trip, no savepoint."""
+
+    _made: dict[tuple, _ManyStatement] = {}
+
+    @classmethod
+    def get(cls, to: str, kind: str, allowed: list[str], names: tuple[str, ...]):
+        key = (to, kind, tuple(allowed), names)
+        made = cls._made.get(key)
+        if made is None:
+            made = cls._made[key] = cls(to, kind, allowed, names)
+        return made
+
+    def __init__(self, to: str, kind: str, allowed: list[str], names: tuple[str, ...]):
+        self.fields = [Task._meta.get_field(name) for name in names]
+        sets = [f'"status" = {_literal(to)}', '"updated_at" = %(now)s']
+        sets += [f'"{f.column}" = %(f_{f.column})s' for f in self.fields]
+        sources = ", ".join(_literal(s) for s in allowed)
+        table = Task._meta.db_table
+        fixed = {
+            "kind": _literal(kind),
+            "to_status": _literal(to),
+            "from_status": 't."from_status"',
+            "actor": "%(actor)s",
+            "message": "''",
+            "data": "'{}'::jsonb",
+            "created_at": "%(now)s",
+        }
+        insert = _event_insert(lambda f: fixed.get(f.attname) or _null(f))
+        self.text = (
+            "WITH m AS (SELECT * FROM unnest(%(ids)s::bigint[], %(froms)s::text[]) "  # noqa: S608
+            'WITH ORDINALITY AS m("id", "from_status", "ord")), '
+            f't AS (UPDATE "{table}" AS k SET {", ".join(sets)} FROM m '
+            f'WHERE k."id" = m."id" AND k."status" IN ({sources}) '
+            'RETURNING k."id", k."brand_id", k."attempts", m."from_status", m."ord"), '
+            f'e AS ({insert} ORDER BY t."ord") SELECT "id" FROM t'
+        )
+
+    def run(self, tasks: list[Task], *, actor: str, values: dict, now) -> set[int]:
+        connection = connections["default"]
+        params = {
+            "ids": [t.pk for t in tasks],
+            "froms": [str(t.status) for t in tasks],
+            "now": now,
+            "actor": actor[:255],
+        }
+        for f in self.fields:
+            params[f"f_{f.column}"] = f.get_db_prep_save(values[f.name], connection)
+        with transaction.mark_for_rollback_on_error(), cursor() as cur:
+            cur.execute(self.text, params)
+            return {row[0] for row in cur.fetchall()}
 
 
 def record_event(task: Task, *, kind: str, actor: str, message: str = "", data=None) -> None:

@@ -404,3 +404,45 @@ def test_the_releaser_runs_only_on_a_system_worker_over_postgresql(db, settings)
     if thread is not None:  # its session gone before the test database is dropped
         thread.join(10)
         assert not thread.is_alive()
+
+
+def test_refill_reports_how_short_of_a_batch_each_window_is(brand, settings, monkeypatch):
+    """refill tells the releaser by how many tasks a brand's window lacks room for a batch (it
+    checks that brand again only after about that many finishes)."""
+    from task_core import broker
+
+    monkeypatch.setattr(broker, "send", lambda task, **kw: None)
+    monkeypatch.setattr(broker, "send_many", lambda tasks: len(tasks))
+    settings.TASK_BRAND_WINDOW = 10  # a batch: 5
+    create_many(brand, 14)  # 10 queued on commit, 4 wait
+    queued = Task.objects.for_brand(brand).filter(status="queued").order_by("id")
+    Task.objects.unscoped().filter(pk__in=list(queued.values_list("pk", flat=True)[:2])).update(
+        status="completed"
+    )
+    short = {}
+    assert fairshare.refill([brand.pk], actor="test", short=short) == 0
+    assert short == {brand.pk: 3}  # room for 2, a batch is 5
+    Task.objects.unscoped().filter(pk__in=list(queued.values_list("pk", flat=True)[:3])).update(
+        status="completed"
+    )
+    short = {}
+    assert fairshare.refill([brand.pk], actor="test", short=short) == 4
+    assert short == {}
+
+
+def test_the_releaser_waits_for_the_finishes_a_short_window_lacks(monkeypatch):
+    """A brand short of room by n is refilled again once n - SHORT_SLACK of its tasks have
+    finished, or SHORT_WAIT_SECONDS after its last refill; another brand at its first finish."""
+    from task_core import releaser as rel
+
+    clock = [100.0]
+    monkeypatch.setattr(rel.time, "monotonic", lambda: clock[0])
+    thread = rel.Releaser()
+    thread.short = {1: (5, 100.0)}
+    assert thread._ready([1, 2]) == {2}
+    assert thread._ready([1]) == set()
+    assert thread._ready([1]) == {1}  # 5 - 3 finishes: SHORT_SLACK left
+    thread.short = {1: (9, 100.0)}
+    assert thread._timeout() == pytest.approx(rel.SHORT_WAIT_SECONDS)
+    clock[0] += rel.SHORT_WAIT_SECONDS + 0.001
+    assert thread._ready([]) == {1}
