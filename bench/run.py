@@ -440,7 +440,7 @@ def render_list(r: dict) -> list[str]:
         *(
             [
                 f"- The list view's parts in isolation (median ms): fetch of the page's rows as "
-                f"JSON (`selectors.task_list_rows`) {bd['orm_fetch_ms']:.2f}, JSON rendering "
+                f"JSON text (`selectors.task_list_rows`) {bd['orm_fetch_ms']:.2f}, JSON rendering "
                 f"{bd['json_render_ms']:.2f}."
             ]
             if (bd := r.get("breakdown"))
