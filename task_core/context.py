@@ -99,7 +99,8 @@ class TaskContext:
             # The usual write: one prepared statement, no transaction of its own (a single
             # UPDATE is atomic by itself), no ORM query to build.
             with sm.cursor() as cursor:
-                cursor.execute(_PROGRESS, [percent, timezone.now(), self.task.pk, self.attempt])
+                stamp = cursor.db.ops.adapt_datetimefield_value(timezone.now())
+                cursor.execute(_PROGRESS, [percent, stamp, self.task.pk, self.attempt])
                 updated = cursor.rowcount
         else:
             with transaction.atomic():

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import (
     AutoField,
@@ -170,7 +171,10 @@ class _TaskListPage(ValuesIterable):
                 .values("id", "created_at", row=_TaskListRow())
             )
             return
-        inner, params = page.query.get_compiler(page.db).as_sql()
+        try:
+            inner, params = page.query.get_compiler(page.db).as_sql()
+        except EmptyResultSet:  # a filter that matches nothing (``pk__in=[]``)
+            return
         fields = page._fields  # "id", and "created_at" when the page is ordered by it
         columns = ", ".join(f't."{name}"' for name in fields)
         with connection.cursor() as cursor:

@@ -143,3 +143,13 @@ def test_the_list_answers_indented_json_when_asked(api, owner, brand, tasks):
     assert [r["id"] for r in response.json()["results"]] == sorted(
         (t.pk for t in tasks), reverse=True
     )
+
+
+def test_a_page_whose_filter_matches_nothing_is_empty(brand, tasks):
+    from task_core import selectors
+
+    nothing = Task.objects.for_brand(brand).filter(pk__in=[]).order_by("-id")
+    assert list(selectors.task_list_rows(nothing)[:6]) == []
+    some = list(selectors.task_list_rows(Task.objects.for_brand(brand).order_by("-id"))[:3])
+    assert [row["id"] for row in some] == sorted((t.pk for t in tasks), reverse=True)[:3]
+    assert all(json.loads(row["row"])["id"] == row["id"] for row in some)
