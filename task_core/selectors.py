@@ -178,7 +178,7 @@ class _TaskListPage(ValuesIterable):
         fields = page._fields  # "id", and "created_at" when the page is ordered by it
         columns = ", ".join(f't."{name}"' for name in fields)
         with connection.cursor() as cursor:
-            sql = _page_sql(connection).format(columns=columns, inner=inner, order=order)
+            sql = _page_sql(connection, columns, inner, order)
             cursor.execute(sql, params)
             rows = cursor.fetchall()
         for *values, row in rows:
@@ -200,27 +200,29 @@ def _outer_order(order_by) -> str | None:
     return ", ".join(terms) or None
 
 
-_PAGE_SQL: dict[str, str] = {}
+_PAGE_SQL: dict[str, tuple[str, str]] = {}
 
 
-def _page_sql(connection) -> str:
-    """The deferred join's statement, ``{columns}``, ``{inner}`` and ``{order}`` to fill."""
+def _page_sql(connection, columns: str, inner: str, order: str) -> str:
+    """The deferred join's statement around the page's own SQL (``inner``, from the ORM, joined
+    in as it is: no formatting applied to it)."""
     if connection.alias not in _PAGE_SQL:
         qn = connection.ops.quote_name
         user = Task._meta.get_field("created_by").related_model
         brand_id = qn(Task._meta.get_field("brand").column)
         creator_id = qn(Task._meta.get_field("created_by").column)
         row = _pg_row_sql(connection, "t", 'b."name"', 'u."username"')
-        row = row.replace("{", "{{").replace("}", "}}")  # str.format below
-        # Our tables and columns only; the page's own SQL and parameters come from the ORM.
+        # Our tables and columns only; the page's SQL and parameters come from the ORM.
         _PAGE_SQL[connection.alias] = (
-            f"SELECT {{columns}}, {row} FROM ({{inner}}) k "  # noqa: S608 - our tables
+            f", {row} FROM (",
+            ") k "
             f'JOIN {qn(Task._meta.db_table)} t ON t."id" = k."id" '
             f'JOIN {qn(Brand._meta.db_table)} b ON b."id" = t.{brand_id} '
             f'LEFT JOIN {qn(user._meta.db_table)} u ON u."id" = t.{creator_id} '
-            "ORDER BY {order}"
+            "ORDER BY ",
         )
-    return _PAGE_SQL[connection.alias]
+    head, join = _PAGE_SQL[connection.alias]
+    return "".join(("SELECT ", columns, head, inner, join, order))
 
 
 def task_list_rows(queryset):
