@@ -25,6 +25,7 @@ from django.db.models import (
 from django.db.models.query import ValuesIterable
 from django.utils import timezone
 
+from task_core import state_machine
 from task_core.models import Brand, BrandLimit, Task, TaskEvent
 
 logger = logging.getLogger("megahub.tasks")
@@ -177,7 +178,9 @@ class _TaskListPage(ValuesIterable):
             return
         fields = page._fields  # "id", and "created_at" when the page is ordered by it
         columns = ", ".join(f't."{name}"' for name in fields)
-        with connection.cursor() as cursor:
+        # Server-side binding: the statement's text is the same for every brand and cursor, so
+        # it is prepared once per connection (parse and plan skipped; DB_PREPARE_THRESHOLD).
+        with state_machine.cursor(page.db) as cursor:
             sql = _page_sql(connection, columns, inner, order)
             cursor.execute(sql, params)
             rows = cursor.fetchall()

@@ -153,3 +153,20 @@ def test_a_page_whose_filter_matches_nothing_is_empty(brand, tasks):
     some = list(selectors.task_list_rows(Task.objects.for_brand(brand).order_by("-id"))[:3])
     assert [row["id"] for row in some] == sorted((t.pk for t in tasks), reverse=True)[:3]
     assert all(json.loads(row["row"])["id"] == row["id"] for row in some)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
+def test_the_page_statement_is_prepared_once_per_connection(api, owner, brand, other_brand, tasks):
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["OPTIONS"].get("prepare_threshold") is None:
+        pytest.skip("DB_PREPARE_THRESHOLD=off")
+    client = api(owner, brand)
+    for _ in range(3):
+        assert client.get("/tasks/?page_size=4").status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%) k JOIN %"],
+        )
+        assert cursor.fetchone()[0] == 1
