@@ -5,9 +5,10 @@ INSERT ... SELECT generate_series into the megahub_bench_list database, then VAC
 Reused on the next run when the row count matches.
 
 Project: GET /tasks/ through Django's test client in-process (full middleware, JWT, brand
-membership check, throttle, filter backends, keyset pagination, TaskListSerializer, JSON
-rendering), rotating over the 50 brands. Deep page: the cursor of page --deep-page (built
-as DRF encodes it; checked once against the cursor reached by following `next` links).
+membership check, throttle, filter backends, keyset pagination, the rows' JSON text from
+PostgreSQL spliced into the response), rotating over the 50 brands. Deep page: the cursor of
+page --deep-page (built as DRF encodes it; checked once against the cursor reached by following
+`next` links).
 
 Peer (bench/peers.py, GET /bench/peer/tasks/): what a Django team would write, a DRF
 ListAPIView with a ModelSerializer (brand and creator nested) and CursorPagination ordered by
@@ -309,10 +310,9 @@ def count_queries(project: Project, brand_id: int, cursor: str) -> dict:
 
 
 def list_breakdown(brand_id: int, n: int = 50) -> dict:
-    """The list view's parts in isolation (median ms): the page's rows as JSON from
-    PostgreSQL, and the response's JSON rendering."""
-    from rest_framework.renderers import JSONRenderer
-
+    """The list view's parts in isolation (median ms): the page's rows as JSON text from
+    PostgreSQL, and the response's JSON rendering (the texts spliced in)."""
+    from megahub.renderers import JSONRenderer, JSONRows
     from task_core import selectors
     from task_core.models import Brand, Task
 
@@ -324,10 +324,13 @@ def list_breakdown(brand_id: int, n: int = 50) -> dict:
             selectors.task_list_rows(Task.objects.for_brand(brand).order_by("-id"))[: PAGE + 1]
         )
 
-    data = [row["row"] for row in fetch()[:PAGE]]
+    texts = [row["row"] for row in fetch()[:PAGE]]
+    page = {"next": None, "previous": None}
     parts = {
         "orm_fetch_ms": fetch,
-        "json_render_ms": lambda: JSONRenderer().render({"results": data}),
+        "json_render_ms": lambda: JSONRenderer().render(
+            {**page, "results": JSONRows(texts, verbatim=True)}
+        ),
     }
     out = {}
     for name, fn in parts.items():

@@ -259,14 +259,18 @@ def lists(r: dict) -> str:
         "`task_core/tenancy.py` `request_membership`) instead of two queries; the peer still "
         "pays both."
     ]
-    if _code_has("task_core/selectors.py", "json_build_object"):
+    if _code_has("task_core/selectors.py", "class _TaskListPage", "to_json("):
         items.append(
-            "**Rows as JSON from PostgreSQL.** `selectors.task_list_rows` has the database "
-            "build each row's JSON (`json_build_object`, datetimes by `to_char` in DRF's "
-            f"format): {bd.get('orm_fetch_ms', NAN):.2f} ms for the page's query and its "
-            f"decoding, {bd.get('json_render_ms', NAN):.2f} ms to render the response; no "
-            "model instances, no serializer. What is left above the floor is that query, the "
-            "keyset paginator, the filter and ordering backends and DRF's response: "
+            "**Rows as JSON text from PostgreSQL, spliced into the response.** "
+            "`selectors.task_list_rows` evaluates a page as a deferred join (the page's ids "
+            "from an index alone, then the rows of those ids by primary key) with each row "
+            "written by the database as compact JSON in DRF's format (concatenation, `to_json` "
+            "for strings, `to_char` for datetimes); `megahub/renderers.py` writes those texts "
+            "into the response bytes without decoding them: "
+            f"{bd.get('orm_fetch_ms', NAN):.2f} ms for the page's query, "
+            f"{bd.get('json_render_ms', NAN):.2f} ms to render the response; no model "
+            "instances, no serializer. What is left above the floor is that query, the keyset "
+            "paginator, the filter and ordering backends and DRF's response: "
             f"{project - floor:.1f} ms p95 over the floor for 50 rows (the peer's "
             "ModelSerializer with nested brand and creator: "
             f"{peer - floor:.1f} ms)."
@@ -288,6 +292,11 @@ def lists(r: dict) -> str:
             "page 1 walks the primary key backwards and filters on the brand (on a table this "
             "small the planner prices it below `task_brand_id_idx`; at 1M rows it takes the "
             "index)"
+        )
+    elif "Index Only Scan using task_brand_id_idx" in page1_plan:
+        page1 = (
+            "page 1 reads its 51 ids from `task_brand_id_idx` (brand_id, id DESC) alone, then "
+            "those rows by primary key"
         )
     else:
         page1 = "page 1 walks `task_brand_id_idx` (brand_id, id DESC) for 51 rows"

@@ -441,7 +441,7 @@ def render_list(r: dict) -> list[str]:
         *(
             [
                 f"- The list view's parts in isolation (median ms): fetch of the page's rows as "
-                f"JSON (`selectors.task_list_rows`) {bd['orm_fetch_ms']:.2f}, JSON rendering "
+                f"JSON text (`selectors.task_list_rows`) {bd['orm_fetch_ms']:.2f}, JSON rendering "
                 f"{bd['json_render_ms']:.2f}."
             ]
             if (bd := r.get("breakdown"))
@@ -630,7 +630,8 @@ def render_checkpoints(c: dict) -> list[str]:
         "position and the checkpoint row: one statement, one transaction) vs a raw `INSERT` of "
         "the same JSON into a plain table; `TaskContext.progress` (progress percentage + "
         "heartbeat of the running attempt) vs a raw `UPDATE` of the same two columns of the "
-        "same row. Each write in its own transaction through the same connection, in-process, "
+        "same row (both one statement in autocommit). Each write in its own transaction "
+        "through the same connection, in-process, "
         f"alternated; {params['writes']} writes of each per repetition, {params['reps']} "
         "repetitions; median of the per-repetition medians, min-max in brackets. Database "
         "`megahub_bench_persist`.",

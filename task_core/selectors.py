@@ -7,6 +7,8 @@ from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
+from django.db import connections
 from django.db.models import (
     AutoField,
     BooleanField,
@@ -16,13 +18,14 @@ from django.db.models import (
     Expression,
     F,
     IntegerField,
-    JSONField,
     Min,
     Q,
     TextField,
 )
+from django.db.models.query import ValuesIterable
 from django.utils import timezone
 
+from task_core import state_machine
 from task_core.models import Brand, BrandLimit, Task, TaskEvent
 
 logger = logging.getLogger("megahub.tasks")
@@ -41,22 +44,69 @@ TASK_LIST_FIELDS = (
 # How PostgreSQL (and SQLite, for the SQLite test run) writes a list value as DRF does: a
 # datetime is ``datetime.isoformat()`` in UTC with ``Z`` (no fraction when the microseconds are
 # 0, else 6 digits), a boolean is true/false; strings, integers and null are JSON as they are.
+# PostgreSQL writes the datetime as a JSON string: in to_char's format, \" is a literal quote.
 _ISO_PG = (
     "to_char({c} AT TIME ZONE 'UTC', CASE WHEN mod(date_part('microseconds', {c})::bigint, "
-    '1000000) = 0 THEN \'YYYY-MM-DD"T"HH24:MI:SS"Z"\' ELSE \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\' END)'
+    """1000000) = 0 THEN '\\"YYYY-MM-DD"T"HH24:MI:SS"Z\\"' """
+    """ELSE '\\"YYYY-MM-DD"T"HH24:MI:SS.US"Z\\"' END)"""
 )
 _ISO_SQLITE = "replace({c}, ' ', 'T') || 'Z'"  # Django stores "YYYY-MM-DD HH:MM:SS[.ffffff]"
 _BOOL_SQLITE = "CASE WHEN {c} THEN json('true') ELSE json('false') END"
 
 
-class _TaskListRow(Expression):
-    """A task list row as JSON text, keys in TASK_LIST_FIELDS' order (``json_build_object``:
-    ``json``, not ``jsonb``, which would sort them). Written as one SQL template over the task
-    table: only the brand's name and the creator's username are resolved by the ORM (their
-    joins), so a page costs one small expression, not one per field. Read as text, so a
-    DISTINCT that a filter adds still applies (PostgreSQL has no equality for ``json``)."""
+def _pg_row_sql(connection, task: str, brand_name: str, username: str) -> str:
+    """A task list row as compact JSON text, written by PostgreSQL exactly as DRF's
+    JSONRenderer writes TaskListSerializer's data (``separators=(",", ":")``, keys in
+    TASK_LIST_FIELDS' order, strings escaped by ``to_json`` as ``json.dumps`` escapes them with
+    ``ensure_ascii=False``): the text goes into the response as it is (megahub.renderers).
+    Concatenated rather than ``json_build_object``, which writes ``"key" : value`` and costs
+    several times more per row."""
 
-    output_field = JSONField()
+    def column(name: str) -> str:
+        return f"{task}.{connection.ops.quote_name(Task._meta.get_field(name).column)}"
+
+    def text(sql: str) -> str:
+        return f"to_json({sql})::text"
+
+    parts = []
+    for i, name in enumerate(TASK_LIST_FIELDS):
+        key = ("{" if i == 0 else ",") + f'"{name}":'
+        if name == "brand":
+            value = (
+                f"""'{{"id":' || {column("brand")} || ',"name":' || {text(brand_name)} || '}}'"""
+            )
+        elif name == "created_by":
+            creator = column("created_by")
+            value = (
+                f"""CASE WHEN {creator} IS NULL THEN 'null' ELSE '{{"id":' || {creator} """
+                f"""|| ',"username":' || {text(username)} || '}}' END"""
+            )
+        else:
+            field = Task._meta.get_field(name)
+            if isinstance(field, DateTimeField):
+                value = _ISO_PG.format(c=column(name))
+            elif isinstance(field, BooleanField):
+                value = f"CASE WHEN {column(name)} THEN 'true' ELSE 'false' END"
+            elif isinstance(field, CharField | TextField):
+                value = text(column(name))
+            elif isinstance(field, IntegerField | AutoField):
+                value = f"{column(name)}::text"
+            else:
+                raise TypeError(f"task list field {name!r}: no JSON form for {field}")
+            if field.null:
+                value = f"coalesce({value}, 'null')"
+        parts.append(f"'{key}' || {value}")
+    return "(" + " || ".join(parts) + " || '}')"
+
+
+class _TaskListRow(Expression):
+    """A task list row as JSON text, keys in TASK_LIST_FIELDS' order: compact JSON built by
+    concatenation on PostgreSQL (``_pg_row_sql``), ``json_object`` on SQLite. Written as one
+    SQL template over the task table: only the brand's name and the creator's username are
+    resolved by the ORM (their joins), so a page costs one small expression, not one per
+    field. Read as text: no decoding on the way through."""
+
+    output_field = TextField()
 
     def __init__(self):
         super().__init__()
@@ -69,44 +119,126 @@ class _TaskListRow(Expression):
         self.joined = exprs
 
     def as_sql(self, compiler, connection):
-        sqlite = connection.vendor == "sqlite"
         table = compiler.quote_name_unless_alias(compiler.query.get_initial_alias())
         (brand_name, p1), (username, p2) = (compiler.compile(e) for e in self.joined)
+        if connection.vendor != "sqlite":
+            return _pg_row_sql(connection, table, brand_name, username), [*p1, *p2]
 
         def column(name: str) -> str:
             return f"{table}.{connection.ops.quote_name(Task._meta.get_field(name).column)}"
 
-        build = "json_object" if sqlite else "json_build_object"
         pairs = []
         for name in TASK_LIST_FIELDS:
             if name == "brand":
-                value = f"{build}('id', {column('brand')}, 'name', {brand_name})"
+                value = f"json_object('id', {column('brand')}, 'name', {brand_name})"
             elif name == "created_by":
                 creator = column("created_by")
                 value = (
                     f"CASE WHEN {creator} IS NULL THEN NULL "
-                    f"ELSE {build}('id', {creator}, 'username', {username}) END"
+                    f"ELSE json_object('id', {creator}, 'username', {username}) END"
                 )
             else:
                 field = Task._meta.get_field(name)
                 if isinstance(field, DateTimeField):
-                    value = (_ISO_SQLITE if sqlite else _ISO_PG).format(c=column(name))
+                    value = _ISO_SQLITE.format(c=column(name))
                 elif isinstance(field, BooleanField):
-                    value = _BOOL_SQLITE.format(c=column(name)) if sqlite else column(name)
+                    value = _BOOL_SQLITE.format(c=column(name))
                 elif isinstance(field, CharField | TextField | IntegerField | AutoField):
                     value = column(name)
                 else:
                     raise TypeError(f"task list field {name!r}: no JSON form for {field}")
             pairs.append(f"'{name}', {value}")
-        sql = f"{build}({', '.join(pairs)})"
-        return (sql if sqlite else f"({sql})::text"), [*p1, *p2]
+        return f"json_object({', '.join(pairs)})", [*p1, *p2]
+
+
+class _TaskListPage(ValuesIterable):
+    """Evaluates a page of the task list (the keyset paginator's filtered, ordered and sliced
+    ``values("id"[, "created_at"])``) as a deferred join: the page's ids first, from an index
+    alone (for the plain list ``task_brand_id_idx``, brand_id, id DESC), then the rows of those
+    ids by primary key with their JSON. In one statement the planner may instead walk the
+    primary key back from a deep page's cursor and filter on the brand, reading ~(brands) rows
+    per row kept. Yields ``{"id"[, "created_at"], "row"}`` in the page's order."""
+
+    def __iter__(self):
+        page = self.queryset
+        connection = connections[page.db]
+        order = _outer_order(page.query.order_by)
+        if connection.vendor != "postgresql" or order is None:
+            # SQLite (the test run) or an ordering this does not know: the same join by the ORM.
+            yield from (
+                Task.objects.unscoped()  # the ids come from the brand-scoped page below
+                .filter(pk__in=page.values("pk"))
+                .order_by(*page.query.order_by)
+                .values("id", "created_at", row=_TaskListRow())
+            )
+            return
+        try:
+            inner, params = page.query.get_compiler(page.db).as_sql()
+        except EmptyResultSet:  # a filter that matches nothing (``pk__in=[]``)
+            return
+        fields = page._fields  # "id", and "created_at" when the page is ordered by it
+        columns = ", ".join(f't."{name}"' for name in fields)
+        # Server-side binding: the statement's text is the same for every brand and cursor, so
+        # it is prepared once per connection (parse and plan skipped; DB_PREPARE_THRESHOLD).
+        with state_machine.cursor(page.db) as cursor:
+            sql = _page_sql(connection, columns, inner, order)
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        for *values, row in rows:
+            yield {**dict(zip(fields, values, strict=True)), "row": row}
+
+
+def _outer_order(order_by) -> str | None:
+    """The page's ORDER BY over the task's columns (``t``), or None when a term is not a
+    plain ``[-]id`` / ``[-]created_at``."""
+    terms = []
+    for term in order_by:
+        if not isinstance(term, str):
+            return None
+        name = term.lstrip("-")
+        name = "id" if name == "pk" else name
+        if name not in ("id", "created_at"):
+            return None
+        terms.append(f't."{name}" {"DESC" if term.startswith("-") else "ASC"}')
+    return ", ".join(terms) or None
+
+
+_PAGE_SQL: dict[str, tuple[str, str]] = {}
+
+
+def _page_sql(connection, columns: str, inner: str, order: str) -> str:
+    """The deferred join's statement around the page's own SQL (``inner``, from the ORM, joined
+    in as it is: no formatting applied to it)."""
+    if connection.alias not in _PAGE_SQL:
+        qn = connection.ops.quote_name
+        user = Task._meta.get_field("created_by").related_model
+        brand_id = qn(Task._meta.get_field("brand").column)
+        creator_id = qn(Task._meta.get_field("created_by").column)
+        row = _pg_row_sql(connection, "t", 'b."name"', 'u."username"')
+        # Our tables and columns only; the page's SQL and parameters come from the ORM.
+        _PAGE_SQL[connection.alias] = (
+            f", {row} FROM (",
+            ") k "
+            f'JOIN {qn(Task._meta.db_table)} t ON t."id" = k."id" '
+            f'JOIN {qn(Brand._meta.db_table)} b ON b."id" = t.{brand_id} '
+            f'LEFT JOIN {qn(user._meta.db_table)} u ON u."id" = t.{creator_id} '
+            "ORDER BY ",
+        )
+    head, join = _PAGE_SQL[connection.alias]
+    return "".join(("SELECT ", columns, head, inner, join, order))
 
 
 def task_list_rows(queryset):
-    """The task list's rows as PostgreSQL builds them: one JSON object per task, with the
-    API's keys, order and formats (TaskListSerializer's output; a test holds them equal), plus
-    the columns the keyset paginator orders by. No model instances, no per-field Python."""
-    return queryset.values("id", "created_at", row=_TaskListRow())
+    """The task list's rows as the database builds them: one JSON text per task, with the
+    API's keys, order and formats (TaskListSerializer's output as DRF renders it; tests hold
+    the bytes equal), beside the columns the keyset paginator orders by. No model instances,
+    no per-field Python, no decoding. Evaluated as a deferred join (``_TaskListPage``) whose
+    first half reads only the id and the ordering's columns (``queryset``'s ordering, which
+    the paginator applies again): for ``-id`` an index-only scan of the brand's index."""
+    ordering = {term.lstrip("-") for term in queryset.query.order_by if isinstance(term, str)}
+    page = queryset.values("id", *sorted(ordering & {"created_at"}))
+    page._iterable_class = _TaskListPage
+    return page
 
 
 def task_events(*, task: Task):

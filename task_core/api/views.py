@@ -1,5 +1,6 @@
 """The /tasks/ API: thin views over task_core's services and selectors."""
 
+from django.db import connections
 from drf_spectacular.utils import (
     OpenApiExample,
     extend_schema,
@@ -7,9 +8,11 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, status
 from rest_framework.decorators import action
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.response import Response
 
 from megahub.pagination import KeysetPagination
+from megahub.renderers import JSONRenderer, JSONRows
 from task_core import limits, selectors, services, webhooks
 from task_core.api.filters import task_filterset
 from task_core.api.idempotency import IDEMPOTENCY_HEADER, idempotency_key
@@ -86,6 +89,7 @@ class TaskViewSet(
     not_found_code = "TASK_NOT_FOUND"
     not_found_detail = "Task not found or access denied"
     search_fields = ["task_type", "description", "=task_id"]
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer]  # DRF's, the rows spliced in
     ordering_fields = ["id", "created_at"]
     ordering = ["-id"]
     action_roles = {
@@ -113,7 +117,11 @@ class TaskViewSet(
         # row built as JSON by PostgreSQL: model instances and serializers were most of a page.
         rows = selectors.task_list_rows(self.filter_queryset(self.get_queryset()))
         page = self.paginate_queryset(rows)
-        return self.get_paginated_response([row["row"] for row in page])
+        # The rows' JSON texts go into the response bytes as they are (megahub.renderers).
+        verbatim = connections[rows.db].vendor == "postgresql"  # SQLite's json_object: decoded
+        return self.get_paginated_response(
+            JSONRows([row["row"] for row in page], verbatim=verbatim)
+        )
 
     def get_serializer_class(self):
         if self.action == "create":
