@@ -305,6 +305,12 @@ def _batch_message(app, task: Task, prototypes: dict, connection) -> tuple:
     }
     if proto.own_root:
         headers["root_id"] = task_id
+    nested = headers.get("headers")
+    if isinstance(nested, dict):  # Sentry's integration copies the custom headers in there too
+        headers["headers"] = {
+            **nested,
+            **{k: options["headers"][k] for k in nested.keys() & options["headers"].keys()},
+        }
     publish = {**proto.options, "headers": headers, "correlation_id": task_id}
     if "argsrepr" in publish:  # Celery passes its options on as message properties too
         publish["argsrepr"] = options["argsrepr"]

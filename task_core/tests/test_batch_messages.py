@@ -12,6 +12,18 @@ from task_core.models import Task
 from tests.factories import BrandFactory
 
 VOLATILE_EVENT_FIELDS = {"clock", "timestamp"}
+# Sentry's Celery integration, once an earlier test has initialised it, stamps every send_task
+# with a span of its own and the time of the call; a copy keeps its prototype's (same trace).
+VOLATILE_HEADERS = {"sentry-task-enqueued-time", "sentry-trace", "baggage"}
+
+
+def _stable(options: dict) -> dict:
+    headers = {k: v for k, v in options["headers"].items() if k not in VOLATILE_HEADERS}
+    if isinstance(headers.get("headers"), dict):
+        headers["headers"] = {
+            k: v for k, v in headers["headers"].items() if k not in VOLATILE_HEADERS
+        }
+    return {**options, "headers": headers}
 
 
 def _celery_message(task: Task, task_id: str) -> tuple:
@@ -33,7 +45,9 @@ def _same(made: tuple, celery: tuple) -> None:
     body, options, event = made
     c_body, c_options, c_event = celery
     assert list(body[0]) == list(c_body[0]) and body[1:] == c_body[1:]
-    assert options == c_options  # headers, properties, queue, routing key, priority, delivery
+    assert _stable(options) == _stable(
+        c_options
+    )  # headers, properties, queue, routing key, priority, delivery
     if c_event is None:
         assert event is None
         return
@@ -78,3 +92,34 @@ def test_every_message_of_a_batch_is_the_one_send_task_builds(sent_events, setti
         Task.BROKER_PRIORITY["normal"],
         Task.BROKER_PRIORITY["high"],
     }
+
+
+@pytest.fixture
+def sentry_on():
+    """Sentry's Celery integration, as SENTRY_DSN turns it on (nothing leaves the process)."""
+    import sentry_sdk
+    from sentry_sdk.transport import Transport
+
+    from megahub import sentry
+
+    class Dropped(Transport):
+        def capture_envelope(self, envelope):
+            pass
+
+    sentry.init("https://public@sentry.invalid/1", transport=Dropped)
+    yield
+    sentry_sdk.get_client().close()
+    sentry_sdk.init()  # no DSN: the client is inactive again for the rest of the run
+
+
+@pytest.mark.django_db
+def test_with_sentry_every_copy_names_its_own_task_in_the_nested_headers(sentry_on):
+    """Sentry's integration copies the custom headers into a nested ``headers`` dict; a copy
+    made from the batch's first message names its own task there too, not the first one."""
+    brand = BrandFactory()
+    tasks = [Task.objects.create(brand=brand, task_type="noop", context_data={}) for _ in range(3)]
+    ids = [f"celery-id-{i}" for i in range(len(tasks))]
+    made = _made(tasks, ids)
+    for task, task_id, message in zip(tasks, ids, made, strict=True):
+        _same(message, _celery_message(task, task_id))
+        assert message[1]["headers"]["headers"]["megahub_task_id"] == str(task.task_id)
