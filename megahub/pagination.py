@@ -15,12 +15,14 @@ from urllib import parse
 from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Q
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 
 from megahub.inputs import InputRejected, check_utc_offset, integer_range, parse_int
 
 INVALID_CURSOR = "Invalid cursor: follow next/previous as given."
+PAIR = "|"  # between the value and the id in a position of an ordering with a tiebreaker
 
 
 class KeysetPagination(CursorPagination):
@@ -50,9 +52,27 @@ class KeysetPagination(CursorPagination):
             )
         return min(value, self.max_page_size)
 
+    def get_ordering(self, request, queryset, view):
+        """The requested ordering, then the primary key in the same direction when the
+        ordering's field is not unique (``created_at``): such a page's position is the pair
+        (value, id), so rows that share the value are neither skipped nor repeated (DRF's
+        cursor keeps the value alone and counts the rows sharing it, which breaks when the
+        database returns them in no set order, and going back across them)."""
+        ordering = tuple(super().get_ordering(request, queryset, view))
+        if ordering and not any(term.lstrip("-") in ("id", "pk") for term in ordering):
+            ordering += (("-" if ordering[0].startswith("-") else "") + "id",)
+        return ordering
+
     def paginate_queryset(self, queryset, request, view=None):
         self._model = getattr(queryset, "model", None)
-        return super().paginate_queryset(queryset, request, view)
+        return super().paginate_queryset(_KeysetQuerySet(queryset, self), request, view)
+
+    def _get_position_from_instance(self, instance, ordering):
+        position = super()._get_position_from_instance(instance, ordering)
+        if len(ordering) == 1:
+            return position
+        pk = instance["id"] if isinstance(instance, dict) else instance.pk
+        return f"{position}{PAIR}{pk}"
 
     def decode_cursor(self, request):
         # DRF answers a bad cursor with 404, as if the list did not exist, and passes any
@@ -75,8 +95,13 @@ class KeysetPagination(CursorPagination):
         return Cursor(offset=offset, reverse=bool(reverse), position=position)
 
     def _check_position(self, position: str) -> None:
-        """The position must be a value of the ordering field (as _get_position_from_instance
-        writes it)."""
+        """The position must be a value of the ordering field, or the pair (value, id) of an
+        ordering with a tiebreaker (as _get_position_from_instance writes it)."""
+        if len(self.ordering) > 1:
+            position, separator, pk = position.rpartition(PAIR)
+            if not separator:
+                raise ValueError("not a position of this ordering")
+            parse_int(pk, low=1, high=2**63 - 1)
         model = getattr(self, "_model", None)
         name = self.ordering[0].lstrip("-") if self.ordering else ""
         if model is None or "__" in name:
@@ -107,3 +132,29 @@ class KeysetPagination(CursorPagination):
                     "is capped)."
                 )
         return parameters
+
+
+class _KeysetQuerySet:
+    """The queryset DRF's CursorPagination pages, with its one position filter
+    (``field__lt``/``__gt`` the position) turned into the pair comparison when the ordering
+    has a tiebreaker: (field, id) after (value, id) in the ordering's direction."""
+
+    def __init__(self, queryset, paginator):
+        self._queryset, self._paginator = queryset, paginator
+
+    def order_by(self, *fields):
+        return _KeysetQuerySet(self._queryset.order_by(*fields), self._paginator)
+
+    def filter(self, **kwargs):
+        ordering = self._paginator.ordering
+        if len(ordering) == 1 or len(kwargs) != 1:
+            return self._queryset.filter(**kwargs)
+        ((lookup, position),) = kwargs.items()
+        name, _, op = lookup.rpartition("__")
+        value, _, pk = position.rpartition(PAIR)
+        return self._queryset.filter(
+            Q(**{f"{name}__{op}": value}) | Q(**{name: value, f"id__{op}": int(pk)})
+        )
+
+    def __getitem__(self, item):  # the page, when no cursor position applies
+        return self._queryset[item]

@@ -2,7 +2,9 @@
 ordering, and the rows' JSON written into the response as the database built it."""
 
 import json
+from base64 import b64encode
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
@@ -17,8 +19,7 @@ from tests.factories import TaskFactory
 
 @pytest.fixture
 def tasks(brand, other_brand, owner):
-    """12 tasks of the brand, created_at out of id order; 3 of another brand. (No ties in
-    created_at: DRF's cursor cannot page through ties the database returns in no set order.)"""
+    """12 tasks of the brand, created_at out of id order; 3 of another brand."""
     now = timezone.now().replace(microsecond=0)
     made = []
     for i in range(12):
@@ -69,6 +70,27 @@ def test_pages_forward_and_back_cover_the_brand_once(api, owner, brand, tasks, q
     assert [pk for page in forward for pk in page] == expected_ids
     assert last["next"] is None and len(forward) > 1
     # Back from the last page by `previous`: every other row once, each page in the order.
+    back, first = walk(client, last["previous"], key="previous")
+    assert first["previous"] is None
+    assert [pk for page in reversed(back) for pk in page] + forward[-1] == expected_ids
+
+
+@pytest.mark.parametrize("ordering", ["created_at", "-created_at"])
+def test_pages_through_tasks_created_at_the_same_instant_cover_each_once(
+    api, owner, brand, ordering
+):
+    """Schedules fired in one dispatch share created_at: the pages still hold every task
+    once, in created_at then id order, forward and back."""
+    stamp = timezone.now().replace(microsecond=0)
+    made = TaskFactory.create_batch(9, brand=brand)
+    Task.objects.unscoped().filter(pk__in=[t.pk for t in made[:7]]).update(created_at=stamp)
+    client = api(owner, brand)
+    sign = "-" if ordering.startswith("-") else ""
+    expected_ids = list(
+        Task.objects.for_brand(brand).order_by(ordering, f"{sign}id").values_list("id", flat=True)
+    )
+    forward, last = walk(client, f"/tasks/?page_size=2&ordering={ordering}")
+    assert [pk for page in forward for pk in page] == expected_ids
     back, first = walk(client, last["previous"], key="previous")
     assert first["previous"] is None
     assert [pk for page in reversed(back) for pk in page] + forward[-1] == expected_ids
@@ -170,3 +192,20 @@ def test_the_page_statement_is_prepared_once_per_connection(api, owner, brand, o
             ["%) k JOIN %"],
         )
         assert cursor.fetchone()[0] == 1
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        "2026-01-01 00:00:00+00:00",  # the value alone: not a position of this ordering
+        "2026-01-01 00:00:00+00:00|abc",
+        "2026-01-01 00:00:00+00:00|0",
+        "2026-01-01 00:00:00+00:00|\uff11",
+        "not-a-date|1",
+    ],
+)
+def test_a_forged_pair_position_is_a_400_naming_cursor(api, owner, brand, position):
+    cursor = b64encode(urlencode({"p": position}).encode()).decode()
+    response = api(owner, brand).get(f"/tasks/?ordering=created_at&cursor={cursor}")
+    assert response.status_code == 400, response.content[:200]
+    assert "cursor" in response.json()["field_errors"]
