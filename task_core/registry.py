@@ -88,7 +88,8 @@ _REFUSED_CELERY_OPTIONS = {
     "default_retry_delay": "use retry_backoff=<seconds>: the first retry waits that long, each "
     "later one twice as long",
     "retry_kwargs": "use max_retries=, retry_backoff= and retry_backoff_max=",
-    "acks_late": "megahub always acknowledges late and claims each task exactly once",
+    "acks_late": "megahub acknowledges each message as a worker takes it and claims each "
+    "task exactly once in the database; a task whose worker is lost is retried by megahub",
     "reject_on_worker_lost": "a task whose worker is lost is retried (or resumed) by megahub",
     "ignore_result": "a handler's return value is always stored as the task's result_data",
     "store_errors_even_if_ignored": "errors are always stored on the task (error_message)",
