@@ -142,7 +142,7 @@ def task_insert_due(task: Task, *, actor: str, data: dict | None = None) -> bool
         )
         event.created_at = now
         for f in _EVENT_FIELDS:
-            if f.attname not in _FROM_TASK_ROW:
+            if f.attname not in sm.FROM_TASK_ROW:
                 params[f"{prefix}_{f.column}"] = f.get_db_prep_save(
                     getattr(event, f.attname), connection
                 )
@@ -168,8 +168,6 @@ def task_insert_due(task: Task, *, actor: str, data: dict | None = None) -> bool
     return queued
 
 
-# The event columns taken from the inserted task row (as state_machine's statements do).
-_FROM_TASK_ROW = {"task_id": "id", "brand_id": "brand_id", "attempt": "attempts"}
 _CONTEXT_DATA = Task._meta.get_field("context_data")
 _INSERT_TASK_FIELDS = [f for f in Task._meta.concrete_fields if not f.primary_key]
 _EVENT_FIELDS = [f for f in TaskEvent._meta.concrete_fields if not f.primary_key]
@@ -185,14 +183,14 @@ def _insert_due_text(queued: bool, connection) -> str:
         columns = ", ".join(f'"{f.column}"' for f in _INSERT_TASK_FIELDS)
         values = ", ".join(f"%(t_{f.column})s" for f in _INSERT_TASK_FIELDS)
         returning = ", ".join(
-            f'"{c}"' for c in dict.fromkeys(["id", *_FROM_TASK_ROW.values(), "context_data"])
+            f'"{c}"' for c in dict.fromkeys(["id", *sm.FROM_TASK_ROW.values(), "context_data"])
         )
         event_columns = ", ".join(f'"{f.column}"' for f in _EVENT_FIELDS)
 
         def select(prefix: str) -> str:
             values = [
-                f't."{_FROM_TASK_ROW[f.attname]}"'
-                if f.attname in _FROM_TASK_ROW
+                f't."{sm.FROM_TASK_ROW[f.attname]}"'
+                if f.attname in sm.FROM_TASK_ROW
                 else f"%({prefix}_{f.column})s::{f.cast_db_type(connection)}"  # typed: UNION
                 for f in _EVENT_FIELDS
             ]

@@ -114,7 +114,7 @@ _TASK_FIELDS = Task._meta.concrete_fields
 _ATTNAMES = [f.attname for f in _TASK_FIELDS]
 _TASK_COLUMNS = TASK_COLUMNS = ", ".join(f'"{f.column}"' for f in _TASK_FIELDS)
 # The event columns the database fills from the updated task row rather than from the event.
-_FROM_TASK_ROW = {"task_id": "id", "brand_id": "brand_id", "attempt": "attempts"}
+FROM_TASK_ROW = {"task_id": "id", "brand_id": "brand_id", "attempt": "attempts"}
 
 
 def _event_insert(placeholder) -> str:
@@ -124,7 +124,7 @@ def _event_insert(placeholder) -> str:
     for f in TaskEvent._meta.concrete_fields:
         if not f.primary_key:
             columns.append(f'"{f.column}"')
-            source = _FROM_TASK_ROW.get(f.attname)
+            source = FROM_TASK_ROW.get(f.attname)
             values.append(f't."{source}"' if source else placeholder(f))
     table = TaskEvent._meta.db_table
     # Identifiers from the models' metadata, values as parameters: nothing from outside.
@@ -367,8 +367,8 @@ class Statement:
             found = cur.fetchone()
             if found is not None:
                 moved = dict(zip(_ATTNAMES, found, strict=True))
-                params.update({f"t_{c}": moved[c] for c in _FROM_TASK_ROW.values()})
-                t = ", ".join(f'%(t_{c})s AS "{c}"' for c in _FROM_TASK_ROW.values())
+                params.update({f"t_{c}": moved[c] for c in FROM_TASK_ROW.values()})
+                t = ", ".join(f'%(t_{c})s AS "{c}"' for c in FROM_TASK_ROW.values())
                 for insert in [self.event, *(_row_insert(m, i) for i, m in enumerate(models))]:
                     cur.execute(f"WITH t AS (SELECT {t}) {insert}", params)
         return found
