@@ -2,9 +2,10 @@
 
 import os
 from contextlib import suppress
-from functools import partial
+from functools import cache, partial
 
 from celery import Celery, bootsteps, signals
+from django import db as django_db
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "megahub.settings")
 
@@ -156,31 +157,41 @@ app.steps["consumer"].add(EventsBatched)
 app.steps["worker"].add(ReleaserStep)
 
 
+def _is_eager(sender) -> bool:
+    return getattr(getattr(sender, "request", None), "is_eager", False)
+
+
 @signals.task_prerun.connect(weak=False)
+def _connections_before_task(sender=None, **kwargs):
+    """What Django does before a request: drop a connection that is past DB_CONN_MAX_AGE,
+    broken by an error, or left in a transaction, and health-check the kept one on its next use.
+    Celery's fixup leaves connections open when CELERY_DB_REUSE_MAX is set (settings.py).
+
+    For the execution entry point the kept connection is not health-checked (a SELECT 1 round
+    trip per task): its claim, the first statement, retries once on a new connection if that
+    one died (task_core.execution.task_claim)."""
+    if _is_eager(sender):  # as Celery's Django fixup does
+        return
+    execute = getattr(sender, "name", None) == _execute_task_name()
+    for connection in django_db.connections.all(initialized_only=True):
+        connection.close_if_unusable_or_obsolete()  # django.db.close_old_connections()
+        if execute:
+            connection.health_check_done = True
+
+
 @signals.task_postrun.connect(weak=False)
-def _close_old_connections(sender=None, **kwargs):
-    """What Django does around a request: drop a connection that is past DB_CONN_MAX_AGE, broken
-    by an error, or left in a transaction, and health-check the kept one on its next use.
-    Celery's fixup leaves connections open when CELERY_DB_REUSE_MAX is set (settings.py)."""
-    from django.db import close_old_connections
-
-    if not getattr(getattr(sender, "request", None), "is_eager", False):  # as the fixup does
-        close_old_connections()
+def _connections_after_task(sender=None, **kwargs):
+    """What Django does after a request (the same checks): a connection a task left broken,
+    or in a transaction, is not kept while the worker waits for its next message."""
+    if not _is_eager(sender):
+        django_db.close_old_connections()
 
 
-@signals.task_prerun.connect(weak=False)
-def _claim_replaces_a_dead_connection(sender=None, **kwargs):
-    """For the execution entry point, the connection kept from the previous task is not
-    health-checked (a SELECT 1 round trip per task): its claim, the first statement, retries
-    once on a new connection if that one died (task_core.execution.task_claim). Connected after
-    _close_old_connections, which sets the check up."""
-    from django.db import connections
-
+@cache
+def _execute_task_name() -> str:
     from task_core.broker import EXECUTE_TASK_NAME
 
-    if getattr(sender, "name", None) == EXECUTE_TASK_NAME:
-        for connection in connections.all(initialized_only=True):
-            connection.health_check_done = True
+    return EXECUTE_TASK_NAME
 
 
 @signals.beat_init.connect(weak=False)

@@ -10,10 +10,11 @@ import logging
 from collections.abc import Iterable
 
 from django.db import connections, transaction
-from django.db.models import Field, Q, sql
+from django.db.models import Q, sql
 from django.utils import timezone
 
 from task_core.models import Task, TaskEvent
+from task_core.sql_parts import _null, _row_insert, _row_params, cursor, db_prep
 
 logger = logging.getLogger("megahub.tasks")
 S = Task.Status
@@ -192,56 +193,8 @@ def _converted(row, using: str) -> list:
 _converters: dict[str, list] = {}
 
 
-# --- the worker's transitions, written once as SQL ----------------------------------------------
-def cursor(using: str = "default"):
-    """A cursor on Django's connection that binds parameters on the server (psycopg 3), so that
-    a statement run with the same text often is prepared once per connection (DATABASES
-    OPTIONS ``prepare_threshold``, settings.py; Django's own cursors bind on the client and are
-    never prepared). It shares the connection's transaction and execute wrappers.
-
-    One psycopg cursor is kept per connection and handed out again (its ``close`` only drops
-    its results): building a cursor and its adapters for each of a task's statements cost more
-    than the statement's own client work."""
-    connection = connections[using]
-    if connection.vendor != "postgresql" or connection.queries_logged:
-        # Queries logged (DEBUG, CaptureQueriesContext): Django's cursor, which logs the
-        # statement with its parameters; the same text, unprepared.
-        return connection.cursor()
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    pg = connection.connection
-    kept = getattr(connection, "_megahub_kept_cursor", None)
-    if kept is None or kept.connection is not pg:
-        kept = connection._megahub_kept_cursor = _kept_cursor_class()(pg)
-    elif kept.in_use:  # a statement run while another's cursor is open: a cursor of its own
-        import psycopg
-
-        return connection.make_cursor(psycopg.Cursor(pg))
-    kept.in_use = True
-    return connection.make_cursor(kept)
-
-
-_KeptCursor = None
-
-
-def _kept_cursor_class():
-    global _KeptCursor
-    if _KeptCursor is None:
-        import psycopg
-
-        class KeptCursor(psycopg.Cursor):
-            """A server-binding cursor that outlives ``with``: closing drops its results only
-            (the next execute starts afresh), so the connection's one cursor serves again."""
-
-            in_use = False
-
-            def close(self) -> None:
-                self._reset()
-                self.in_use = False
-
-        _KeptCursor = KeptCursor
-    return _KeptCursor
+# --- the worker's transitions, written once as SQL -----------------------------------------------
+# They run on sql_parts.cursor, which the rest of the project also reaches as state_machine.cursor.
 
 
 def _literal(value: str) -> str:
@@ -343,7 +296,7 @@ class Statement:
         }
         for name, value in (values or {}).items():
             field = _TASK_BY_COLUMN.get(name)
-            params[name] = field.get_db_prep_save(value, connection) if field else value
+            params[name] = db_prep(field, connection)(value) if field else value
         for i, row in enumerate(rows):
             params.update(_row_params(row, i, connection))
         if connection.vendor == "postgresql":
@@ -375,58 +328,6 @@ class Statement:
 
 
 _TASK_BY_COLUMN = {f.column: f for f in _TASK_FIELDS}
-
-
-def _null(field) -> str:
-    if not field.null:
-        raise ValueError(f"Statement has no value for {field.model.__name__}.{field.name}")
-    return "NULL"
-
-
-def _row_fields(model) -> list:
-    return [f for f in model._meta.concrete_fields if not f.primary_key]
-
-
-def _row_insert(model, i: int) -> str:
-    """The INSERT of one row of ``model`` from parameters ``r<i>_<column>``, only when the task
-    row ``t`` moved; a second row for the same key is a no-op (WHERE true: SQLite's syntax)."""
-    fields = _row_fields(model)
-    columns = ", ".join(f'"{f.column}"' for f in fields)
-    values = ", ".join(f"%(r{i}_{f.column})s" for f in fields)
-    table = model._meta.db_table
-    return (
-        f'INSERT INTO "{table}" ({columns}) SELECT {values} FROM t '  # noqa: S608
-        "WHERE true ON CONFLICT DO NOTHING"
-    )
-
-
-def _row_params(row, i: int, connection) -> dict:
-    return {
-        f"r{i}_{column}": prep(
-            pre_save(row, True) if pre_save else getattr(row, attname), connection
-        )
-        for column, attname, pre_save, prep in _row_plan(type(row))
-    }
-
-
-# model -> (column, attname, pre_save or None, get_db_prep_save) of its inserted fields: a
-# field that keeps Field's own pre_save (the attribute as is) is read directly.
-_row_plans: dict[type, list[tuple]] = {}
-
-
-def _row_plan(model) -> list[tuple]:
-    plan = _row_plans.get(model)
-    if plan is None:
-        plan = _row_plans[model] = [
-            (
-                f.column,
-                f.attname,
-                f.pre_save if type(f).pre_save is not Field.pre_save else None,
-                f.get_db_prep_save,
-            )
-            for f in _row_fields(model)
-        ]
-    return plan
 
 
 def transition_many(
