@@ -1,5 +1,5 @@
-"""The worker's statement parameters (task_core/sql_parts.py) and its connection handling
-around each task (megahub/celery.py)."""
+"""The worker's per-task costs: its statements' parameters (task_core/sql_parts.py), its
+connection handling around each task and its task events' batches (megahub/celery.py)."""
 
 from datetime import datetime
 from decimal import Decimal
@@ -123,3 +123,19 @@ def test_connections_are_checked_before_each_task_and_the_execution_skips_the_se
     megahub_celery._connections_before_task(sender=_task(broker.EXECUTE_TASK_NAME, eager=True))
     megahub_celery._connections_after_task(sender=_task(broker.EXECUTE_TASK_NAME, eager=True))
     assert kept.checked == 3
+
+
+def _consumer(buffer_limit=24):
+    dispatcher = SimpleNamespace(on_send_buffered=lambda: None, buffer_limit=buffer_limit)
+    return SimpleNamespace(event_dispatcher=dispatcher, hub=SimpleNamespace())
+
+
+@pytest.mark.parametrize(("flush_ms", "limit"), [(100, 256), (0, 24)])
+def test_batched_events_flush_on_their_timer_rather_than_every_24_events(settings, flush_ms, limit):
+    """With WORKER_EVENTS_FLUSH_MS the timer flushes a worker's task events, and Celery's
+    24-event cap (a task.multi publish every 8 tasks) rises to EventsBatched.BUFFER_LIMIT;
+    with 0, Celery's behaviour, cap included."""
+    settings.WORKER_EVENTS_FLUSH_MS = flush_ms
+    c = _consumer()
+    megahub_celery.EventsBatched(c).start(c)
+    assert c.event_dispatcher.buffer_limit == limit
