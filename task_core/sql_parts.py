@@ -73,12 +73,26 @@ def _row_fields(model) -> list:
     return [f for f in model._meta.concrete_fields if not f.primary_key]
 
 
+def row_sources(model) -> dict[str, str | None]:
+    """attname -> the column of the moved task row ``t`` the database fills it from, or None
+    for the statement's time (``%(now)s``), as ``model.OUTCOME_ROW_FROM_TASK`` declares: those
+    values are not sent as parameters."""
+    return getattr(model, "OUTCOME_ROW_FROM_TASK", {})
+
+
 def _row_insert(model, i: int) -> str:
-    """The INSERT of one row of ``model`` from parameters ``r<i>_<column>``, only when the task
-    row ``t`` moved; a second row for the same key is a no-op (WHERE true: SQLite's syntax)."""
-    fields = _row_fields(model)
+    """The INSERT of one row of ``model`` from parameters ``r<i>_<column>`` (and from ``t``,
+    row_sources), only when the task row ``t`` moved; a second row for the same key is a
+    no-op (WHERE true: SQLite's syntax)."""
+    fields, sources = _row_fields(model), row_sources(model)
+
+    def value(f) -> str:
+        if f.attname not in sources:
+            return f"%(r{i}_{f.column})s"
+        return "%(now)s" if sources[f.attname] is None else f't."{sources[f.attname]}"'
+
     columns = ", ".join(f'"{f.column}"' for f in fields)
-    values = ", ".join(f"%(r{i}_{f.column})s" for f in fields)
+    values = ", ".join(value(f) for f in fields)
     table = model._meta.db_table
     return (
         f'INSERT INTO "{table}" ({columns}) SELECT {values} FROM t '  # noqa: S608
@@ -111,6 +125,7 @@ def _row_plan(model, i: int, connection) -> list[tuple]:
                 db_prep(f, connection),
             )
             for f in _row_fields(model)
+            if f.attname not in row_sources(model)
         ]
     return plan
 

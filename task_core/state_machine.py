@@ -14,7 +14,7 @@ from django.db.models import Q, sql
 from django.utils import timezone
 
 from task_core.models import Task, TaskEvent
-from task_core.sql_parts import _null, _row_insert, _row_params, cursor, db_prep
+from task_core.sql_parts import _null, _row_insert, _row_params, cursor, db_prep, row_sources
 
 logger = logging.getLogger("megahub.tasks")
 S = Task.Status
@@ -320,8 +320,12 @@ class Statement:
             found = cur.fetchone()
             if found is not None:
                 moved = dict(zip(_ATTNAMES, found, strict=True))
-                params.update({f"t_{c}": moved[c] for c in FROM_TASK_ROW.values()})
-                t = ", ".join(f'%(t_{c})s AS "{c}"' for c in FROM_TASK_ROW.values())
+                used = {
+                    *FROM_TASK_ROW.values(),
+                    *(c for m in models for c in row_sources(m).values()),
+                }
+                params.update({f"t_{c}": moved[c] for c in used if c})
+                t = ", ".join(f'%(t_{c})s AS "{c}"' for c in used if c)
                 for insert in [self.event, *(_row_insert(m, i) for i, m in enumerate(models))]:
                     cur.execute(f"WITH t AS (SELECT {t}) {insert}", params)
         return found

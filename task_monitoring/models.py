@@ -41,6 +41,20 @@ class TaskMetric(models.Model):
 
     objects = BrandScopedManager()
 
+    # What the worker's outcome statement fills from the task row it moves (task_core.sql_parts
+    # row_sources: not sent as parameters): the same values metric_build sets, and for the times
+    # the statement's own (None), the instant the outcome was written.
+    OUTCOME_ROW_FROM_TASK = {
+        "task_id": "id",
+        "brand_id": "brand_id",
+        "attempt": "attempts",
+        "task_type": "task_type",
+        "queue": "queue",
+        "started_at": "started_at",
+        "finished_at": None,
+        "created_at": None,
+    }
+
     class Meta:
         ordering = ["-id"]
         constraints = [
