@@ -74,8 +74,8 @@ class EventsBatched(bootsteps.StartStopStep):
     together, and a worker that stops flushes what it holds before its dispatcher closes. With
     the timer, Celery's size cap (``buffer_limit``, 24 events: a flush every 8 tasks, most of
     them before the timer fires) rises to BUFFER_LIMIT, which a worker reaches only above ~85
-    tasks per flush interval (850 tasks/s with the default 100 ms). 0: Celery's own behaviour. Worker (``worker-*``) events are not
-    buffered by Celery and are unaffected."""
+    tasks per flush interval (850 tasks/s with the default 100 ms). 0: Celery's own behaviour.
+    Worker (``worker-*``) events are not buffered by Celery and are unaffected."""
 
     BUFFER_LIMIT = 256  # events of one group per task.multi message (~250 bytes each)
 
