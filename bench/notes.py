@@ -163,6 +163,16 @@ def _drain_cpu(r: dict) -> str:
         "`close_old_connections` before and after each task a few percent; the task type's "
         "validation, the heartbeat registration and the TaskContext are each under 1%. "
     )
+    if _code_has("task_core/sql_parts.py", "def db_prep", "def row_sources"):
+        text += (
+            "The statements' parameters now skip Django's per-field conversion chain for the "
+            "values it leaves unchanged (`sql_parts.db_prep`), and the metrics row takes its "
+            "task, brand, attempt, type, queue, start and times from the row the outcome "
+            "statement moves (twelve parameters instead of twenty: building them took 59 µs, "
+            "now 10 µs); with one `task_prerun` handler instead of two, Celery's traced "
+            "task (in-process, `valgrind --tool=callgrind`) went from 3.3 M to "
+            "2.95 M instructions per task, -10% (N=240 minus N=40 runs, / 200). "
+        )
     if _code_has("task_monitoring/memory.py", "_own_fds"):
         text += (
             "Reading /proc for the attempt's peak memory was 11% of those busy samples "
@@ -175,7 +185,9 @@ def _drain_cpu(r: dict) -> str:
         "turn of the event loop) and the acknowledgement of each message 11%"
         + (
             "; events now leave in batches (`WORKER_EVENTS_FLUSH_MS`, `megahub.celery."
-            "EventsBatched`), which brings the main process to what it costs with events off. "
+            "EventsBatched`, with Celery's 24-event cap raised to 256 so that the timer, not "
+            "every eighth task, flushes), which brings the main process close to what it costs "
+            "with events off (a drain with `CELERY_SEND_EVENTS=0` measured ~0.2 ms less). "
             if batched
             else ". "
         )
