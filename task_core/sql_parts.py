@@ -1,6 +1,6 @@
 """The pieces the state machine's SQL statements are built from (task_core/state_machine.py):
-the connection's kept server-binding cursor, and the INSERT of the rows other apps record with
-an outcome (task_core.signals.OutcomeRow) with their parameters."""
+the connection's kept server-binding cursor, the statements' parameters (db_prep), and the
+INSERT of the rows other apps record with an outcome (task_core.signals.OutcomeRow)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import connections, models
 from django.db.models import Field
+
+from task_core.models import Task
 
 
 def cursor(using: str = "default"):
@@ -85,6 +87,9 @@ def _row_insert(model, i: int) -> str:
     row_sources), only when the task row ``t`` moved; a second row for the same key is a
     no-op (WHERE true: SQLite's syntax)."""
     fields, sources = _row_fields(model), row_sources(model)
+    task_columns = {f.column for f in Task._meta.concrete_fields}
+    if unknown := {c for c in sources.values() if c is not None} - task_columns:
+        raise ValueError(f"{model.__name__}.OUTCOME_ROW_FROM_TASK: not task columns {unknown}")
 
     def value(f) -> str:
         if f.attname not in sources:

@@ -163,3 +163,15 @@ def test_the_metrics_row_takes_the_task_columns_from_the_row_the_outcome_moves(b
     sent = sql_parts._row_params(TaskMetric(task=task, brand=brand), 0, connection)
     assert not {f"r0_{c}" for c in ("task_id", "brand_id", "attempt", "started_at")} & set(sent)
     assert "r0_status" in sent and "r0_costs" in sent
+
+
+def test_a_row_source_that_is_not_a_task_column_is_refused_when_the_statement_is_built():
+    """A misspelt OUTCOME_ROW_FROM_TASK fails loudly where the statement is built, rather than
+    as a database error the outcome path would absorb (recording the outcome without the row)."""
+
+    class Misspelt:
+        OUTCOME_ROW_FROM_TASK = {"task_id": "idd"}
+        _meta = TaskMetric._meta
+
+    with pytest.raises(ValueError, match="idd"):
+        sql_parts._row_insert(Misspelt, 0)
