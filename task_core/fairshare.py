@@ -209,8 +209,8 @@ def admit_now(tasks: list[Task]) -> tuple[list[Task], dict[Task, str], set[int]]
     with limits (whose work goes through the locked release)."""
     brand_ids = sorted({t.brand_id for t in tasks})
     gates = {b: BrandGate(b, window=settings.TASK_BRAND_WINDOW) for b in brand_ids}
-    if len(brand_ids) == 1:  # publish on commit: one round trip
-        queued, _, is_limited = _brand_facts(brand_ids[0])
+    if len(brand_ids) == 1:  # a create, a publish on commit: one round trip
+        queued, is_limited = _admission_facts(brand_ids[0])
         gates[brand_ids[0]].queued = queued
         limited = set(brand_ids) if is_limited else set()
     else:
@@ -427,14 +427,15 @@ _DUE_LEVEL = (
     "SELECT 'due', %s, 1 WHERE EXISTS (SELECT 1 FROM task_core_task WHERE brand_id = %s "
     "AND priority = %s AND status IN ('pending', 'retrying') AND available_at <= %s)"
 )
+_QUEUED_COUNTS = (
+    "SELECT 'queued', priority, COUNT(*) FROM task_core_task "
+    "WHERE brand_id = %s AND status = 'queued' GROUP BY priority"
+)
+_HAS_LIMITS = (
+    "SELECT 'limited', '', 1 WHERE EXISTS (SELECT 1 FROM task_core_brandlimit WHERE brand_id = %s)"
+)
 BRAND_FACTS_SQL = " UNION ALL ".join(
-    [
-        "SELECT 'queued', priority, COUNT(*) FROM task_core_task "
-        "WHERE brand_id = %s AND status = 'queued' GROUP BY priority",
-        *[_DUE_LEVEL] * len(PRIORITY_ORDER),
-        "SELECT 'limited', '', 1 WHERE EXISTS "
-        "(SELECT 1 FROM task_core_brandlimit WHERE brand_id = %s)",
-    ]
+    [_QUEUED_COUNTS, *[_DUE_LEVEL] * len(PRIORITY_ORDER), _HAS_LIMITS]
 )
 
 
@@ -449,6 +450,21 @@ _DUE_FIRST = (
     "ORDER BY available_at LIMIT 1) IS NOT NULL"
 )
 REFILL_FACTS_SQL = BRAND_FACTS_SQL.replace(_DUE_LEVEL, _DUE_FIRST)
+
+
+# What admitting one brand's task needs: its queued counts per priority and whether it has
+# limits (not the due probes of BRAND_FACTS_SQL, which only the release reads).
+ADMISSION_FACTS_SQL = f"{_QUEUED_COUNTS} UNION ALL {_HAS_LIMITS}"
+
+
+def _admission_facts(brand_id: int) -> tuple[dict[str, int], bool]:
+    """The brand's queued counts per priority and whether it has limits: one round trip, a
+    prepared statement on PostgreSQL (the create path runs it on every request)."""
+    with sm.cursor() if connection.vendor == "postgresql" else connection.cursor() as cursor:
+        cursor.execute(ADMISSION_FACTS_SQL, [brand_id, brand_id])
+        rows = cursor.fetchall()
+    queued = {priority: n for kind, priority, n in rows if kind == "queued"}
+    return queued, any(kind == "limited" for kind, _, _ in rows)
 
 
 def _brand_facts(brand_id: int, *, refill: bool = False) -> tuple[dict[str, int], set[str], bool]:

@@ -38,6 +38,8 @@ def test_an_admitted_create_is_one_write_statement_and_sent_after_it(brand, owne
         )
     statements = [q["sql"].split()[0].upper() for q in ctx.captured_queries]
     assert statements == ["SELECT", "WITH"]  # the fair-share read, the insert: no BEGIN/COMMIT
+    # The read admitting it: the queued counts and the limits, not the release's due probes.
+    assert "'due'" not in ctx.captured_queries[0]["sql"]
     assert created and sends == [(task.pk, {"confirm": False})]
     row = Task.objects.unscoped().get(pk=task.pk)
     assert row.status == task.status == "queued"
