@@ -11,7 +11,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Value
 from django.db.models.functions import Least
 from django.utils import timezone
@@ -459,8 +459,35 @@ ADMISSION_FACTS_SQL = f"{_QUEUED_COUNTS} UNION ALL {_HAS_LIMITS}"
 
 def _admission_facts(brand_id: int) -> tuple[dict[str, int], bool]:
     """The brand's queued counts per priority and whether it has limits: one round trip, a
-    prepared statement on PostgreSQL (the create path runs it on every request)."""
-    with sm.cursor() if connection.vendor == "postgresql" else connection.cursor() as cursor:
+    prepared statement on PostgreSQL (the create path runs it on every request).
+
+    It is usually a request's first statement, and then it is the connection's health check
+    too (CONN_HEALTH_CHECKS would spend a ``SELECT 1`` round trip before it): on a connection
+    kept from an earlier request that turns out broken, it runs again on a new connection,
+    which is what the health check gives. A read: running it twice is harmless."""
+    if connection.vendor != "postgresql":
+        return _admission_rows(connection.cursor(), brand_id)
+    unchecked = (
+        connection.connection is not None
+        and connection.health_check_enabled
+        and not connection.health_check_done
+        and not connection.in_atomic_block
+    )
+    if unchecked:
+        connection.health_check_done = True
+        try:
+            return _admission_rows(sm.cursor(), brand_id)
+        except (OperationalError, InterfaceError):
+            logger.info("database connection unusable; reconnecting", exc_info=True)
+            try:
+                connection.close()
+            except Exception:  # a broken connection may fail to close: dropped all the same
+                connection.connection = None
+    return _admission_rows(sm.cursor(), brand_id)
+
+
+def _admission_rows(cursor, brand_id: int) -> tuple[dict[str, int], bool]:
+    with cursor:
         cursor.execute(ADMISSION_FACTS_SQL, [brand_id, brand_id])
         rows = cursor.fetchall()
     queued = {priority: n for kind, priority, n in rows if kind == "queued"}
