@@ -105,7 +105,11 @@ def _send_copied(app, task: Task, options: dict, producer) -> bool:
     key = (os.getpid(), app.thread_oid, app.conf.task_send_sent_event)
     if getattr(_singles, "key", None) != key:
         _singles.key, _singles.prototypes = key, {}
-    writer = _BatchProducer(producer.connection, producer.channel, producer, batch_events=False)
+    channel = producer.channel
+    if getattr(_singles, "channel", None) is not channel:  # entities declared on it, by us
+        _singles.channel, _singles.declared = channel, set()
+    writer = _BatchProducer(producer.connection, channel, producer, batch_events=False)
+    writer.declared = _singles.declared
     try:
         body, publish, event = _batch_message(
             app, task, _singles.prototypes, producer.connection, options=options
