@@ -133,7 +133,7 @@ def _publish_hooks() -> bool:
     if signals.before_task_publish.receivers or signals.after_task_publish.receivers:
         return True
     sentry = sys.modules.get("sentry_sdk")
-    return sentry is not None and sentry.get_client().is_active()
+    return sentry is not None and sentry.get_client().get_integration("celery") is not None
 
 
 # RabbitMQ closes a connection that sent nothing for two heartbeat intervals (Celery's

@@ -10,8 +10,10 @@ from celery import current_app, signals
 
 from task_core import broker, registry
 from task_core.models import Task
-from task_core.tests.test_batch_messages import _celery_message, _same
+from task_core.tests.test_batch_messages import _celery_message, _same, sentry_on  # noqa: F401
 from tests.factories import BrandFactory
+
+_publish_hooks = broker._publish_hooks
 
 
 @pytest.fixture
@@ -22,6 +24,9 @@ def published(monkeypatch):
         broker._BatchProducer, "publish", lambda self, body, **options: out.append((body, options))
     )
     monkeypatch.setattr(broker, "_singles", broker.threading.local())  # no earlier prototypes
+    # Sentry's Celery integration, once an earlier test has set it up, sees every send_task
+    # call: sends go through send_task then (test_with_sentry_every_send_goes_through_send_task).
+    monkeypatch.setattr(broker, "_publish_hooks", lambda: False)
     return out
 
 
@@ -73,7 +78,21 @@ def test_a_type_whose_time_limits_changed_gets_a_message_of_its_own(published, m
 
 
 @pytest.mark.django_db
-def test_with_a_publish_signal_receiver_every_send_goes_through_send_task(published):
+@pytest.mark.usefixtures("sentry_on")
+def test_with_sentry_every_send_goes_through_send_task():
+    task = Task.objects.create(brand=BrandFactory(), task_type="noop", context_data={})
+    with (
+        mock.patch.object(broker._BatchProducer, "publish") as copied,
+        mock.patch.object(current_app, "send_task") as send_task,
+    ):
+        broker.send(task, confirm=False)
+        broker.send(task, confirm=False)
+    assert send_task.call_count == 2 and not copied.called
+
+
+@pytest.mark.django_db
+def test_with_a_publish_signal_receiver_every_send_goes_through_send_task(published, monkeypatch):
+    monkeypatch.setattr(broker, "_publish_hooks", _publish_hooks)
     task = Task.objects.create(brand=BrandFactory(), task_type="noop", context_data={})
     seen = []
 
