@@ -762,7 +762,7 @@ def render_schedules(sc: dict | None, se: dict | None) -> list[str]:
     return rows
 
 
-def render_latency(la: dict) -> list[str]:
+def render_latency(la: dict, *, rest: dict | None = None, machine: dict | None = None) -> list[str]:
     params, p, b = la["params"], la["project"], la["bare"]
     return [
         "## 6. Idle latency (`bench/idle_latency.py`)",
@@ -792,6 +792,29 @@ def render_latency(la: dict) -> list[str]:
         "same delivery and dispatch.",
         "",
         *_latency_parts(p),
+        *_latency_floor(la, rest, machine or {}),
+    ]
+
+
+def _latency_floor(la: dict, rest: dict | None, machine: dict) -> list[str]:
+    """What no create work can go below: an HTTP request through the same stack and one
+    durable commit; the baseline's figure has neither."""
+    commit = machine.get("commit_ms", {}).get("sync_on")
+    if not rest or commit is None:
+        return []
+    noop = rest["latency"]["noop"]["p50_ms"]["median"]
+    over = noop + commit - la["bare"]["p50_ms"]["median"]
+    return [
+        f"**What limits it.** Before any create work, the project's figure holds a request "
+        f"through gunicorn, middleware, JWT, throttles and the permission (the no-op "
+        f"endpoint's p50, section 2: {noop:.2f} ms) and one durable commit on this machine "
+        f"({commit:.2f} ms, Machine section): {noop + commit:.2f} ms, already "
+        f"{over:+.2f} ms over bare Celery's whole apply_async -> start "
+        f"({la['bare']['p50_ms']['median']:.2f} ms). That leaves "
+        f"{la['target_extra_ms'] - over:.2f} ms of the target's +{la['target_extra_ms']:g} ms "
+        "for the admission read's round trip, the send, and the worker's path from the "
+        "delivery to the claim, which bare Celery's figure also holds.",
+        "",
     ]
 
 
@@ -1188,7 +1211,7 @@ def render(results: dict, failures: dict, machine: dict, command: str) -> str:
         lines += fn(results[name]) if name in results else not_measured(title, name)
     lines += render_schedules(results.get("schedules"), results.get("schedule_edits"))
     lines += (
-        render_latency(results["latency"])
+        render_latency(results["latency"], rest=results.get("rest"), machine=machine)
         if "latency" in results
         else not_measured("## 6. Idle latency (`bench/idle_latency.py`)", "latency")
     )
