@@ -1,7 +1,8 @@
 """The execution message of a brand task and putting it on the broker: built once per task
 (queue, priority, time limits, what monitors show), published one at a time with the broker's
-confirm (or, for a task already recorded as queued, without waiting for it), or many on one
-confirm-mode channel with one round trip for the confirms; the sent ones recorded as queued."""
+confirm (or, for a task already recorded as queued, without waiting for it: copied from the
+thread's previous message of the same shape), or many on one confirm-mode channel with one
+round trip for the confirms; the sent ones recorded as queued."""
 
 from __future__ import annotations
 
@@ -341,8 +342,9 @@ def _batch_message(
     app, task: Task, prototypes: dict, connection, *, options: dict | None = None
 ) -> tuple:
     """The execution message of ``task`` (body, publish options) and its task-sent event (body,
-    options) or None. The first task of each (type, queue, priority) in the batch goes through
-    Celery's ``send_task`` in full (routing, the protocol-2 message, signals), into a _Capture;
+    options) or None. The first task of each shape (_SHAPE: type, queue, priority, time limits)
+    in ``prototypes`` (a batch's, or a thread's for single sends) goes through Celery's
+    ``send_task`` in full (routing, the protocol-2 message, signals), into a _Capture;
     the next ones reuse that message with what differs per task: the Celery task id (id,
     root_id, correlation_id), args, argsrepr and megahub's headers, and in the event its ids,
     args, logical clock and timestamp."""

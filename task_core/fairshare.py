@@ -403,7 +403,7 @@ def refill(brand_ids: list[int], *, actor: str, short: dict[int, int] | None = N
     batch = max(1, settings.TASK_BRAND_WINDOW // 2)
     woken, levels = [], set()
     for brand_id in brand_ids:
-        queued, due, limited = _brand_facts(brand_id, refill=True)
+        queued, due, limited = _brand_facts(brand_id)
         if not due:
             continue
         if not limited:
@@ -461,55 +461,40 @@ def _admission_facts(brand_id: int) -> tuple[dict[str, int], bool]:
     """The brand's queued counts per priority and whether it has limits: one round trip, a
     prepared statement on PostgreSQL (the create path runs it on every request).
 
-    It is usually a request's first statement, and then it is the connection's health check
-    too (CONN_HEALTH_CHECKS would spend a ``SELECT 1`` round trip before it): on a connection
-    kept from an earlier request that turns out broken, it runs again on a new connection,
-    which is what the health check gives. A read: running it twice is harmless."""
-    if connection.vendor != "postgresql":
-        return _admission_rows(connection.cursor(), brand_id)
-    unchecked = (
-        connection.connection is not None
-        and connection.health_check_enabled
-        and not connection.health_check_done
-        and not connection.in_atomic_block
-    )
-    if unchecked:
-        connection.health_check_done = True
+    As a request's first statement it is also the kept connection's health check
+    (CONN_HEALTH_CHECKS would spend a ``SELECT 1`` round trip before it): if that connection
+    turns out broken, the read runs again on a new one. A read: running it twice is harmless."""
+    postgres = connection.vendor == "postgresql"
+    checking = postgres and connection.connection is not None and not connection.in_atomic_block
+    checking = checking and connection.health_check_enabled and not connection.health_check_done
+    connection.health_check_done |= checking
+    for retry in (checking, False):
         try:
-            return _admission_rows(sm.cursor(), brand_id)
+            with sm.cursor() if postgres else connection.cursor() as cursor:
+                cursor.execute(ADMISSION_FACTS_SQL, [brand_id, brand_id])
+                rows = cursor.fetchall()
+            break
         except (OperationalError, InterfaceError):
+            if not retry:
+                raise
             logger.info("database connection unusable; reconnecting", exc_info=True)
-            try:
-                connection.close()
-            except Exception:  # a broken connection may fail to close: dropped all the same
-                connection.connection = None
-    return _admission_rows(sm.cursor(), brand_id)
-
-
-def _admission_rows(cursor, brand_id: int) -> tuple[dict[str, int], bool]:
-    with cursor:
-        cursor.execute(ADMISSION_FACTS_SQL, [brand_id, brand_id])
-        rows = cursor.fetchall()
+            connection.close()
     queued = {priority: n for kind, priority, n in rows if kind == "queued"}
     return queued, any(kind == "limited" for kind, _, _ in rows)
 
 
-def _brand_facts(brand_id: int, *, refill: bool = False) -> tuple[dict[str, int], set[str], bool]:
-    """In one round trip: the brand's queued counts per priority, the priority levels that have
-    due work (one index probe each on task_brand_release_idx), and whether it has limits.
-    ``refill``: the releaser's form (REFILL_FACTS_SQL, prepared on PostgreSQL)."""
+def _brand_facts(brand_id: int) -> tuple[dict[str, int], set[str], bool]:
+    """The releaser's read, in one round trip: the brand's queued counts per priority, the
+    priority levels that have due work (one index probe each on task_brand_release_idx), and
+    whether it has limits (REFILL_FACTS_SQL, prepared, on PostgreSQL)."""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     params: list = [brand_id]
     for priority in PRIORITY_ORDER:
         params += [priority, brand_id, priority, now]
-    if refill and connection.vendor == "postgresql":
-        with sm.cursor() as cursor:
-            cursor.execute(REFILL_FACTS_SQL, [*params, brand_id])
-            rows = cursor.fetchall()
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(BRAND_FACTS_SQL, [*params, brand_id])
-            rows = cursor.fetchall()
+    postgres = connection.vendor == "postgresql"
+    with sm.cursor() if postgres else connection.cursor() as cursor:
+        cursor.execute(REFILL_FACTS_SQL if postgres else BRAND_FACTS_SQL, [*params, brand_id])
+        rows = cursor.fetchall()
     queued = {priority: n for kind, priority, n in rows if kind == "queued"}
     due = {priority for kind, priority, _ in rows if kind == "due"}
     return queued, due, any(kind == "limited" for kind, _, _ in rows)
