@@ -12,6 +12,12 @@ Baseline: bench/bare_celery.py's worker (same worker command, same broker settin
 clock just before `send_task` (apply_async) of the no-op; start = time.time() in the pool
 process's `task_prerun`. Latency = start - t0.
 
+The project's samples are also split (BREAKDOWN) at the task's `created_at`, taken by the
+create service once the request is authenticated, permitted and validated: the request up to
+there, then the admission read, the create statement and its durable commit, the send, the
+broker's delivery, the worker's dispatch to a pool process and the claim; and the time the
+client had its response.
+
 Everything runs on this machine, so both sides read the same clock. --reps repetitions of
 --samples samples per side, sides alternated per repetition; per repetition the p50 of each
 side, then the median of the repetitions.
@@ -39,11 +45,16 @@ DB = "megahub_bench"
 TARGET_EXTRA_MS = 5.0
 PAUSE_S = 0.05  # idle time between samples
 BODY = json.dumps({"task_type": "noop"}).encode()
+# The project's sample split at the task's created_at (taken in the create service, after the
+# request's authentication, permission and validation, before the admission read), and the
+# response: both sides of it, and when the client had the answer (the worker may start first).
+BREAKDOWN = ("to_create_ms", "create_to_running_ms", "response_ms")
 
 
 class ProjectSide:
     def __init__(self, port: int, headers: dict, pg):
         self.port, self.headers, self.pg = port, headers, pg
+        self.parts: list[dict] = []  # per sample: where the time went (BREAKDOWN)
 
     def sample(self) -> float:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -52,6 +63,7 @@ class ProjectSide:
             conn.request("POST", "/tasks/", body=BODY, headers=self.headers)
             response = conn.getresponse()
             body = response.read()
+            answered = time.time()
         finally:
             conn.close()
         if response.status != 201:
@@ -60,11 +72,19 @@ class ProjectSide:
 
         def done():
             row = self.pg.execute(
-                "SELECT started_at, completed_at FROM task_core_task WHERE id = %s", [pk]
+                "SELECT created_at, started_at, completed_at FROM task_core_task WHERE id = %s",
+                [pk],
             ).fetchone()
-            return row if row and row[1] is not None else None
+            return row if row and row[2] is not None else None
 
-        started, _ = common.wait_until(done, timeout=60, interval=0.002, what=f"task {pk}")
+        created, started, _ = common.wait_until(done, timeout=60, interval=0.002, what=f"task {pk}")
+        self.parts.append(
+            {
+                "to_create_ms": (created.timestamp() - t0) * 1000,
+                "create_to_running_ms": (started.timestamp() - created.timestamp()) * 1000,
+                "response_ms": (answered - t0) * 1000,
+            }
+        )
         return started.timestamp() - t0
 
 
@@ -154,6 +174,8 @@ def run(reps: int, samples: int, k: int) -> dict:
             order = ("project", "bare") if rep % 2 == 0 else ("bare", "project")
             for name in order:
                 values = []
+                if name == "project":
+                    sides[name].parts = []
                 for _ in range(samples):
                     values.append(sides[name].sample() * 1000)
                     time.sleep(PAUSE_S)
@@ -163,6 +185,11 @@ def run(reps: int, samples: int, k: int) -> dict:
                     "min_ms": min(values),
                     "samples_ms": values,
                 }
+                if name == "project":
+                    r["parts_p50_ms"] = {
+                        part: common.percentile([p[part] for p in sides[name].parts], 50)
+                        for part in BREAKDOWN
+                    }
                 runs[name].append(r)
                 print(
                     f"latency rep {rep + 1}: {name:7s} p50 {r['p50_ms']:7.2f} ms "
@@ -186,6 +213,10 @@ def run(reps: int, samples: int, k: int) -> dict:
             "runs": rs,
         }
         for name, rs in runs.items()
+    }
+    out["project"]["parts_p50_ms"] = {
+        part: common.summary([r["parts_p50_ms"][part] for r in runs["project"]])
+        for part in BREAKDOWN
     }
     extra = out["project"]["p50_ms"]["median"] - out["bare"]["p50_ms"]["median"]
     return {

@@ -204,13 +204,16 @@ def rest(r: dict) -> str:
     cb = r.get("create_breakdown") or {}
     re_read = len(kinds) > 1 and kinds[-1] == "SELECT task_core_task"
     items = [
-        "`services.task_create`: the fair-share read (`_brand_facts`), then one prepared "
+        "`services.task_create`: the fair-share read (`fairshare._admission_facts`: the "
+        "brand's queued counts and limits, one prepared statement, which is also the kept "
+        "connection's health check, no `SELECT 1` before it), then one prepared "
         "statement, its own transaction (no BEGIN/COMMIT round trips): INSERT task, already "
         "`queued` when admitted (or with the waiting reason when fair share holds it), with "
         "its `created` and `queued` events, and one durable commit "
         f"({cb.get('create_transaction_ms', NAN):.1f} ms including validation).",
         "After the commit `publishing.task_send_queued` sends the persistent message on a "
-        "connection without publisher confirms "
+        "connection without publisher confirms, copied from the thread's previous message of "
+        "the same shape and written straight to the channel (`broker._send_copied`) "
         f"({cb.get('publish_ms', NAN):.1f} ms per create, "
         f"{cb.get('sends_per_create', NAN):.2f} sends per create): no confirm wait and no second "
         "transaction; a message the broker loses is republished by the sweeper "

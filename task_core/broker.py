@@ -1,18 +1,20 @@
 """The execution message of a brand task and putting it on the broker: built once per task
 (queue, priority, time limits, what monitors show), published one at a time with the broker's
-confirm (or, for a task already recorded as queued, without waiting for it), or many on one
-confirm-mode channel with one round trip for the confirms; the sent ones recorded as queued."""
+confirm (or, for a task already recorded as queued, without waiting for it: copied from the
+thread's previous message of the same shape), or many on one confirm-mode channel with one
+round trip for the confirms; the sent ones recorded as queued."""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from contextlib import nullcontext
 from datetime import timedelta
 
-from celery import current_app
+from celery import current_app, signals
 from celery.utils import uuid
 from django.conf import settings
 from kombu import Queue, pools
@@ -67,11 +69,16 @@ def send(task: Task, *, confirm: bool = True) -> None:
     ``confirm=False``: on a connection without publisher confirms, so the call returns once
     the message is written to the socket, not once RabbitMQ has taken it. Only for a task the
     database already records as ``queued``, whose lost message the sweeper republishes
-    (publishing.tasks_requeue_lost). A connection error still raises (after the retries)."""
+    (publishing.tasks_requeue_lost). A connection error still raises (after the retries).
+    Unconfirmed, the message (and its task-sent event) is the one ``send_task`` builds, made
+    from this thread's earlier message of the same shape when there is one (_send_copied)."""
+    options = _message_options(task, get_task_type(task.task_type))
     with nullcontext(None) if confirm else _unconfirmed_producers().acquire(block=True) as p:
+        if p is not None and _send_copied(current_app, task, options, p):
+            return
         current_app.send_task(
             EXECUTE_TASK_NAME,
-            **_message_options(task, get_task_type(task.task_type)),
+            **options,
             producer=p,
             retry=True,
             retry_policy={
@@ -81,6 +88,53 @@ def send(task: Task, *, confirm: bool = True) -> None:
                 "interval_max": 0.5,
             },
         )
+
+
+_singles = threading.local()
+
+
+def _send_copied(app, task: Task, options: dict, producer) -> bool:
+    """Publish ``task``'s message as _batch_message makes it (send_task in full for the first
+    of its shape in this thread, a copy of that one after) and its task-sent event, written
+    straight to the pooled producer's channel: no routing, message building, signal dispatch
+    or kombu retry wrappers per send. False when nothing was written, for send_task to do it
+    (with its retries): a send from inside a Celery task (the message names its parent), with
+    receivers of Celery's publish signals or with Sentry on (per-call headers), or after an
+    error before the message was written (a broken connection: send_task reconnects)."""
+    if app.current_worker_task is not None or _publish_hooks():
+        return False
+    key = (os.getpid(), app.thread_oid, app.conf.task_send_sent_event)
+    if getattr(_singles, "key", None) != key:
+        _singles.key, _singles.prototypes = key, {}
+    channel = producer.channel
+    if getattr(_singles, "channel", None) is not channel:  # entities declared on it, by us
+        _singles.channel, _singles.declared = channel, set()
+    writer = _BatchProducer(producer.connection, channel, producer, batch_events=False)
+    writer.declared = _singles.declared
+    try:
+        body, publish, event = _batch_message(
+            app, task, _singles.prototypes, producer.connection, options=options
+        )
+        writer.publish(body, **publish)
+        if event is not None:
+            writer.publish(event[0], **event[1])
+    except Exception:
+        if writer.published:  # the message is out; only its monitoring event is missing
+            logger.warning("task-sent event not published", exc_info=True)
+            return True
+        _singles.prototypes = {}
+        logger.debug("copied publish failed; publishing through send_task", exc_info=True)
+        return False
+    return True
+
+
+def _publish_hooks() -> bool:
+    """Something that must see every send_task call: receivers of Celery's publish signals,
+    or Sentry's Celery integration (a trace header per call)."""
+    if signals.before_task_publish.receivers or signals.after_task_publish.receivers:
+        return True
+    sentry = sys.modules.get("sentry_sdk")
+    return sentry is not None and sentry.get_client().get_integration("celery") is not None
 
 
 # RabbitMQ closes a connection that sent nothing for two heartbeat intervals (Celery's
@@ -185,10 +239,11 @@ class _BatchProducer:
 
     EVENT_KEY = "task.sent"
 
-    def __init__(self, channel: _ConfirmChannel):
-        self.connection = channel.conn  # Celery raises its errors through the connection
-        self.channel = channel.conn.default_channel
-        self.kombu = channel.producer  # its serializer and delivery-mode defaults
+    def __init__(self, connection, channel, kombu, *, batch_events: bool = True):
+        self.connection = connection  # Celery raises its errors through the connection
+        self.channel = channel
+        self.kombu = kombu  # its serializer and delivery-mode defaults
+        self.batch_events = batch_events  # False: each event published as it comes
         self.declared: set = set()
         self.events: list = []
         self.event_options: dict = {}
@@ -199,7 +254,7 @@ class _BatchProducer:
                 serializer=None, headers=None, compression=None, exchange=None, retry=False,
                 retry_policy=None, declare=None, expiration=None, timeout=None,
                 confirm_timeout=None, **properties):  # fmt: skip
-        if routing_key == self.EVENT_KEY:
+        if routing_key == self.EVENT_KEY and self.batch_events:
             self.events.append(body)
             self.event_options = {"exchange": exchange, "serializer": serializer,
                                   "headers": headers, "delivery_mode": delivery_mode,
@@ -269,6 +324,10 @@ class _Capture:
             self.message = (body, options)
 
 
+# What a prototype's copies share: the options _message_options gives that are not per task.
+_SHAPE = ("shadow", "queue", "routing_key", "priority", "soft_time_limit", "time_limit")
+
+
 class _Prototype:
     """The message Celery built for the first task of a batch with a given type, queue and
     priority; the others of that shape are made from it (_batch_message)."""
@@ -279,16 +338,18 @@ class _Prototype:
         self.own_root = self.options["headers"]["root_id"] == task_id  # not sent from a task
 
 
-def _batch_message(app, task: Task, prototypes: dict, connection) -> tuple:
+def _batch_message(
+    app, task: Task, prototypes: dict, connection, *, options: dict | None = None
+) -> tuple:
     """The execution message of ``task`` (body, publish options) and its task-sent event (body,
-    options) or None. The first task of each (type, queue, priority) in the batch goes through
-    Celery's ``send_task`` in full (routing, the protocol-2 message, signals), into a _Capture;
+    options) or None. The first task of each shape (_SHAPE: type, queue, priority, time limits)
+    in ``prototypes`` (a batch's, or a thread's for single sends) goes through Celery's
+    ``send_task`` in full (routing, the protocol-2 message, signals), into a _Capture;
     the next ones reuse that message with what differs per task: the Celery task id (id,
     root_id, correlation_id), args, argsrepr and megahub's headers, and in the event its ids,
     args, logical clock and timestamp."""
-    spec = get_task_type(task.task_type)
-    options = _message_options(task, spec)
-    shape = (task.task_type, task.queue, task.priority)
+    options = options or _message_options(task, get_task_type(task.task_type))
+    shape = tuple(options[k] for k in _SHAPE)
     proto = prototypes.get(shape)
     if proto is None:
         capture = _Capture(connection)
@@ -354,7 +415,7 @@ def send_many(tasks: list[Task]) -> int:
         try:
             channel = _confirm_channel(app, fresh=attempt > 0)
             channel.base, channel.resolved = channel.published, {}
-            producer = _BatchProducer(channel)
+            producer = _BatchProducer(channel.conn, channel.conn.default_channel, channel.producer)
             prototypes: dict[tuple, _Prototype] = {}
             for task in tasks:
                 body, options, event = _batch_message(app, task, prototypes, channel.conn)

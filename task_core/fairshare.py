@@ -11,7 +11,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Value
 from django.db.models.functions import Least
 from django.utils import timezone
@@ -209,8 +209,8 @@ def admit_now(tasks: list[Task]) -> tuple[list[Task], dict[Task, str], set[int]]
     with limits (whose work goes through the locked release)."""
     brand_ids = sorted({t.brand_id for t in tasks})
     gates = {b: BrandGate(b, window=settings.TASK_BRAND_WINDOW) for b in brand_ids}
-    if len(brand_ids) == 1:  # publish on commit: one round trip
-        queued, _, is_limited = _brand_facts(brand_ids[0])
+    if len(brand_ids) == 1:  # a create, a publish on commit: one round trip
+        queued, is_limited = _admission_facts(brand_ids[0])
         gates[brand_ids[0]].queued = queued
         limited = set(brand_ids) if is_limited else set()
     else:
@@ -403,7 +403,7 @@ def refill(brand_ids: list[int], *, actor: str, short: dict[int, int] | None = N
     batch = max(1, settings.TASK_BRAND_WINDOW // 2)
     woken, levels = [], set()
     for brand_id in brand_ids:
-        queued, due, limited = _brand_facts(brand_id, refill=True)
+        queued, due, limited = _brand_facts(brand_id)
         if not due:
             continue
         if not limited:
@@ -427,14 +427,15 @@ _DUE_LEVEL = (
     "SELECT 'due', %s, 1 WHERE EXISTS (SELECT 1 FROM task_core_task WHERE brand_id = %s "
     "AND priority = %s AND status IN ('pending', 'retrying') AND available_at <= %s)"
 )
+_QUEUED_COUNTS = (
+    "SELECT 'queued', priority, COUNT(*) FROM task_core_task "
+    "WHERE brand_id = %s AND status = 'queued' GROUP BY priority"
+)
+_HAS_LIMITS = (
+    "SELECT 'limited', '', 1 WHERE EXISTS (SELECT 1 FROM task_core_brandlimit WHERE brand_id = %s)"
+)
 BRAND_FACTS_SQL = " UNION ALL ".join(
-    [
-        "SELECT 'queued', priority, COUNT(*) FROM task_core_task "
-        "WHERE brand_id = %s AND status = 'queued' GROUP BY priority",
-        *[_DUE_LEVEL] * len(PRIORITY_ORDER),
-        "SELECT 'limited', '', 1 WHERE EXISTS "
-        "(SELECT 1 FROM task_core_brandlimit WHERE brand_id = %s)",
-    ]
+    [_QUEUED_COUNTS, *[_DUE_LEVEL] * len(PRIORITY_ORDER), _HAS_LIMITS]
 )
 
 
@@ -451,22 +452,49 @@ _DUE_FIRST = (
 REFILL_FACTS_SQL = BRAND_FACTS_SQL.replace(_DUE_LEVEL, _DUE_FIRST)
 
 
-def _brand_facts(brand_id: int, *, refill: bool = False) -> tuple[dict[str, int], set[str], bool]:
-    """In one round trip: the brand's queued counts per priority, the priority levels that have
-    due work (one index probe each on task_brand_release_idx), and whether it has limits.
-    ``refill``: the releaser's form (REFILL_FACTS_SQL, prepared on PostgreSQL)."""
+# What admitting one brand's task needs: its queued counts per priority and whether it has
+# limits (not the due probes of BRAND_FACTS_SQL, which only the release reads).
+ADMISSION_FACTS_SQL = f"{_QUEUED_COUNTS} UNION ALL {_HAS_LIMITS}"
+
+
+def _admission_facts(brand_id: int) -> tuple[dict[str, int], bool]:
+    """The brand's queued counts per priority and whether it has limits: one round trip, a
+    prepared statement on PostgreSQL (the create path runs it on every request).
+
+    As a request's first statement it is also the kept connection's health check
+    (CONN_HEALTH_CHECKS would spend a ``SELECT 1`` round trip before it): if that connection
+    turns out broken, the read runs again on a new one. A read: running it twice is harmless."""
+    postgres = connection.vendor == "postgresql"
+    checking = postgres and connection.connection is not None and not connection.in_atomic_block
+    checking = checking and connection.health_check_enabled and not connection.health_check_done
+    connection.health_check_done |= checking
+    for retry in (checking, False):
+        try:
+            with sm.cursor() if postgres else connection.cursor() as cursor:
+                cursor.execute(ADMISSION_FACTS_SQL, [brand_id, brand_id])
+                rows = cursor.fetchall()
+            break
+        except (OperationalError, InterfaceError):
+            if not retry:
+                raise
+            logger.info("database connection unusable; reconnecting", exc_info=True)
+            connection.close()
+    queued = {priority: n for kind, priority, n in rows if kind == "queued"}
+    return queued, any(kind == "limited" for kind, _, _ in rows)
+
+
+def _brand_facts(brand_id: int) -> tuple[dict[str, int], set[str], bool]:
+    """The releaser's read, in one round trip: the brand's queued counts per priority, the
+    priority levels that have due work (one index probe each on task_brand_release_idx), and
+    whether it has limits (REFILL_FACTS_SQL, prepared, on PostgreSQL)."""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     params: list = [brand_id]
     for priority in PRIORITY_ORDER:
         params += [priority, brand_id, priority, now]
-    if refill and connection.vendor == "postgresql":
-        with sm.cursor() as cursor:
-            cursor.execute(REFILL_FACTS_SQL, [*params, brand_id])
-            rows = cursor.fetchall()
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(BRAND_FACTS_SQL, [*params, brand_id])
-            rows = cursor.fetchall()
+    postgres = connection.vendor == "postgresql"
+    with sm.cursor() if postgres else connection.cursor() as cursor:
+        cursor.execute(REFILL_FACTS_SQL if postgres else BRAND_FACTS_SQL, [*params, brand_id])
+        rows = cursor.fetchall()
     queued = {priority: n for kind, priority, n in rows if kind == "queued"}
     due = {priority for kind, priority, _ in rows if kind == "due"}
     return queued, due, any(kind == "limited" for kind, _, _ in rows)

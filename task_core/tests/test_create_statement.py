@@ -1,6 +1,9 @@
 """services.task_create on PostgreSQL: the fair-share read, then the task, its events and (when
 admitted) its queued mark as one statement, its own transaction outside a caller's."""
 
+from unittest import mock
+
+import psycopg
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -38,6 +41,8 @@ def test_an_admitted_create_is_one_write_statement_and_sent_after_it(brand, owne
         )
     statements = [q["sql"].split()[0].upper() for q in ctx.captured_queries]
     assert statements == ["SELECT", "WITH"]  # the fair-share read, the insert: no BEGIN/COMMIT
+    # The read admitting it: the queued counts and the limits, not the release's due probes.
+    assert "'due'" not in ctx.captured_queries[0]["sql"]
     assert created and sends == [(task.pk, {"confirm": False})]
     row = Task.objects.unscoped().get(pk=task.pk)
     assert row.status == task.status == "queued"
@@ -117,3 +122,26 @@ def test_the_created_task_answers_its_context_as_a_read_of_it(api, owner, brand,
     as_created, as_read = (r.content.split(b'"context_data":')[1] for r in (created, read))
     assert as_created.split(b',"result_data"')[0] == as_read.split(b',"result_data"')[0]
     assert list(created.json()["context_data"]) == ["a", "m", "zz_long_key"]  # jsonb's order
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admission_read_is_the_requests_connection_health_check(brand, owner, sends):
+    """A request's first statement on a kept connection: no SELECT 1 round trip before it."""
+    connection.ensure_connection()
+    connection.health_check_done = False  # as at the start of a request (close_old_connections)
+    with mock.patch.object(connection, "is_usable", wraps=connection.is_usable) as checked:
+        task, created = services.task_create(brand=brand, user=owner, task_type="noop")
+    assert created and task.status == "queued" and not checked.called
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_on_a_connection_the_server_closed_runs_on_a_new_one(brand, owner, sends):
+    connection.ensure_connection()
+    old_pid = connection.connection.info.backend_pid
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [old_pid])
+    connection.health_check_done = False  # a new request on the kept connection
+    task, created = services.task_create(brand=brand, user=owner, task_type="noop")
+    assert created and Task.objects.unscoped().get(pk=task.pk).status == "queued"
+    assert connection.connection.info.backend_pid != old_pid
+    assert sends == [(task.pk, {"confirm": False})]
