@@ -1,0 +1,91 @@
+"""Keyset pages ordered by a field that can be NULL (a schedule's next_run_at: NULL when paused
+or finished): NULLs sort as greater than every value, a NULL position round-trips in the cursor,
+and no row is skipped or repeated across the NULLs, forward and back."""
+
+from base64 import b64encode
+from datetime import timedelta
+from urllib.parse import urlencode
+
+import pytest
+from django.utils import timezone
+
+from task_scheduling import services
+from task_scheduling.models import PeriodicSchedule
+
+URL = "/tasks/scheduled/periodic-tasks/"
+
+
+@pytest.fixture
+def schedules(brand):
+    """8 schedules: 4 paused (next_run_at NULL), 2 sharing a time, ids not in time order."""
+    now = timezone.now().replace(microsecond=0)
+    stamps = [None, now + timedelta(hours=3), None, now + timedelta(hours=1), None,
+              now + timedelta(hours=1), now + timedelta(hours=2), None]  # fmt: skip
+    made = []
+    for i, stamp in enumerate(stamps):
+        schedule = services.schedule_create(
+            brand=brand, name=f"s{i}", task_type="noop", cron_expression="30 2 * * *"
+        )
+        PeriodicSchedule.objects.unscoped().filter(pk=schedule.pk).update(next_run_at=stamp)
+        made.append((stamp, schedule.pk))
+    return made
+
+
+def expected(schedules, descending):
+    """NULLs greater than every value; the id breaks ties in the ordering's direction."""
+    far = timezone.now() + timedelta(days=3650)
+    return [
+        pk
+        for stamp, pk in sorted(
+            schedules, key=lambda s: (s[0] is None, s[0] or far, s[1]), reverse=descending
+        )
+    ]
+
+
+def walk(client, url, key):
+    pages, seen = [], set()
+    while url:
+        assert url not in seen, "a cursor led back to a page already seen"
+        seen.add(url)
+        response = client.get(url)
+        assert response.status_code == 200, response.content[:300]
+        body = response.json()
+        pages.append([row["id"] for row in body["results"]])
+        url = body[key]
+    return pages, body
+
+
+@pytest.mark.parametrize("ordering", ["next_run_at", "-next_run_at"])
+@pytest.mark.parametrize("page_size", [1, 2, 3])
+def test_pages_cross_the_nulls_once_each_way(api, owner, brand, schedules, ordering, page_size):
+    client = api(owner, brand)
+    ids = expected(schedules, descending=ordering.startswith("-"))
+    forward, last = walk(client, f"{URL}?ordering={ordering}&page_size={page_size}", "next")
+    assert [pk for page in forward for pk in page] == ids
+    back, first = walk(client, last["previous"], "previous")
+    assert first["previous"] is None
+    assert [pk for page in reversed(back) for pk in page] + forward[-1] == ids
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        "None|1",  # what a NULL position used to be written as
+        "abc",  # the id alone (a NULL) must be an id
+        "0",
+        "\uff11",
+        "|",
+    ],
+)
+def test_a_forged_null_position_is_a_400_naming_cursor(api, owner, brand, position):
+    cursor = b64encode(urlencode({"p": position}).encode()).decode()
+    response = api(owner, brand).get(f"{URL}?ordering=next_run_at&cursor={cursor}")
+    assert response.status_code == 400, response.content[:200]
+    assert "cursor" in response.json()["field_errors"]
+
+
+def test_a_null_position_on_a_field_that_cannot_be_null_is_a_400(api, owner, brand):
+    cursor = b64encode(urlencode({"p": "5"}).encode()).decode()  # the id alone, no value
+    response = api(owner, brand).get(f"/tasks/?ordering=created_at&cursor={cursor}")
+    assert response.status_code == 400, response.content[:200]
+    assert "cursor" in response.json()["field_errors"]
