@@ -450,6 +450,7 @@ def run(rows: int, reps: int, requests: int, deep_page: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    global DB
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--rows", type=int, default=int(os.environ.get("BENCH_LIST_ROWS", 1_000_000))
@@ -458,7 +459,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--requests", type=int, default=100, help="per repetition (>= 50)")
     parser.add_argument("--deep-page", type=int, default=200)
     parser.add_argument("--result-name", default="list", help="bench/results/<name>.json")
+    parser.add_argument(
+        "--db",
+        default=DB,
+        help="bench database (megahub_bench*); its rows are reused when the count matches --rows",
+    )
     args = parser.parse_args(argv)
+    DB = args.db
     if args.requests < 50:
         parser.error("--requests must be >= 50 for a p95")
     result = run(args.rows, args.reps, args.requests, args.deep_page)
