@@ -51,7 +51,7 @@ PARAMS: dict[str, list[tuple[str, float, float]]] = {
     "list": [
         ("rows", 1_000_000, 100_000),
         ("reps", 5, 2),
-        ("requests", 100, 50),
+        ("requests", 200, 50),
         ("deep-page", 200, 20),  # a page every brand has: rows / 50 brands / 50 per page
     ],
     "checkpoints": [("reps", 5, 2), ("writes", 300, 50), ("items", 5000, 1000)],
@@ -80,7 +80,7 @@ def estimate_s(name: str, p: dict) -> float:
     if name == "rest":
         return 40 + 2 * p["reps"] * 3 * p["seconds"]
     if name == "list":
-        return 40 + p["reps"] * p["requests"] * 5 * 0.03
+        return 40 + p["reps"] * p["requests"] * 7 * 0.01
     if name == "checkpoints":
         return 15 + p["reps"] * (p["writes"] * 6 * 0.006 + 2 * p["items"] / 2000)
     if name == "schedules":
@@ -409,8 +409,10 @@ def render_list(r: dict) -> list[str]:
         "rule; the same rows and document) and the floor `GET /bench/noop/`. For analysis, "
         "the same page's SQL through psycopg (same columns, brand and creator joined) plus "
         "`json.dumps` of the same document. Requests rotate over the 50 brands; "
-        f"{params['requests_per_rep']} requests per repetition, {params['reps']} repetitions, "
-        f"interleaved. Deep page = page {params['deep_page']} "
+        f"{params['requests_per_rep']} requests per repetition, {params['reps']} repetitions; "
+        "within a repetition every side's request i (project, peer, raw, floor; page 1 and "
+        "deep) goes to the same brand back to back, in an order rotated at each request, so "
+        "the sides share the machine's load alike. Deep page = page {params['deep_page']} "
         f"(~{(params['deep_page'] - 1) * 50:,} rows down), its cursor built as DRF encodes it "
         "and checked against the one reached by following `next`.",
         "",
