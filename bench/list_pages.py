@@ -319,15 +319,11 @@ def list_breakdown(brand_id: int, n: int = 50) -> dict:
     PostgreSQL, and the response's JSON rendering (the texts spliced in)."""
     from megahub.renderers import JSONRenderer, JSONRows
     from task_core import selectors
-    from task_core.models import Brand, Task
-
-    brand = Brand.objects.get(pk=brand_id)
 
     def fetch():
-        # The rows TaskViewSet.list reads for a page (selectors.task_list_rows + keyset LIMIT).
-        return list(
-            selectors.task_list_rows(Task.objects.for_brand(brand).order_by("-id"))[: PAGE + 1]
-        )
+        # The rows TaskViewSet.list reads for an unfiltered page (selectors.TaskListStatement,
+        # the keyset LIMIT applied as the paginator applies it).
+        return list(selectors.TaskListStatement(brand_id).order_by("-id")[: PAGE + 1])
 
     texts = [row["row"] for row in fetch()[:PAGE]]
     page = {"next": None, "previous": None}
@@ -399,6 +395,12 @@ def run(rows: int, reps: int, requests: int, deep_page: int) -> dict:
     if peer_page["results"] != api_page["results"]:
         raise RuntimeError("the peer and the API return different rows")
     queries = count_queries(project, brands[0], cursors[brands[0]])
+    raw_plans = {
+        "page1": explain(raw.page1.replace("%s", str(brands[0]))),
+        "deep": explain(
+            raw.deep.replace("%s", str(brands[0]), 1).replace("%s", str(positions[brands[0]]))
+        ),
+    }
     parts = list_breakdown(brands[0])
 
     combos = {
@@ -454,6 +456,7 @@ def run(rows: int, reps: int, requests: int, deep_page: int) -> dict:
         "load": load,
         "walk_next_ms": common.summary(walk_ms),
         "queries": queries,
+        "raw_plans": raw_plans,
         "breakdown": parts,
         "stats": stats,
         "ratio_page1": ratio_page1,

@@ -383,14 +383,16 @@ def render_list(r: dict) -> list[str]:
     def cell(key: str) -> str:
         return f"{ms(s[key]['p95_ms'])} ({spread(s[key]['p95_ms'])})"
 
-    plan_lines = []
-    for name in ("page1", "deep"):
-        plan = [
-            line.rstrip()
-            for line in q[name]["plan"]
-            if any(w in line for w in ("Limit", "Scan", "Index Cond", "Execution Time"))
-        ]
+    plan_lines, buffers = [], []
+    plans = [(name, q[name]["plan"]) for name in ("page1", "deep")]
+    plans += [(f"raw psycopg {name}", plan) for name, plan in r.get("raw_plans", {}).items()]
+    for name, full_plan in plans:
+        words = ("Limit", "Scan", "Index Cond", "Rows Removed", "Execution Time")
+        plan = [line.rstrip() for line in full_plan if any(w in line for w in words)]
         plan_lines += [f"{name}:", "```", *plan, "```"]
+        # The statement's whole buffer traffic: the first Buffers line is the top node's.
+        top = next((line.strip() for line in full_plan if "Buffers:" in line), "")
+        buffers.append(f"{name} {top.removeprefix('Buffers: ') or '(not reported)'}")
     load = r["load"]
     loaded = (
         f"loaded in {load['seconds']:.0f} s this run"
@@ -443,7 +445,8 @@ def render_list(r: dict) -> list[str]:
         *(
             [
                 f"- The list view's parts in isolation (median ms): fetch of the page's rows as "
-                f"JSON text (`selectors.task_list_rows`) {bd['orm_fetch_ms']:.2f}, JSON rendering "
+                f"JSON text (`selectors.TaskListStatement`) {bd['orm_fetch_ms']:.2f}, JSON "
+                "rendering "
                 f"{bd['json_render_ms']:.2f}."
             ]
             if (bd := r.get("breakdown"))
@@ -452,7 +455,9 @@ def render_list(r: dict) -> list[str]:
         f"- Following `next` from page 1 to page {params['deep_page']}: median "
         f"{r['walk_next_ms']['median']:.2f} ms per page (max {r['walk_next_ms']['max']:.2f}).",
         "",
-        "Plans of the task query (EXPLAIN ANALYZE, scan and timing lines):",
+        "Plans of the task query (EXPLAIN (ANALYZE, BUFFERS), scan and timing lines), the "
+        "project's and the raw baseline's; buffers of the whole statement (shared hit = "
+        "already in PostgreSQL's cache, read = from the OS): " + "; ".join(buffers) + ".",
         "",
         *plan_lines,
         "",

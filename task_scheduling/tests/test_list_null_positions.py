@@ -89,3 +89,25 @@ def test_a_null_position_on_a_field_that_cannot_be_null_is_a_400(api, owner, bra
     response = api(owner, brand).get(f"/tasks/?ordering=created_at&cursor={cursor}")
     assert response.status_code == 400, response.content[:200]
     assert "cursor" in response.json()["field_errors"]
+
+
+@pytest.mark.parametrize("ordering", ["queue_wait_ms", "-queue_wait_ms", "memory_usage_mb"])
+def test_metric_pages_cross_null_numbers_once(api, owner, brand, ordering):
+    """A nullable integer or float ordering (a metric's queue wait, memory) the same way."""
+    from task_monitoring.tests.factories import MetricFactory
+
+    field = ordering.lstrip("-")
+    values = [None, 30, None, 10, 30, None, 20]
+    made = [(v, MetricFactory(task__brand=brand, **{field: v}).pk) for v in values]
+    client = api(owner, brand)
+    url = f"/tasks/monitoring/metrics/?ordering={ordering}&page_size=2"
+    forward, last = walk(client, url, "next")
+    ids = [
+        pk
+        for v, pk in sorted(
+            made, key=lambda m: (m[0] is None, m[0] or 0, m[1]), reverse=ordering[0] == "-"
+        )
+    ]
+    assert [pk for page in forward for pk in page] == ids
+    back, _ = walk(client, last["previous"], "previous")
+    assert [pk for page in reversed(back) for pk in page] + forward[-1] == ids
