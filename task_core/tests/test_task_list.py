@@ -243,9 +243,7 @@ def _offset_cursor(position):
 
 
 @pytest.mark.parametrize("query", ["", "ordering=id", "ordering=-id"])
-def test_the_plain_statement_answers_as_the_orm_query(
-    api, owner, brand, tasks, query, monkeypatch
-):
+def test_the_plain_statement_answers_as_the_orm_query(api, owner, brand, tasks, query, monkeypatch):
     """Every page of the plain list (kept statement), forward and back and from a cursor with
     an offset, is the same bytes as the ORM query's (filter backends, compiled per request)."""
     from task_core import selectors
