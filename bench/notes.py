@@ -291,12 +291,12 @@ def lists(r: dict) -> str:
     if "Backward using task_core_task_pkey" in raw_deep_plan and "task_brand_id_idx" in deep_plan:
         deep = (
             "the deep page adds the keyset condition `id < cursor` to the same walk and "
-            "touches as many buffers as page 1 (both from PostgreSQL's cache after the warm-up: "
-            "51 rows of 50 brands interleaved lie on ~100 heap pages). The raw baseline's deep "
-            "page is slower than its page 1 because of its own plan, not heap reads: as one "
-            "statement (no deferred join) it is planned as a walk of the primary key backwards "
-            "from the cursor, filtering on the brand (~50 rows read per row kept, `Rows Removed "
-            "by Filter` above)"
+            "touches as many buffers as page 1, none read from outside PostgreSQL's cache "
+            "(buffers above: a page's 51 rows of 50 interleaved brands lie on ~100 heap pages, "
+            "cached after the warm-up), so a deep page is not slower for heap reads. The raw "
+            "baseline, one statement without the deferred join, is planned as a walk of the "
+            "primary key backwards filtering on the brand for both pages (~50 rows read per "
+            "row kept, `Rows Removed by Filter` above)"
         )
     elif "Backward using task_core_task_pkey" in deep_plan:
         deep = (
