@@ -194,19 +194,28 @@ def test_the_page_statement_is_prepared_once_per_connection(api, owner, brand, o
         assert cursor.fetchone()[0] == 1
 
 
+SCHEDULES_BY_NEXT_RUN = "/tasks/scheduled/periodic-tasks/?ordering=next_run_at"
+
+
 @pytest.mark.parametrize(
-    "position",
+    ("url", "position"),
     [
-        "2026-01-01 00:00:00+00:00",  # the value alone: not a position of this ordering
-        "2026-01-01 00:00:00+00:00|abc",
-        "2026-01-01 00:00:00+00:00|0",
-        "2026-01-01 00:00:00+00:00|\uff11",
-        "not-a-date|1",
+        ("/tasks/?ordering=created_at", "2026-01-01 00:00:00+00:00"),  # the value alone
+        ("/tasks/?ordering=created_at", "2026-01-01 00:00:00+00:00|abc"),
+        ("/tasks/?ordering=created_at", "2026-01-01 00:00:00+00:00|0"),
+        ("/tasks/?ordering=created_at", "2026-01-01 00:00:00+00:00|\uff11"),
+        ("/tasks/?ordering=created_at", "not-a-date|1"),
+        ("/tasks/?ordering=created_at", "5"),  # a NULL (the id alone): created_at has none
+        (SCHEDULES_BY_NEXT_RUN, "None|1"),  # what a NULL position used to be written as
+        (SCHEDULES_BY_NEXT_RUN, "abc"),  # a NULL's position is an id
+        (SCHEDULES_BY_NEXT_RUN, "0"),
+        (SCHEDULES_BY_NEXT_RUN, "\uff11"),
+        (SCHEDULES_BY_NEXT_RUN, "|"),
     ],
 )
-def test_a_forged_pair_position_is_a_400_naming_cursor(api, owner, brand, position):
+def test_a_forged_pair_position_is_a_400_naming_cursor(api, owner, brand, url, position):
     cursor = b64encode(urlencode({"p": position}).encode()).decode()
-    response = api(owner, brand).get(f"/tasks/?ordering=created_at&cursor={cursor}")
+    response = api(owner, brand).get(f"{url}&cursor={cursor}")
     assert response.status_code == 400, response.content[:200]
     assert "cursor" in response.json()["field_errors"]
 
