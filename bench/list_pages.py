@@ -355,11 +355,9 @@ def measure(fn, brands: list[int], arg_for, n: int) -> list[float]:
 
 
 def interleaved(combos: dict, brands: list[int], requests: int, rep: int) -> dict:
-    """One repetition: request i of every side (project, peer, raw, floor; page 1 and deep)
-    for the same brand back to back, in an order rotated at each request, so each side meets
-    the same moments of the shared machine's load and follows each other side as often. Side
-    by side in blocks of ``requests``, a burst of load from another process lands on one side's
-    block only: the floor's p95 ranged 2.2-7.8 ms across the repetitions of one run."""
+    """One repetition: request i of every side for the same brand back to back, in an order
+    rotated at each request, so every side meets the shared machine's load alike (in blocks per
+    side, a burst lands on one side only: the floor's p95 ranged 2.2-7.8 ms in one run)."""
     keys = list(combos)
     timings: dict = {key: [] for key in keys}
     for i in range(requests):
@@ -486,9 +484,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--deep-page", type=int, default=200)
     parser.add_argument("--result-name", default="list", help="bench/results/<name>.json")
     parser.add_argument(
-        "--db",
-        default=DB,
-        help="bench database (megahub_bench*); its rows are reused when the count matches --rows",
+        "--db", default=DB, help="bench database (megahub_bench*), reused when it holds --rows rows"
     )
     args = parser.parse_args(argv)
     DB = args.db
