@@ -413,7 +413,7 @@ def render_list(r: dict) -> list[str]:
         "`json.dumps` of the same document. Requests rotate over the 50 brands; "
         f"{params['requests_per_rep']} requests per repetition, {params['reps']} repetitions; "
         "within a repetition every side's request i (project, peer, raw, floor; page 1 and "
-        "deep) goes to the same brand back to back, in an order rotated at each request, so "
+        "deep) goes to the same brand back to back, in an order shuffled at each request, so "
         "the sides share the machine's load alike. Deep page = page {params['deep_page']} "
         f"(~{(params['deep_page'] - 1) * 50:,} rows down), its cursor built as DRF encodes it "
         "and checked against the one reached by following `next`.",
