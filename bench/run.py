@@ -51,7 +51,7 @@ PARAMS: dict[str, list[tuple[str, float, float]]] = {
     "list": [
         ("rows", 1_000_000, 100_000),
         ("reps", 5, 2),
-        ("requests", 100, 50),
+        ("requests", 200, 50),
         ("deep-page", 200, 20),  # a page every brand has: rows / 50 brands / 50 per page
     ],
     "checkpoints": [("reps", 5, 2), ("writes", 300, 50), ("items", 5000, 1000)],
@@ -80,7 +80,7 @@ def estimate_s(name: str, p: dict) -> float:
     if name == "rest":
         return 40 + 2 * p["reps"] * 3 * p["seconds"]
     if name == "list":
-        return 40 + p["reps"] * p["requests"] * 5 * 0.03
+        return 40 + p["reps"] * p["requests"] * 7 * 0.01
     if name == "checkpoints":
         return 15 + p["reps"] * (p["writes"] * 6 * 0.006 + 2 * p["items"] / 2000)
     if name == "schedules":
@@ -383,14 +383,16 @@ def render_list(r: dict) -> list[str]:
     def cell(key: str) -> str:
         return f"{ms(s[key]['p95_ms'])} ({spread(s[key]['p95_ms'])})"
 
-    plan_lines = []
-    for name in ("page1", "deep"):
-        plan = [
-            line.rstrip()
-            for line in q[name]["plan"]
-            if any(w in line for w in ("Limit", "Scan", "Index Cond", "Execution Time"))
-        ]
+    plan_lines, buffers = [], []
+    plans = [(name, q[name]["plan"]) for name in ("page1", "deep")]
+    plans += [(f"raw psycopg {name}", plan) for name, plan in r.get("raw_plans", {}).items()]
+    for name, full_plan in plans:
+        words = ("Limit", "Scan", "Index Cond", "Rows Removed", "Execution Time")
+        plan = [line.rstrip() for line in full_plan if any(w in line for w in words)]
         plan_lines += [f"{name}:", "```", *plan, "```"]
+        # The statement's whole buffer traffic: the first Buffers line is the top node's.
+        top = next((line.strip() for line in full_plan if "Buffers:" in line), "")
+        buffers.append(f"{name} {top.removeprefix('Buffers: ') or '(not reported)'}")
     load = r["load"]
     loaded = (
         f"loaded in {load['seconds']:.0f} s this run"
@@ -409,8 +411,10 @@ def render_list(r: dict) -> list[str]:
         "rule; the same rows and document) and the floor `GET /bench/noop/`. For analysis, "
         "the same page's SQL through psycopg (same columns, brand and creator joined) plus "
         "`json.dumps` of the same document. Requests rotate over the 50 brands; "
-        f"{params['requests_per_rep']} requests per repetition, {params['reps']} repetitions, "
-        f"interleaved. Deep page = page {params['deep_page']} "
+        f"{params['requests_per_rep']} requests per repetition, {params['reps']} repetitions; "
+        "within a repetition every side's request i (project, peer, raw, floor; page 1 and "
+        "deep) goes to the same brand back to back, in an order shuffled at each request, so "
+        "the sides share the machine's load alike. Deep page = page {params['deep_page']} "
         f"(~{(params['deep_page'] - 1) * 50:,} rows down), its cursor built as DRF encodes it "
         "and checked against the one reached by following `next`.",
         "",
@@ -441,7 +445,8 @@ def render_list(r: dict) -> list[str]:
         *(
             [
                 f"- The list view's parts in isolation (median ms): fetch of the page's rows as "
-                f"JSON text (`selectors.task_list_rows`) {bd['orm_fetch_ms']:.2f}, JSON rendering "
+                f"JSON text (`selectors.TaskListStatement`) {bd['orm_fetch_ms']:.2f}, JSON "
+                "rendering "
                 f"{bd['json_render_ms']:.2f}."
             ]
             if (bd := r.get("breakdown"))
@@ -450,7 +455,9 @@ def render_list(r: dict) -> list[str]:
         f"- Following `next` from page 1 to page {params['deep_page']}: median "
         f"{r['walk_next_ms']['median']:.2f} ms per page (max {r['walk_next_ms']['max']:.2f}).",
         "",
-        "Plans of the task query (EXPLAIN ANALYZE, scan and timing lines):",
+        "Plans of the task query (EXPLAIN (ANALYZE, BUFFERS), scan and timing lines), the "
+        "project's and the raw baseline's; buffers of the whole statement (shared hit = "
+        "already in PostgreSQL's cache, read = from the OS): " + "; ".join(buffers) + ".",
         "",
         *plan_lines,
         "",

@@ -6,6 +6,11 @@ response is ``{"next": url|null, "previous": url|null, "results": [...]}``.
 A cursor is only ever one this server wrote: a forged or damaged one (``p=abc``, ``p=``, an
 offset in other digits than 0-9, a position the ordering field cannot hold) is a 400 naming
 ``cursor``, never a query the database refuses.
+
+An ordering field that can be NULL (a schedule's ``next_run_at``) sorts its NULLs as greater
+than every value, on every database (PostgreSQL's own default: last ascending, first
+descending), and a NULL position is written as the id alone, without the ``value|`` part
+every other position of such an ordering has.
 """
 
 from base64 import b64decode
@@ -15,7 +20,7 @@ from urllib import parse
 from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Q
+from django.db.models import F, Q
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 
@@ -71,8 +76,25 @@ class KeysetPagination(CursorPagination):
         position = super()._get_position_from_instance(instance, ordering)
         if len(ordering) == 1:
             return position
-        pk = instance["id"] if isinstance(instance, dict) else instance.pk
+        if isinstance(instance, dict):
+            pk, value = instance["id"], instance[ordering[0].lstrip("-")]
+        else:
+            pk, value = instance.pk, getattr(instance, ordering[0].lstrip("-"))
+        if value is None:  # str(None) would be the text "None": a NULL is the id alone
+            return str(pk)
         return f"{position}{PAIR}{pk}"
+
+    def _ordering_field(self):
+        """The model field the ordering's first term names, or None (a relation's field, an
+        unknown name: left to the ORM)."""
+        model = getattr(self, "_model", None)
+        name = self.ordering[0].lstrip("-") if self.ordering else ""
+        if model is None or "__" in name:
+            return None
+        try:
+            return model._meta.get_field("id" if name == "pk" else name)
+        except FieldDoesNotExist:
+            return None
 
     def decode_cursor(self, request):
         # DRF answers a bad cursor with 404, as if the list did not exist, and passes any
@@ -97,18 +119,15 @@ class KeysetPagination(CursorPagination):
     def _check_position(self, position: str) -> None:
         """The position must be a value of the ordering field, or the pair (value, id) of an
         ordering with a tiebreaker (as _get_position_from_instance writes it)."""
+        field = self._ordering_field()
         if len(self.ordering) > 1:
             position, separator, pk = position.rpartition(PAIR)
-            if not separator:
-                raise ValueError("not a position of this ordering")
             parse_int(pk, low=1, high=2**63 - 1)
-        model = getattr(self, "_model", None)
-        name = self.ordering[0].lstrip("-") if self.ordering else ""
-        if model is None or "__" in name:
-            return
-        try:
-            field = model._meta.get_field("id" if name == "pk" else name)
-        except FieldDoesNotExist:
+            if not separator:  # the id alone: a NULL, which only a nullable field holds
+                if field is None or not field.null:
+                    raise ValueError("not a position of this ordering")
+                return
+        if field is None:
             return
         bounds = integer_range(field)
         if bounds is not None:
@@ -143,7 +162,21 @@ class _KeysetQuerySet:
         self._queryset, self._paginator = queryset, paginator
 
     def order_by(self, *fields):
-        return _KeysetQuerySet(self._queryset.order_by(*fields), self._paginator)
+        """The ordering, with a nullable field's NULLs placed as greater than every value (as
+        the position filter below counts them; PostgreSQL's default, not SQLite's)."""
+        terms = [self._nulls_greatest(term) for term in fields]
+        return _KeysetQuerySet(self._queryset.order_by(*terms), self._paginator)
+
+    def _nulls_greatest(self, term):
+        field = self._paginator._ordering_field()
+        if not (isinstance(term, str) and field is not None and field.null):
+            return term
+        if term.lstrip("-") != self._paginator.ordering[0].lstrip("-"):
+            return term
+        name = term.lstrip("-")
+        return (
+            F(name).desc(nulls_first=True) if term.startswith("-") else F(name).asc(nulls_last=True)
+        )
 
     def filter(self, **kwargs):
         ordering = self._paginator.ordering
@@ -151,10 +184,20 @@ class _KeysetQuerySet:
             return self._queryset.filter(**kwargs)
         ((lookup, position),) = kwargs.items()
         name, _, op = lookup.rpartition("__")
-        value, _, pk = position.rpartition(PAIR)
-        return self._queryset.filter(
-            Q(**{f"{name}__{op}": value}) | Q(**{name: value, f"id__{op}": int(pk)})
-        )
+        value, separator, pk = position.rpartition(PAIR)
+        pk = int(pk)
+        # (field, id) after the position ("gt") or before it ("lt"), a NULL greater than
+        # every value: SQL's comparisons with NULL are never true, so NULLs are named.
+        if not separator:  # the position is a NULL
+            null_and_id = Q(**{f"{name}__isnull": True, f"id__{op}": pk})
+            if op == "gt":
+                return self._queryset.filter(null_and_id)
+            return self._queryset.filter(Q(**{f"{name}__isnull": False}) | null_and_id)
+        after = Q(**{f"{name}__{op}": value}) | Q(**{name: value, f"id__{op}": pk})
+        field = self._paginator._ordering_field()
+        if op == "gt" and field is not None and field.null:
+            after |= Q(**{f"{name}__isnull": True})
+        return self._queryset.filter(after)
 
     def __getitem__(self, item):  # the page, when no cursor position applies
         return self._queryset[item]
