@@ -302,7 +302,9 @@ class TaskListStatement:
         shape = (connection.alias, self._desc, self._op, int(stop) - int(start), int(start))
         sql = _PLAIN_SQL.get(shape)
         if sql is None:
-            sql = _PLAIN_SQL[shape] = _plain_page_sql(connection, *shape[1:])
+            sql = _plain_page_sql(connection, *shape[1:])
+            if not shape[-1]:  # kept: ids are unique, so the cursors this server writes
+                _PLAIN_SQL[shape] = sql  # have no offset (one in a forged cursor: not kept)
         params = [self.brand_id] if self._op is None else [self.brand_id, self._position]
         with state_machine.cursor(self.db) as cursor:
             cursor.execute(sql, params)

@@ -279,3 +279,21 @@ def test_the_plain_statement_answers_as_the_orm_query(api, owner, brand, tasks, 
                 assert {row["brand"]["id"] for row in body["results"]} <= {brand.pk}
                 url = body[key]
             assert seen <= len(tasks)
+
+
+def test_only_offset_free_plain_statements_are_kept(api, owner, brand, tasks):
+    """The kept plain statements are one per (direction, keyset, page size): the offsets a
+    forged cursor may carry (up to DRF's cutoff) are answered but never kept."""
+    from task_core import selectors
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the plain statement is PostgreSQL's (SQLite lists through the ORM)")
+    client, pks = api(owner, brand), sorted(t.pk for t in tasks)
+    assert client.get("/tasks/?page_size=5").status_code == 200
+    kept = dict(selectors._PLAIN_SQL)
+    for offset in (1, 2, 3):
+        forged = b64encode(urlencode({"o": str(offset), "p": str(pks[-1])}).encode()).decode()
+        response = client.get(f"/tasks/?page_size=5&cursor={forged}")
+        assert response.status_code == 200
+        assert [row["id"] for row in response.json()["results"]][:1] == [pks[-2 - offset]]
+    assert kept == selectors._PLAIN_SQL
