@@ -213,7 +213,9 @@ class StrictFilterSet(django_filters.FilterSet):
 
 class StrictOrderingFilter(OrderingFilter):
     """``?ordering=`` naming a field the view does not offer, or empty, is a 400, not the
-    default order."""
+    default order; so is more than one field (``a,b``): a keyset page's position is one field's
+    value and the id (megahub.pagination), which cannot place a row in an order by two fields,
+    and ties are already ordered by the id."""
 
     def get_ordering(self, request, queryset, view):
         raw = request.query_params.get(self.ordering_param)
@@ -230,6 +232,10 @@ class StrictOrderingFilter(OrderingFilter):
             )
             raise ValidationError(
                 {self.ordering_param: [f'"{invalid[0]}" is not one of {", ".join(offered)}.']}
+            )
+        if len(valid) > 1:
+            raise ValidationError(
+                {self.ordering_param: ["One field at a time; ties are ordered by id."]}
             )
         return valid
 

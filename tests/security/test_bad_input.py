@@ -552,3 +552,18 @@ def test_a_json_value_of_the_wrong_type_for_a_text_or_boolean_field_is_a_400(
 def test_an_empty_ordering_is_a_400(path, world):
     """The schema's ordering is an enum of the offered fields: empty is not one of them."""
     assert_400_naming(owner_client(world).get(path, {"ordering": ""}), "ordering")
+
+
+@pytest.mark.parametrize(
+    ("path", "ordering"),
+    [
+        ("/tasks/", "created_at,id"),
+        ("/tasks/", "-id,-id"),
+        ("/tasks/monitoring/metrics/", "queue_wait_ms,memory_usage_mb"),
+        ("/tasks/scheduled/periodic-tasks/", "name,-next_run_at"),
+    ],
+)
+def test_an_ordering_by_two_fields_is_a_400(path, ordering, world):
+    """A keyset page's position is one field's value and the id: an order by two fields would
+    skip or repeat rows from page to page, so it is refused (ties are ordered by the id)."""
+    assert_400_naming(owner_client(world).get(path, {"ordering": ordering}), "ordering")
