@@ -237,6 +237,17 @@ def admit_now(tasks: list[Task]) -> tuple[list[Task], dict[Task, str], set[int]]
     return admitted, waiting, limited
 
 
+def admit_one(task: Task) -> tuple[str | None, bool]:
+    """admit_now for one task not saved yet (a create): the reason it waits, or None when it
+    fits its brand's window, and whether its brand has limits (then it waits for the locked
+    release). One round trip."""
+    gate = BrandGate(task.brand_id, window=settings.TASK_BRAND_WINDOW)
+    gate.queued, limited = _admission_facts(task.brand_id)
+    if limited:
+        return task.waiting_reason or W.BRAND_CONCURRENCY, True
+    return gate.admit(task), False
+
+
 def hold(waiting: dict[Task, str], *, due: bool = False) -> None:
     """Record why tasks wait; ``due``: they were on their way to the broker (their grace period
     not over), so the release may pick them up at once."""

@@ -112,15 +112,7 @@ def task_insert_due(task: Task, *, actor: str, data: dict | None = None) -> bool
     (as task_admit_created leaves it), and a brand with limits is released once committed.
     The same rows as task.save() + its event + task_admit_created, in one round trip."""
     now = timezone.now()
-    limited: set[int] = set()
-    reason = None
-    if settings.TASK_FAIR_SHARE:
-        task.pk = -1  # provisional: admit_now keys the tasks it holds by instance
-        try:
-            admitted, waiting, limited = fairshare.admit_now([task])
-            reason = None if admitted else waiting[task]
-        finally:
-            task.pk = None
+    reason, limited = fairshare.admit_one(task) if settings.TASK_FAIR_SHARE else (None, False)
     queued = reason is None
     task.created_at = task.updated_at = now
     if queued:
@@ -159,7 +151,7 @@ def task_insert_due(task: Task, *, actor: str, data: dict | None = None) -> bool
         transaction.on_commit(
             partial(
                 fairshare.release,
-                sorted(limited),
+                [task.brand_id],
                 actor="system:publisher",
                 wait=True,
                 gated=[task],
