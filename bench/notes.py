@@ -8,6 +8,7 @@ note about something already fixed is not printed.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,9 +82,9 @@ def drain(r: dict) -> str:
             f"PostgreSQL) against {raw:.1f} ms for the claim and the finish written as one SQL "
             "statement + COMMIT each. The two statements are already one prepared round trip "
             f"each (`state_machine.Statement`); {gap}. A pool process runs one task at a time "
-            "and waits for both flushes, so K processes drain about "
+            "and waits for both flushes, so K processes could drain at most "
             f"K / {orm:.1f} ms = {1000 * k / orm:,.0f} tasks/s with this run's flush times, "
-            "whatever the Python costs."
+            "if the CPU were theirs alone (it is not: item 3)."
         )
     statements = bd.get("task_execute_statements", [])
     if "INSERT task_monitoring_taskmetric" in statements and not _code_has(
@@ -116,10 +117,27 @@ def drain(r: dict) -> str:
         f"Wall time per task and worker process: {ms_project:.1f} ms for the project, "
         f"{ms_bare:.1f} ms for bare Celery; {r['target_ratio']}x would need "
         f"{ms_needed:.1f} ms all-in. Where the time goes, in order of size:\n\n{listed}\n\n"
-        f"Even with these fixed, ~{raw:.1f} ms of SQL per task on top of Celery's own "
-        f"~{ms_bare:.1f} ms keeps a no-op task under {r['target_ratio']}x on this machine; "
-        "closing the rest of the gap needs batching (claim/finish several deliveries per "
-        "transaction) or tasks that do real work, where the fixed cost stops dominating."
+        + _drain_budget(r)
+    )
+
+
+def _drain_budget(r: dict) -> str:
+    """The CPU budget the bare-Celery target leaves, against the CPU the run measured."""
+    cpu = r["project"].get("cpu_ms_per_task") or {}
+    rate = r["target_ratio"] * r["bare"]["rate"]["median"]
+    budget = 1000 * (os.cpu_count() or 2) / rate
+    postgres = sum(ms for group, ms in cpu.items() if "postgres" in group)
+    return (
+        f"At {r['target_ratio']}x bare Celery ({rate:,.0f} tasks/s) the {os.cpu_count()} CPUs "
+        f"leave {budget:.2f} ms of CPU per task for everything, RabbitMQ included; the "
+        f"project spends {sum(cpu.values()):.2f} ms without RabbitMQ, {postgres:.2f} ms of it "
+        "in PostgreSQL, which bare Celery does not use at all, and its pool processes also "
+        "wait for two WAL flushes per task. The gap is "
+        f"{max(sum(cpu.values()) - budget, 0):.2f} ms plus RabbitMQ's share (not measured "
+        "here) and the flush waits; the "
+        "claim and the finish are already one prepared statement each, so the lever left is "
+        "several deliveries sharing their statements and flushes (a batched claim and finish). "
+        "Tasks that do real work make this fixed cost a smaller share."
     )
 
 
