@@ -810,17 +810,18 @@ def _latency_floor(la: dict, rest: dict | None, machine: dict) -> list[str]:
     if not rest or commit is None:
         return []
     noop = rest["latency"]["noop"]["p50_ms"]["median"]
-    over = noop + commit - la["bare"]["p50_ms"]["median"]
+    bare = la["bare"]["p50_ms"]["median"]
+    delta = la["extra_ms"]
+    heading = "Where the time goes" if la["pass"] else "What limits it"
     return [
-        f"**What limits it.** Before any create work, the project's figure holds a request "
+        f"**{heading}.** Before any create work, the project's figure holds a request "
         f"through gunicorn, middleware, JWT, throttles and the permission (the no-op "
         f"endpoint's p50, section 2: {noop:.2f} ms) and one durable commit on this machine "
-        f"({commit:.2f} ms, Machine section): {noop + commit:.2f} ms, already "
-        f"{over:+.2f} ms over bare Celery's whole apply_async -> start "
-        f"({la['bare']['p50_ms']['median']:.2f} ms). That leaves "
-        f"{la['target_extra_ms'] - over:.2f} ms of the target's +{la['target_extra_ms']:g} ms "
-        "for the admission read's round trip, the send, and the worker's path from the "
-        "delivery to the claim, which bare Celery's figure also holds.",
+        f"({commit:.2f} ms, Machine section): {noop + commit:.2f} ms that bare Celery's "
+        f"apply_async -> start ({bare:.2f} ms) does not pay. The rest of its {delta:+.2f} ms "
+        "over bare Celery is the admission read's round trip, the send, and the worker's "
+        "path from the delivery to the claim (the same delivery and dispatch bare Celery's "
+        "figure holds, then the claim statement).",
         "",
     ]
 
@@ -952,6 +953,30 @@ def _fair_cpu_lines(d: dict) -> list[str]:
         "backlog; each round marks 12 queued tasks completed, then times one "
         "`fairshare.refill`), gives its CPU, its PostgreSQL backend's CPU, wall time and "
         "statements per released task.",
+        *_fair_limits(d, sides),
+    ]
+
+
+def _fair_limits(d: dict, sides: dict) -> list[str]:
+    """On a miss: the CPU per task fair share adds, by process group, and where a release
+    spends it (a profile of bench/release_cost.py)."""
+    if d.get("ratio_pass", True):
+        return []
+    on, off = sides["on"], sides["off"]
+    extra = {g: on[g] - off.get(g, 0.0) for g in on if on[g] - off.get(g, 0.0) > 0.05}
+    return [
+        "",
+        "**What limits it.** Fair share adds "
+        f"{sum(on.values()) - sum(off.values()):.2f} ms of CPU per task to the "
+        f"{sum(off.values()):.2f} ms a drain costs without it ("
+        + ", ".join(f"{g} +{ms:.2f}" for g, ms in extra.items())
+        + "): the releaser's refills, and PostgreSQL's side of them and of the `pg_notify` "
+        "each finish sends while the brand has waiting work. The cost per released task does "
+        "not shrink with the rest of the drain, so the cheaper a task, the lower this ratio. "
+        "In process (`python -m cProfile bench/release_cost.py --tasks 2000 --finish 10 "
+        "--rounds 100`: 100 releases of 10 tasks), `broker.send_many` is about 60% of a "
+        "release, most of it py-amqp writing each message's frames (`basic_publish`, one "
+        "socket write per message), and the release's 5 statements about 25%.",
     ]
 
 
