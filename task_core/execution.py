@@ -24,6 +24,7 @@ from django.db import (
 from django.utils import timezone
 
 from megahub.errors import DomainValidationError
+from task_core import sql_parts
 from task_core import state_machine as sm
 from task_core.context import (
     TaskCancelled,
@@ -71,17 +72,10 @@ def task_claim(*, task_pk: int, worker: str) -> Task | None:
     committed row, so the claim must not depend on that commit.
     """
     claim = partial(_CLAIM.run, task_pk, actor=f"worker:{worker}", values={"worker": worker[:255]})
-    try:
-        return claim()
-    except (OperationalError, InterfaceError):
-        connection = transaction.get_connection()
-        if connection.in_atomic_block:
-            raise
-        # The connection kept from an earlier task died meanwhile (a restarted database, a
-        # killed backend): one new connection, one more try. This stands in for the health
-        # check's SELECT 1 before every task (megahub/celery.py skips it for this entry point).
-        connection.close()
-        return claim()
+    # It stands in for the health check's SELECT 1 before every task (megahub/celery.py skips
+    # it for this entry point): a connection kept from an earlier task that died meanwhile is
+    # replaced, and the claim tried once more.
+    return sql_parts.first_statement(claim)
 
 
 @dataclass

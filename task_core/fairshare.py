@@ -11,11 +11,12 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Count, Value
 from django.db.models.functions import Least
 from django.utils import timezone
 
+from task_core import sql_parts
 from task_core import state_machine as sm
 from task_core.broker import publish_planned
 from task_core.models import BrandLimit, Task
@@ -475,21 +476,13 @@ def _admission_facts(brand_id: int) -> tuple[dict[str, int], bool]:
     As a request's first statement it is also the kept connection's health check
     (CONN_HEALTH_CHECKS would spend a ``SELECT 1`` round trip before it): if that connection
     turns out broken, the read runs again on a new one. A read: running it twice is harmless."""
-    postgres = connection.vendor == "postgresql"
-    checking = postgres and connection.connection is not None and not connection.in_atomic_block
-    checking = checking and connection.health_check_enabled and not connection.health_check_done
-    connection.health_check_done |= checking
-    for retry in (checking, False):
-        try:
-            with sm.cursor() if postgres else connection.cursor() as cursor:
-                cursor.execute(ADMISSION_FACTS_SQL, [brand_id, brand_id])
-                rows = cursor.fetchall()
-            break
-        except (OperationalError, InterfaceError):
-            if not retry:
-                raise
-            logger.info("database connection unusable; reconnecting", exc_info=True)
-            connection.close()
+
+    def read():
+        with sm.cursor() as cursor:
+            cursor.execute(ADMISSION_FACTS_SQL, [brand_id, brand_id])
+            return cursor.fetchall()
+
+    rows = sql_parts.first_statement(read)
     queued = {priority: n for kind, priority, n in rows if kind == "queued"}
     return queued, any(kind == "limited" for kind, _, _ in rows)
 
@@ -502,9 +495,9 @@ def _brand_facts(brand_id: int) -> tuple[dict[str, int], set[str], bool]:
     params: list = [brand_id]
     for priority in PRIORITY_ORDER:
         params += [priority, brand_id, priority, now]
-    postgres = connection.vendor == "postgresql"
-    with sm.cursor() if postgres else connection.cursor() as cursor:
-        cursor.execute(REFILL_FACTS_SQL if postgres else BRAND_FACTS_SQL, [*params, brand_id])
+    sql = REFILL_FACTS_SQL if connection.vendor == "postgresql" else BRAND_FACTS_SQL
+    with sm.cursor() as cursor:
+        cursor.execute(sql, [*params, brand_id])
         rows = cursor.fetchall()
     queued = {priority: n for kind, priority, n in rows if kind == "queued"}
     due = {priority for kind, priority, _ in rows if kind == "due"}

@@ -4,14 +4,17 @@ INSERT of the rows other apps record with an outcome (task_core.signals.OutcomeR
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connections, models
+from django.db import InterfaceError, OperationalError, connections, models
 from django.db.models import Field
 
 from task_core.models import Task
+
+logger = logging.getLogger("megahub.tasks")
 
 
 def cursor(using: str = "default"):
@@ -41,6 +44,24 @@ def cursor(using: str = "default"):
         return connection.make_cursor(psycopg.Cursor(pg))
     kept.in_use = True
     return connection.make_cursor(kept)
+
+
+def first_statement(run, using: str = "default"):
+    """``run()`` as the kept connection's first statement, in place of the health check's
+    ``SELECT 1`` round trip: if that connection turns out dead (a restarted database, a killed
+    backend), it is closed and ``run()`` tried once more on a new one. Outside a transaction
+    only, and only for a statement that is safe to try again after a connection error."""
+    connection = connections[using]
+    retry = connection.connection is not None and not connection.in_atomic_block
+    connection.health_check_done = True
+    try:
+        return run()
+    except (OperationalError, InterfaceError):
+        if not retry:
+            raise
+        logger.info("database connection unusable; reconnecting", exc_info=True)
+        connection.close()
+        return run()
 
 
 _KeptCursor = None
